@@ -1,0 +1,99 @@
+//! Shared AWS plumbing: one `SdkConfig` per cold start with tight timeouts and no retries, and
+//! the function's own credentials (which also sign the EKS token).
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+
+use crate::error::{FailureKind, StepError, System};
+
+/// Loads the AWS config (region, credentials chain, `AWS_ENDPOINT_URL`). The SDK's defaults
+/// (3 attempts, 3.1 s connect, no operation timeout) could outlast Cognito's 5 s: every
+/// attempt is bounded and there is exactly one attempt; the deadline decides, not a retry loop.
+pub async fn load_config(connect_timeout: Duration, operation_timeout: Duration) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(connect_timeout)
+                .read_timeout(operation_timeout)
+                .operation_attempt_timeout(operation_timeout)
+                .operation_timeout(operation_timeout)
+                .build(),
+        )
+        .retry_config(RetryConfig::disabled())
+        .load()
+        .await
+}
+
+pub fn region(config: &SdkConfig) -> Result<String, StepError> {
+    config
+        .region()
+        .map(|r| r.as_ref().to_owned())
+        .ok_or_else(|| {
+            StepError::new(
+                System::Eks,
+                "resolve region",
+                FailureKind::Other,
+                "no AWS region: set AWS_REGION",
+            )
+        })
+}
+
+/// The function's credentials, cached until five minutes before they expire (environment
+/// credentials in Lambda never do; a web-identity or SSO chain would otherwise call STS per
+/// invocation).
+#[derive(Debug)]
+pub struct CredentialsSource {
+    provider: SharedCredentialsProvider,
+    cached: Mutex<Option<Credentials>>,
+}
+
+impl CredentialsSource {
+    pub fn new(config: &SdkConfig) -> Result<Self, StepError> {
+        let provider = config.credentials_provider().ok_or_else(|| {
+            StepError::new(
+                System::Eks,
+                "load AWS credentials",
+                FailureKind::Other,
+                "no credentials provider configured",
+            )
+        })?;
+        Ok(Self {
+            provider,
+            cached: Mutex::new(None),
+        })
+    }
+
+    pub async fn current(&self) -> Result<Credentials, StepError> {
+        let fresh_enough = |c: &Credentials| {
+            c.expiry()
+                .is_none_or(|exp| exp > SystemTime::now() + Duration::from_secs(300))
+        };
+        if let Some(c) = self
+            .cached
+            .lock()
+            .ok()
+            .and_then(|g| g.clone())
+            .filter(fresh_enough)
+        {
+            return Ok(c);
+        }
+        let creds = self.provider.provide_credentials().await.map_err(|e| {
+            StepError::new(
+                System::Eks,
+                "load AWS credentials",
+                FailureKind::Unauthorized,
+                crate::error::chain(&e),
+            )
+        })?;
+        if let Ok(mut slot) = self.cached.lock() {
+            *slot = Some(creds.clone());
+        }
+        Ok(creds)
+    }
+}

@@ -1,0 +1,345 @@
+//! The orchestrator: provisions one tenant, running independent steps concurrently, bounded
+//! by a deadline.
+//!
+//! ```text
+//! rabbitmq:         user ∥ vhost ──▶ permission
+//! secrets-manager:  put tenant secret
+//! kubernetes:       sign token (µs) ──▶ apply Secret ∥ apply Deployment
+//! ```
+//! Every step is an upsert, so nothing is rolled back on failure: a partial tenant is reported
+//! (which steps finished, which failed, which ran out of time) and the next try converges.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::time::Instant;
+use url::Url;
+
+use crate::aws::CredentialsSource;
+use crate::credentials::{PasswordKey, TenantCredentials};
+use crate::eks_token::EksTokenSigner;
+use crate::error::{FailureKind, StepError, System};
+use crate::kubernetes::{Kubernetes, tenant_deployment, tenant_secret};
+use crate::rabbitmq::RabbitMq;
+use crate::secrets_manager::SecretsManager;
+use crate::template::BackendTemplate;
+use crate::tenant::TenantId;
+
+pub struct Provisioner {
+    pub rabbitmq: RabbitMq,
+    pub secrets: SecretsManager,
+    pub kubernetes: Kubernetes,
+    pub signer: EksTokenSigner,
+    pub credentials: CredentialsSource,
+    pub password_key: PasswordKey,
+    pub amqp_base: Url,
+    pub secret_prefix: String,
+    pub template: BackendTemplate,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTiming {
+    pub step: &'static str,
+    /// Milliseconds from the start of provisioning.
+    pub started_ms: f64,
+    pub duration_ms: Option<f64>,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Ok,
+    Failed,
+    /// Still running when the deadline came.
+    Unfinished,
+}
+
+/// What was provisioned, and how long each step took. Holds no secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub tenant: String,
+    pub rabbitmq_user: String,
+    pub rabbitmq_vhost: String,
+    pub kubernetes_namespace: String,
+    pub kubernetes_secret: String,
+    pub kubernetes_deployment: String,
+    pub secrets_manager_name: String,
+    pub wall_ms: f64,
+    /// The three independent branches (rabbitmq, secrets-manager, kubernetes): wall time of each.
+    pub branches_ms: Vec<(&'static str, f64)>,
+    pub steps: Vec<StepTiming>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{}", describe(.tenant, .failures, .unfinished, .budget_ms, .finished))]
+pub struct ProvisionError {
+    pub tenant: String,
+    pub failures: Vec<StepError>,
+    pub unfinished: Vec<&'static str>,
+    pub finished: Vec<&'static str>,
+    pub budget_ms: u128,
+    pub report: Report,
+}
+
+fn describe(
+    tenant: &str,
+    failures: &[StepError],
+    unfinished: &[&'static str],
+    budget_ms: &u128,
+    finished: &[&'static str],
+) -> String {
+    let mut parts: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    if !unfinished.is_empty() {
+        parts.push(format!(
+            "did not finish within the {budget_ms} ms budget: {}",
+            unfinished.join(", ")
+        ));
+    }
+    let done = if finished.is_empty() {
+        "none".to_owned()
+    } else {
+        finished.join(", ")
+    };
+    format!(
+        "provisioning tenant {tenant} failed: {}. Finished steps: {done}. Nothing was rolled back; a retry converges.",
+        parts.join("; ")
+    )
+}
+
+struct Record {
+    step: &'static str,
+    started: Instant,
+    finished: Option<(Instant, bool)>,
+}
+
+/// Times each step and remembers which were still running if the deadline cuts them off.
+struct Recorder {
+    start: Instant,
+    records: Mutex<Vec<Record>>,
+}
+
+impl Recorder {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            records: Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn step<T>(
+        &self,
+        step: &'static str,
+        fut: impl Future<Output = Result<T, StepError>>,
+    ) -> Result<T, StepError> {
+        let started = Instant::now();
+        let index = {
+            let mut records = self.records.lock().expect("recorder lock");
+            records.push(Record {
+                step,
+                started,
+                finished: None,
+            });
+            records.len() - 1
+        };
+        let result = fut.await;
+        let now = Instant::now();
+        let ms = (now - started).as_secs_f64() * 1e3;
+        match &result {
+            Ok(_) => tracing::info!(step, duration_ms = ms, outcome = "ok", "step finished"),
+            Err(e) => {
+                tracing::warn!(step, duration_ms = ms, outcome = "failed", error = %e, "step failed")
+            }
+        }
+        if let Some(r) = self.records.lock().expect("recorder lock").get_mut(index) {
+            r.finished = Some((now, result.is_ok()));
+        }
+        result
+    }
+
+    fn timings(&self) -> Vec<StepTiming> {
+        let ms = |d: Duration| (d.as_secs_f64() * 1e3 * 1000.0).round() / 1000.0;
+        self.records
+            .lock()
+            .expect("recorder lock")
+            .iter()
+            .map(|r| StepTiming {
+                step: r.step,
+                started_ms: ms(r.started - self.start),
+                duration_ms: r.finished.map(|(end, _)| ms(end - r.started)),
+                outcome: match r.finished {
+                    None => Outcome::Unfinished,
+                    Some((_, true)) => Outcome::Ok,
+                    Some((_, false)) => Outcome::Failed,
+                },
+            })
+            .collect()
+    }
+}
+
+/// Step names, as they appear in logs, reports and errors.
+pub mod step {
+    pub const RABBITMQ_USER: &str = "rabbitmq.user";
+    pub const RABBITMQ_VHOST: &str = "rabbitmq.vhost";
+    pub const RABBITMQ_PERMISSION: &str = "rabbitmq.permission";
+    pub const SECRETS_MANAGER_PUT: &str = "secrets-manager.tenant-secret";
+    pub const EKS_TOKEN: &str = "eks.token";
+    pub const KUBERNETES_SECRET: &str = "kubernetes.secret";
+    pub const KUBERNETES_DEPLOYMENT: &str = "kubernetes.deployment";
+}
+
+/// Runs one branch and measures its wall time.
+async fn timed<T>(name: &'static str, fut: impl Future<Output = T>) -> (&'static str, f64, T) {
+    let start = Instant::now();
+    let out = fut.await;
+    (name, (Instant::now() - start).as_secs_f64() * 1e3, out)
+}
+
+impl Provisioner {
+    pub fn namespace(&self) -> &str {
+        self.kubernetes.namespace()
+    }
+
+    pub fn tenant_credentials(&self, tenant: &TenantId) -> TenantCredentials {
+        TenantCredentials::new(tenant, &self.password_key, &self.amqp_base)
+    }
+
+    /// Signs a fresh EKS token and installs it on the Kubernetes client.
+    pub async fn refresh_token(&self, at: SystemTime) -> Result<(), StepError> {
+        let creds = self.credentials.current().await?;
+        let token = self.signer.sign(&creds, at).map_err(|e| {
+            StepError::new(System::Eks, "sign token", FailureKind::Other, e.to_string())
+        })?;
+        self.kubernetes.set_token(&token.token)
+    }
+
+    pub async fn provision(
+        &self,
+        tenant: &TenantId,
+        deadline: Instant,
+    ) -> Result<Report, ProvisionError> {
+        let rec = Recorder::new();
+        let creds = self.tenant_credentials(tenant);
+        let secret_name = tenant.secrets_manager_name(&self.secret_prefix);
+        let budget_ms = deadline.saturating_duration_since(rec.start).as_millis();
+
+        let rabbitmq = timed("rabbitmq", async {
+            let user = rec.step(
+                step::RABBITMQ_USER,
+                self.rabbitmq
+                    .put_user(tenant.rabbitmq_user(), &creds.password),
+            );
+            let description = format!("post-signup tenant {tenant}");
+            let vhost = rec.step(
+                step::RABBITMQ_VHOST,
+                self.rabbitmq
+                    .put_vhost(tenant.rabbitmq_vhost(), &description),
+            );
+            let (user, vhost) = tokio::join!(user, vhost);
+            let mut errors: Vec<StepError> =
+                [user.err(), vhost.err()].into_iter().flatten().collect();
+            if errors.is_empty() {
+                let grant = self
+                    .rabbitmq
+                    .put_permission(tenant.rabbitmq_vhost(), tenant.rabbitmq_user());
+                errors.extend(rec.step(step::RABBITMQ_PERMISSION, grant).await.err());
+            }
+            errors
+        });
+
+        let secrets = timed("secrets-manager", async {
+            let json = creds.to_secret_json();
+            let put = self.secrets.put_tenant_secret(&secret_name, tenant, &json);
+            rec.step(step::SECRETS_MANAGER_PUT, put)
+                .await
+                .err()
+                .into_iter()
+                .collect::<Vec<_>>()
+        });
+
+        let kubernetes = timed("kubernetes", async {
+            // Re-signed per invocation: microseconds, and a warm container outlives a token.
+            if let Err(e) = rec
+                .step(step::EKS_TOKEN, self.refresh_token(SystemTime::now()))
+                .await
+            {
+                return vec![e];
+            }
+            let ns = self.namespace();
+            let secret = tenant_secret(tenant, &creds, ns);
+            let deployment = tenant_deployment(&self.template, tenant, ns);
+            let (s, d) = tokio::join!(
+                rec.step(
+                    step::KUBERNETES_SECRET,
+                    self.kubernetes.apply_secret(&secret)
+                ),
+                rec.step(
+                    step::KUBERNETES_DEPLOYMENT,
+                    self.kubernetes.apply_deployment(&deployment)
+                ),
+            );
+            [s.err(), d.err()].into_iter().flatten().collect()
+        });
+
+        let outcome = tokio::time::timeout_at(deadline, async {
+            tokio::join!(rabbitmq, secrets, kubernetes)
+        })
+        .await;
+        let wall_ms = (Instant::now() - rec.start).as_secs_f64() * 1e3;
+        let timed_out = outcome.is_err();
+        let (failures, branches_ms) = match outcome {
+            Ok((a, b, c)) => {
+                let branches = vec![(a.0, a.1), (b.0, b.1), (c.0, c.1)];
+                (
+                    a.2.into_iter().chain(b.2).chain(c.2).collect::<Vec<_>>(),
+                    branches,
+                )
+            }
+            Err(_) => (Vec::new(), Vec::new()),
+        };
+        let steps = rec.timings();
+        let report = Report {
+            tenant: tenant.to_string(),
+            rabbitmq_user: tenant.rabbitmq_user().to_owned(),
+            rabbitmq_vhost: tenant.rabbitmq_vhost().to_owned(),
+            kubernetes_namespace: self.namespace().to_owned(),
+            kubernetes_secret: tenant.secret_name(),
+            kubernetes_deployment: tenant.deployment_name(),
+            secrets_manager_name: secret_name.clone(),
+            wall_ms,
+            branches_ms,
+            steps,
+        };
+        let mut unfinished: Vec<&'static str> = report
+            .steps
+            .iter()
+            .filter(|s| s.outcome == Outcome::Unfinished)
+            .map(|s| s.step)
+            .collect();
+        if timed_out && unfinished.is_empty() {
+            // The deadline fell between two steps: the next one never started.
+            unfinished.push("the next step (not started)");
+        }
+        if failures.is_empty() && unfinished.is_empty() {
+            tracing::info!(tenant = %tenant, wall_ms, "tenant provisioned");
+            return Ok(report);
+        }
+        let finished = report
+            .steps
+            .iter()
+            .filter(|s| s.outcome == Outcome::Ok)
+            .map(|s| s.step)
+            .collect();
+        let err = ProvisionError {
+            tenant: tenant.to_string(),
+            failures,
+            unfinished,
+            finished,
+            budget_ms,
+            report,
+        };
+        tracing::error!(tenant = %tenant, wall_ms, error = %err, "tenant not fully provisioned");
+        Err(err)
+    }
+}

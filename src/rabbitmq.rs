@@ -1,0 +1,227 @@
+//! RabbitMQ Management HTTP API: the tenant's user, vhost and permission.
+//! Every call is a PUT (an upsert), so a retried or duplicated invocation converges.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use crate::error::{FailureKind, StepError, System, chain};
+
+/// An administrator's credential for the management API.
+#[derive(Debug, Clone)]
+pub struct AdminCredential {
+    pub username: String,
+    pub password: SecretString,
+}
+
+#[derive(Debug, Clone)]
+pub struct RabbitMq {
+    http: reqwest::Client,
+    base: Url,
+    admin: AdminCredential,
+}
+
+#[derive(Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    reason: String,
+}
+
+impl RabbitMq {
+    /// `request_timeout` bounds each call; the orchestrator's deadline bounds the whole.
+    pub fn new(
+        base: Url,
+        admin: AdminCredential,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Result<Self, StepError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .timeout(request_timeout)
+            .pool_idle_timeout(Duration::from_secs(50))
+            .user_agent(concat!("post-signup/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                StepError::new(
+                    System::Rabbitmq,
+                    "build HTTP client",
+                    FailureKind::Other,
+                    chain(&e),
+                )
+            })?;
+        Ok(Self { http, base, admin })
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// `/api/<segments…>`, each segment percent-encoded (a vhost may contain `/`).
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().push("api").extend(segments);
+        }
+        url
+    }
+
+    async fn send(
+        &self,
+        action: String,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, StepError> {
+        let resp = req
+            .basic_auth(
+                &self.admin.username,
+                Some(self.admin.password.expose_secret()),
+            )
+            .send()
+            .await
+            .map_err(|e| transport_error(&action, &e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.text().await.unwrap_or_default();
+        let message = match serde_json::from_str::<ApiError>(&body) {
+            Ok(api) if !api.reason.is_empty() => api.reason,
+            Ok(api) => api.error,
+            Err(_) => body,
+        };
+        Err(StepError::from_status(
+            System::Rabbitmq,
+            action,
+            status.as_u16(),
+            &message,
+        ))
+    }
+
+    /// Creates or updates the user with this password and no tags (no management access).
+    pub async fn put_user(&self, user: &str, password: &SecretString) -> Result<(), StepError> {
+        // RabbitMQ 3.10 refuses a user PUT without "tags".
+        let body = serde_json::json!({"password": password.expose_secret(), "tags": ""});
+        self.send(
+            format!("create user '{user}'"),
+            self.http.put(self.url(&["users", user])).json(&body),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn put_vhost(&self, vhost: &str, description: &str) -> Result<(), StepError> {
+        let body = serde_json::json!({"description": description, "tags": ""});
+        self.send(
+            format!("create vhost '{vhost}'"),
+            self.http.put(self.url(&["vhosts", vhost])).json(&body),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Grants `user` everything on `vhost`, and nothing elsewhere.
+    pub async fn put_permission(&self, vhost: &str, user: &str) -> Result<(), StepError> {
+        let body = serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"});
+        self.send(
+            format!("grant '{user}' on vhost '{vhost}'"),
+            self.http
+                .put(self.url(&["permissions", vhost, user]))
+                .json(&body),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// A JSON resource, or `None` when it does not exist.
+    pub async fn get(
+        &self,
+        what: &str,
+        segments: &[&str],
+    ) -> Result<Option<serde_json::Value>, StepError> {
+        let action = format!("read {what}");
+        match self
+            .send(action.clone(), self.http.get(self.url(segments)))
+            .await
+        {
+            Ok(resp) => resp.json().await.map(Some).map_err(|e| {
+                StepError::new(
+                    System::Rabbitmq,
+                    action,
+                    FailureKind::BadResponse,
+                    chain(&e),
+                )
+            }),
+            Err(e) if e.detail.starts_with("404") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes a resource; one that is already gone counts as deleted.
+    pub async fn delete(&self, what: &str, segments: &[&str]) -> Result<bool, StepError> {
+        match self
+            .send(
+                format!("delete {what}"),
+                self.http.delete(self.url(segments)),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.detail.starts_with("404") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn transport_error(action: &str, e: &reqwest::Error) -> StepError {
+    let kind = if e.is_timeout() {
+        FailureKind::Timeout
+    } else if e.is_connect() {
+        FailureKind::Connect
+    } else {
+        FailureKind::Other
+    };
+    StepError::new(System::Rabbitmq, action, kind, chain(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base: &str) -> RabbitMq {
+        RabbitMq::new(
+            Url::parse(base).unwrap(),
+            AdminCredential {
+                username: "admin".into(),
+                password: SecretString::from("pw"),
+            },
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        let c = client("http://127.0.0.1:15672");
+        assert_eq!(
+            c.url(&["vhosts", "/"]).as_str(),
+            "http://127.0.0.1:15672/api/vhosts/%2F"
+        );
+        assert_eq!(
+            c.url(&["permissions", "a b", "u"]).as_str(),
+            "http://127.0.0.1:15672/api/permissions/a%20b/u"
+        );
+    }
+
+    #[test]
+    fn a_path_prefix_in_the_base_is_kept() {
+        let c = client("https://mq.example.com/rabbitmq/");
+        assert_eq!(
+            c.url(&["users", "x"]).as_str(),
+            "https://mq.example.com/rabbitmq/api/users/x"
+        );
+    }
+}

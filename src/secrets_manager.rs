@@ -1,0 +1,287 @@
+//! AWS Secrets Manager: the RabbitMQ admin credential (read once per cold start) and the
+//! tenant's credentials for the frontend (written on every provisioning, converging).
+
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::types::Tag;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use crate::credentials::PasswordKey;
+use crate::error::{FailureKind, StepError, System};
+use crate::rabbitmq::AdminCredential;
+use crate::tenant::{TENANT_LABEL, TenantId};
+
+/// JSON field of the admin secret that holds the tenant password key (see `credentials`).
+pub const PASSWORD_KEY_FIELD: &str = "tenant_password_key";
+
+/// The admin secret: `{"username", "password", "tenant_password_key"}`.
+#[derive(Debug)]
+pub struct AdminSecret {
+    pub credential: AdminCredential,
+    pub password_key: PasswordKey,
+}
+
+#[derive(Debug, Clone)]
+pub struct SecretsManager {
+    client: Client,
+}
+
+impl SecretsManager {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    pub async fn admin_secret(&self, id: &str) -> Result<AdminSecret, StepError> {
+        let action = format!("read admin secret '{id}'");
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(id)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&action, e))?;
+        let Some(text) = out.secret_string() else {
+            return Err(malformed(&action, "has no SecretString"));
+        };
+        parse_admin_secret(text).map_err(|problem| malformed(&action, &problem))
+    }
+
+    /// Creates or updates `<prefix><sub>` to hold exactly `value`.
+    ///
+    /// The version token is a hash of the value, so a retry of the same write is a no-op instead
+    /// of a new version, and two concurrent first writes cannot both create the secret.
+    pub async fn put_tenant_secret(
+        &self,
+        name: &str,
+        tenant: &TenantId,
+        value: &SecretString,
+    ) -> Result<(), StepError> {
+        let action = format!("store tenant secret '{name}'");
+        let token = version_token(value);
+        let created = self
+            .client
+            .create_secret()
+            .name(name)
+            .description(format!("AMQP credentials of post-signup tenant {tenant}"))
+            .secret_string(value.expose_secret())
+            .client_request_token(&token)
+            .tags(
+                Tag::builder()
+                    .key(TENANT_LABEL)
+                    .value(tenant.as_str())
+                    .build(),
+            )
+            .send()
+            .await;
+        let err = match created {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        match err.code() {
+            Some("ResourceExistsException") => {}
+            // A deprovisioned tenant that signs up again: its old secret may await deletion.
+            Some("InvalidRequestException") if err.message().unwrap_or("").contains("deletion") => {
+                self.client
+                    .restore_secret()
+                    .secret_id(name)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(&format!("restore tenant secret '{name}'"), e))?;
+            }
+            _ => return Err(sdk_error(&action, err)),
+        }
+        self.client
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value.expose_secret())
+            .client_request_token(&token)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| sdk_error(&action, e))
+    }
+
+    /// Reads a tenant secret's JSON. `None` when it does not exist.
+    pub async fn get_json(&self, name: &str) -> Result<Option<serde_json::Value>, StepError> {
+        let action = format!("read secret '{name}'");
+        match self.client.get_secret_value().secret_id(name).send().await {
+            Ok(out) => Ok(out
+                .secret_string()
+                .and_then(|s| serde_json::from_str(s).ok())),
+            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(None),
+            Err(e) => Err(sdk_error(&action, e)),
+        }
+    }
+
+    /// Deletes a tenant secret at once (no recovery window). Already gone counts as deleted.
+    pub async fn delete(&self, name: &str) -> Result<bool, StepError> {
+        match self
+            .client
+            .delete_secret()
+            .secret_id(name)
+            .force_delete_without_recovery(true)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(false),
+            Err(e) => Err(sdk_error(&format!("delete secret '{name}'"), e)),
+        }
+    }
+}
+
+/// Parses the admin secret. Problems name fields, never values (serde's messages can quote
+/// the input, so this does not use them).
+pub fn parse_admin_secret(text: &str) -> Result<AdminSecret, String> {
+    let json: serde_json::Value =
+        serde_json::from_str(text).map_err(|_| "is not valid JSON".to_owned())?;
+    let obj = json.as_object().ok_or("is not a JSON object")?;
+    let field = |name: &str| -> Result<&str, String> {
+        match obj.get(name) {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s),
+            Some(serde_json::Value::String(_)) => Err(format!("field '{name}' is empty")),
+            Some(_) => Err(format!("field '{name}' is not a string")),
+            None => Err(format!("has no field '{name}'")),
+        }
+    };
+    let username = field("username")?.to_owned();
+    let password = SecretString::from(field("password")?);
+    let password_key = PasswordKey::new(field(PASSWORD_KEY_FIELD)?)
+        .map_err(|e| format!("field '{PASSWORD_KEY_FIELD}' {e}"))?;
+    Ok(AdminSecret {
+        credential: AdminCredential { username, password },
+        password_key,
+    })
+}
+
+fn version_token(value: &SecretString) -> String {
+    let digest = Sha256::digest(value.expose_secret().as_bytes());
+    digest.iter().take(24).map(|b| format!("{b:02x}")).collect()
+}
+
+fn malformed(action: &str, problem: &str) -> StepError {
+    StepError::new(
+        System::SecretsManager,
+        action,
+        FailureKind::BadResponse,
+        format!("the secret {problem}"),
+    )
+}
+
+/// Maps an SDK error. Service messages come from AWS and never contain secret values.
+pub(crate) fn sdk_error<E>(action: &str, err: SdkError<E, HttpResponse>) -> StepError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    sdk_error_for(System::SecretsManager, action, err)
+}
+
+pub(crate) fn sdk_error_for<E>(
+    system: System,
+    action: &str,
+    err: SdkError<E, HttpResponse>,
+) -> StepError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match &err {
+        SdkError::TimeoutError(_) => {
+            StepError::new(system, action, FailureKind::Timeout, "timed out")
+        }
+        SdkError::DispatchFailure(d) => {
+            let kind = if d.is_timeout() {
+                FailureKind::Timeout
+            } else {
+                FailureKind::Connect
+            };
+            let detail = d
+                .as_connector_error()
+                .map(|c| crate::error::chain(c))
+                .unwrap_or_else(|| format!("{d:?}"));
+            StepError::new(system, action, kind, detail)
+        }
+        SdkError::ServiceError(s) => {
+            let status = s.raw().status().as_u16();
+            let code = err.code().unwrap_or("UnknownError");
+            let message = err.message().unwrap_or("");
+            let kind = match (status, code) {
+                (_, "AccessDeniedException") | (403, _) => FailureKind::Forbidden,
+                (_, "UnrecognizedClientException" | "InvalidSignatureException") | (401, _) => {
+                    FailureKind::Unauthorized
+                }
+                (500..=599, _) => FailureKind::ServerError,
+                _ => FailureKind::Rejected,
+            };
+            StepError::new(
+                system,
+                action,
+                kind,
+                format!("{status} {code}: {}", crate::error::clip(message)),
+            )
+        }
+        SdkError::ResponseError(_) => StepError::new(
+            system,
+            action,
+            FailureKind::BadResponse,
+            crate::error::chain(&err),
+        ),
+        _ => StepError::new(
+            system,
+            action,
+            FailureKind::Other,
+            crate::error::chain(&err),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk";
+
+    #[test]
+    fn a_good_admin_secret_parses() {
+        let s = parse_admin_secret(&format!(
+            r#"{{"username":"admin","password":"pw","tenant_password_key":"{KEY}"}}"#
+        ))
+        .unwrap();
+        assert_eq!(s.credential.username, "admin");
+    }
+
+    #[test]
+    fn malformed_admin_secrets_name_the_problem_not_the_value() {
+        let cases = [
+            ("not json hunter2", "is not valid JSON"),
+            (r#"["hunter2"]"#, "is not a JSON object"),
+            (r#"{"password":"hunter2"}"#, "has no field 'username'"),
+            (
+                r#"{"username":"a","password":"hunter2"}"#,
+                "has no field 'tenant_password_key'",
+            ),
+            (
+                r#"{"username":"a","password":7,"tenant_password_key":"x"}"#,
+                "field 'password' is not a string",
+            ),
+            (
+                r#"{"username":"a","password":"hunter2","tenant_password_key":"hunter2"}"#,
+                "at least 32 bytes",
+            ),
+        ];
+        for (text, expected) in cases {
+            let problem = parse_admin_secret(text).unwrap_err();
+            assert!(problem.contains(expected), "{problem}");
+            assert!(!problem.contains("hunter2"), "{problem}");
+        }
+    }
+
+    #[test]
+    fn version_tokens_are_stable_and_valid() {
+        let a = version_token(&SecretString::from("v1"));
+        assert_eq!(a, version_token(&SecretString::from("v1")));
+        assert_ne!(a, version_token(&SecretString::from("v2")));
+        assert!((32..=64).contains(&a.len()));
+    }
+}

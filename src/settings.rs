@@ -1,0 +1,322 @@
+//! Settings, read from the environment and validated once at cold start. Every error names the
+//! variable, so a misconfigured deployment fails on its first invocation with a readable cause.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+pub const DEFAULT_NAMESPACE: &str = "tenants";
+pub const DEFAULT_SECRET_PREFIX: &str = "post-signup/tenants/";
+/// Cognito gives a trigger 5 s; leave half a second for the Lambda runtime and the network.
+pub const DEFAULT_BUDGET: Duration = Duration::from_millis(4500);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Every variable the function reads, for docs and errors.
+pub mod var {
+    pub const CLUSTER_NAME: &str = "EKS_CLUSTER_NAME";
+    pub const ENDPOINT: &str = "EKS_ENDPOINT";
+    pub const CA_DATA: &str = "EKS_CA_DATA";
+    pub const NAMESPACE: &str = "TENANT_NAMESPACE";
+    pub const MANAGEMENT_URL: &str = "RABBITMQ_MANAGEMENT_URL";
+    pub const AMQP_URL: &str = "RABBITMQ_AMQP_URL";
+    pub const ADMIN_SECRET_ID: &str = "RABBITMQ_ADMIN_SECRET_ID";
+    pub const SECRET_PREFIX: &str = "TENANT_SECRET_PREFIX";
+    pub const TEMPLATE_PATH: &str = "BACKEND_TEMPLATE_PATH";
+    pub const BUDGET_MS: &str = "PROVISION_BUDGET_MS";
+    pub const CONNECT_TIMEOUT_MS: &str = "CONNECT_TIMEOUT_MS";
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("setting {var}: {problem}")]
+pub struct SettingsError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+fn err(var: &'static str, problem: impl Into<String>) -> SettingsError {
+    SettingsError {
+        var,
+        problem: problem.into(),
+    }
+}
+
+/// Where the Kubernetes API server is. Absent: one `DescribeCluster` at cold start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterAccess {
+    pub endpoint: Url,
+    /// Base64 of the PEM bundle, exactly as EKS reports `certificateAuthority.data`.
+    pub ca_data: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub cluster_name: String,
+    pub cluster_access: Option<ClusterAccess>,
+    pub namespace: String,
+    pub management_url: Url,
+    pub amqp_url: Url,
+    pub admin_secret_id: String,
+    pub secret_prefix: String,
+    pub template_path: Option<PathBuf>,
+    pub budget: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let get = |name: &'static str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let required =
+            |name: &'static str| get(name).ok_or_else(|| err(name, "is required but not set"));
+
+        let cluster_name = required(var::CLUSTER_NAME)?;
+        crate::eks_token::EksTokenSigner::new(&cluster_name, "us-east-1")
+            .map_err(|e| err(var::CLUSTER_NAME, e.to_string()))?;
+
+        let cluster_access = match (get(var::ENDPOINT), get(var::CA_DATA)) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(err(
+                    var::CA_DATA,
+                    format!("must be set when {} is set", var::ENDPOINT),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    var::ENDPOINT,
+                    format!("must be set when {} is set", var::CA_DATA),
+                ));
+            }
+            (Some(endpoint), Some(ca_data)) => {
+                let endpoint = parse_url(var::ENDPOINT, &endpoint, &["https"])?;
+                crate::kubernetes::ca_der_from_eks(&ca_data).map_err(|e| err(var::CA_DATA, e))?;
+                Some(ClusterAccess { endpoint, ca_data })
+            }
+        };
+
+        let namespace = get(var::NAMESPACE).unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        if !is_dns1123_label(&namespace) {
+            return Err(err(
+                var::NAMESPACE,
+                format!("'{namespace}' is not a valid namespace name"),
+            ));
+        }
+
+        let management_url = parse_url(
+            var::MANAGEMENT_URL,
+            &required(var::MANAGEMENT_URL)?,
+            &["http", "https"],
+        )?;
+        let amqp_url = parse_url(var::AMQP_URL, &required(var::AMQP_URL)?, &["amqp", "amqps"])?;
+        if !matches!(amqp_url.path(), "" | "/") {
+            return Err(err(
+                var::AMQP_URL,
+                "must not name a vhost: each tenant gets its own",
+            ));
+        }
+
+        let admin_secret_id = required(var::ADMIN_SECRET_ID)?;
+        let secret_prefix =
+            get(var::SECRET_PREFIX).unwrap_or_else(|| DEFAULT_SECRET_PREFIX.to_owned());
+        if !secret_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b))
+            || secret_prefix.len() > 512 - 36
+        {
+            return Err(err(
+                var::SECRET_PREFIX,
+                "may hold only letters, digits and /_+=.@-",
+            ));
+        }
+
+        let template_path = get(var::TEMPLATE_PATH).map(PathBuf::from);
+        let budget = millis(
+            var::BUDGET_MS,
+            get(var::BUDGET_MS),
+            DEFAULT_BUDGET,
+            100..=60_000,
+        )?;
+        let connect_timeout = millis(
+            var::CONNECT_TIMEOUT_MS,
+            get(var::CONNECT_TIMEOUT_MS),
+            DEFAULT_CONNECT_TIMEOUT,
+            10..=10_000,
+        )?;
+
+        Ok(Self {
+            cluster_name,
+            cluster_access,
+            namespace,
+            management_url,
+            amqp_url,
+            admin_secret_id,
+            secret_prefix,
+            template_path,
+            budget,
+            connect_timeout,
+        })
+    }
+}
+
+fn parse_url(var: &'static str, value: &str, schemes: &[&str]) -> Result<Url, SettingsError> {
+    let url = Url::parse(value).map_err(|e| err(var, format!("not a URL ({e})")))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(err(
+            var,
+            format!("scheme must be one of {}", schemes.join(", ")),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(err(var, "has no host"));
+    }
+    // Credentials come from Secrets Manager; a URL with userinfo would leak them into errors.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(err(var, "must not contain credentials"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(err(var, "must not have a query or fragment"));
+    }
+    Ok(url)
+}
+
+fn millis(
+    var: &'static str,
+    value: Option<String>,
+    default: Duration,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Duration, SettingsError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let ms: u64 = value.parse().map_err(|_| {
+        err(
+            var,
+            format!("'{value}' is not a whole number of milliseconds"),
+        )
+    })?;
+    if !range.contains(&ms) {
+        return Err(err(
+            var,
+            format!("{ms} ms is outside {}..={} ms", range.start(), range.end()),
+        ));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+pub(crate) fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn base() -> HashMap<&'static str, String> {
+        HashMap::from([
+            (var::CLUSTER_NAME, "demo".to_owned()),
+            (var::MANAGEMENT_URL, "http://127.0.0.1:15672".to_owned()),
+            (var::AMQP_URL, "amqp://rabbitmq.internal:5672".to_owned()),
+            (
+                var::ADMIN_SECRET_ID,
+                "post-signup/rabbitmq-admin".to_owned(),
+            ),
+        ])
+    }
+
+    fn load(env: &HashMap<&'static str, String>) -> Result<Settings, SettingsError> {
+        Settings::from_lookup(|k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let s = load(&base()).unwrap();
+        assert_eq!(s.namespace, DEFAULT_NAMESPACE);
+        assert_eq!(s.secret_prefix, DEFAULT_SECRET_PREFIX);
+        assert_eq!(s.budget, DEFAULT_BUDGET);
+        assert_eq!(s.cluster_access, None);
+        assert_eq!(s.template_path, None);
+    }
+
+    #[test]
+    fn each_missing_required_variable_is_named() {
+        for name in [
+            var::CLUSTER_NAME,
+            var::MANAGEMENT_URL,
+            var::AMQP_URL,
+            var::ADMIN_SECRET_ID,
+        ] {
+            let mut env = base();
+            env.remove(name);
+            assert_eq!(load(&env).unwrap_err().var, name);
+            env.insert(name, "  ".into());
+            assert_eq!(load(&env).unwrap_err().var, name, "blank counts as missing");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let cases: &[(&'static str, &str)] = &[
+            (var::CLUSTER_NAME, "bad name"),
+            (var::MANAGEMENT_URL, "not a url"),
+            (var::MANAGEMENT_URL, "ftp://host"),
+            (var::MANAGEMENT_URL, "http://admin:hunter2@host:15672"),
+            (var::AMQP_URL, "http://host"),
+            (var::AMQP_URL, "amqp://host/vhost"),
+            (var::NAMESPACE, "Tenants"),
+            (var::BUDGET_MS, "4.5s"),
+            (var::BUDGET_MS, "0"),
+            (var::CONNECT_TIMEOUT_MS, "-1"),
+            (var::SECRET_PREFIX, "bad prefix"),
+        ];
+        for (name, value) in cases {
+            let mut env = base();
+            env.insert(name, (*value).to_owned());
+            let e = load(&env).unwrap_err();
+            assert_eq!(e.var, *name, "{value}");
+            assert!(
+                !e.to_string().contains("hunter2"),
+                "no secret in errors: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn endpoint_and_ca_come_together() {
+        let mut env = base();
+        env.insert(
+            var::ENDPOINT,
+            "https://ABC.gr7.us-east-1.eks.amazonaws.com".into(),
+        );
+        assert_eq!(load(&env).unwrap_err().var, var::CA_DATA);
+        env.insert(var::CA_DATA, "bm90IGEgcGVt".into());
+        assert_eq!(
+            load(&env).unwrap_err().var,
+            var::CA_DATA,
+            "base64 of something that is not PEM"
+        );
+        env.remove(var::ENDPOINT);
+        assert_eq!(load(&env).unwrap_err().var, var::ENDPOINT);
+    }
+
+    #[test]
+    fn budget_is_configurable() {
+        let mut env = base();
+        env.insert(var::BUDGET_MS, "2500".into());
+        assert_eq!(load(&env).unwrap().budget, Duration::from_millis(2500));
+    }
+}
