@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs everything the local stack, the tests and the demo need, on a fresh machine:
+# Debian packages, pinned Python tools (in virtualenvs), and the Go-built Kubernetes binaries.
+# Idempotent and quiet when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. dev/versions.sh
+
+need_apt=()
+command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need_apt+=(rabbitmq-server)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "install: apt-get install ${need_apt[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  # Installing rabbitmq-server must not start Debian's default node on 5672/15672: the stack
+  # runs its own isolated node. policy-rc.d exit 101 tells invoke-rc.d not to start services.
+  created_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && created_policy=1
+  fi
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  [ -n "$created_policy" ] && rm -f /usr/sbin/policy-rc.d
+fi
+
+# venv DIR REQUIREMENTS: a virtualenv per requirements file, rebuilt when the file changes.
+venv() {
+  local req=$1 hash dir
+  hash=$(sha256sum "$req" | cut -c1-12)
+  dir=$CACHE_DIR/venv-$(basename "$req" .txt)-$hash
+  if [ ! -x "$dir/bin/python" ] || [ ! -f "$dir/.complete" ]; then
+    echo "install: python tools from $req into $dir" >&2
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install -q --disable-pip-version-check -r "$req"
+    touch "$dir/.complete"
+  fi
+  echo "$dir"
+}
+
+mkdir -p "$CACHE_DIR"
+stack_venv=$(venv "$STACK_REQUIREMENTS")
+lint_venv=
+if [ "${1:-}" = "--lint" ]; then
+  lint_venv=$(venv "$LINT_REQUIREMENTS")
+fi
+bash dev/build-go-tools.sh
+
+# For other scripts: where things are.
+mkdir -p .stack
+{
+  echo "STACK_VENV=$stack_venv"
+  [ -n "$lint_venv" ] && echo "LINT_VENV=$lint_venv"
+  echo "GO_BIN_DIR=$GO_BIN_DIR"
+} > .stack/tools.${1:-base}

@@ -1,0 +1,309 @@
+#!/usr/bin/env bash
+# The local, EKS-shaped stack: etcd + kube-apiserver (aws-iam-authenticator as its token
+# webhook, STS answered by a local SigV4-checking stand-in), moto for Secrets Manager and EKS,
+# and an isolated RabbitMQ node. Everything binds to loopback; all state lives under .stack/.
+#
+#   dev/stack.sh up       start (idempotent: a running stack is left as it is)
+#   dev/stack.sh down     stop everything and delete .stack/ state
+#   dev/stack.sh status   exit 0 if every service answers
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+S=$ROOT/.stack
+. dev/versions.sh
+
+REGION=us-east-1
+CLUSTER=post-signup-local
+NAMESPACE=tenants
+ACCOUNT=111122223333
+FUNCTION_ROLE=post-signup-function
+FUNCTION_GROUP=post-signup:provisioners
+ADMIN_SECRET_ID=post-signup/rabbitmq-admin
+SECRET_PREFIX=post-signup/tenants/
+SERVICES=(etcd sts iam-authenticator kube-apiserver aws rabbitmq)
+
+log() { echo "stack: $*" >&2; }
+die() { echo "stack: error: $*" >&2; exit 1; }
+
+alive() { [ -f "$S/pids/$1" ] && kill -0 "$(cat "$S/pids/$1")" 2>/dev/null; }
+
+# start NAME CMD...: runs CMD in its own session, output to .stack/logs/NAME.log.
+start() {
+  local name=$1; shift
+  setsid "$@" > "$S/logs/$name.log" 2>&1 < /dev/null &
+  echo $! > "$S/pids/$name"
+}
+
+# wait_for NAME SECONDS CMD...: polls CMD until it succeeds; fails with the service's log tail.
+wait_for() {
+  local name=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if ! alive "$name"; then tail -n 30 "$S/logs/$name.log" >&2; die "$name exited during start-up (log: .stack/logs/$name.log)"; fi
+    if [ $SECONDS -ge $deadline ]; then tail -n 30 "$S/logs/$name.log" >&2; die "$name not ready after ${secs}s (log: .stack/logs/$name.log)"; fi
+    sleep 0.2
+  done
+}
+
+# free_ports N: N distinct free TCP ports on 127.0.0.1, chosen by the kernel.
+free_ports() {
+  python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+# A loopback address whose port 443 is free, for the STS stand-in (the authenticator calls
+# https://sts.<region>.amazonaws.com/ on the default port).
+free_sts_ip() {
+  python3 - <<'PY'
+import socket
+for third in range(77, 120):
+    ip = f"127.{third}.0.1"
+    s = socket.socket()
+    try:
+        s.bind((ip, 443)); print(ip); break
+    except OSError:
+        continue
+    finally:
+        s.close()
+else:
+    raise SystemExit("no loopback address with a free port 443")
+PY
+}
+
+down() {
+  if [ -d "$S/pids" ]; then
+    for name in "${SERVICES[@]}"; do
+      if alive "$name"; then
+        kill -- -"$(cat "$S/pids/$name")" 2>/dev/null || kill "$(cat "$S/pids/$name")" 2>/dev/null || true
+      fi
+    done
+    # Give them a moment to exit, then make sure.
+    for _ in $(seq 50); do
+      any=; for name in "${SERVICES[@]}"; do alive "$name" && any=1; done
+      [ -z "$any" ] && break; sleep 0.1
+    done
+    for name in "${SERVICES[@]}"; do alive "$name" && kill -9 -- -"$(cat "$S/pids/$name")" 2>/dev/null || true; done
+  fi
+  # RabbitMQ's Erlang port mapper is started detached on the stack's own port.
+  if [ -f "$S/ports" ]; then
+    . "$S/ports"
+    ERL_EPMD_PORT=$EPMD_PORT epmd -kill >/dev/null 2>&1 || true
+  fi
+  find "$S" -mindepth 1 -maxdepth 1 ! -name 'tools.*' -exec rm -rf {} + 2>/dev/null || true
+}
+
+status() {
+  [ -f "$S/env" ] || return 1
+  for name in "${SERVICES[@]}"; do alive "$name" || return 1; done
+  set -a; . "$S/env"; set +a
+  curl -sf --cacert "$S/tls/ca.pem" -H "Authorization: Bearer $(cat "$S/k8s/admin-token")" "$STACK_KUBE_API/readyz" >/dev/null || return 1
+  curl -sf -u "$RABBITMQ_ADMIN_USERNAME:$RABBITMQ_ADMIN_PASSWORD" "$RABBITMQ_MANAGEMENT_URL/api/overview" >/dev/null || return 1
+  curl -sf "$AWS_ENDPOINT_URL/moto-api/" >/dev/null || return 1
+}
+
+tls() {
+  local d=$S/tls; mkdir -p "$d"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=post-signup local stack CA" \
+    -keyout "$d/ca.key" -out "$d/ca.pem" -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  # cert NAME SAN
+  cert() {
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=$1" -keyout "$d/$1.key" -out "$d/$1.csr" 2>/dev/null
+    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$2" > "$d/$1.ext"
+    openssl x509 -req -in "$d/$1.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 30 \
+      -extfile "$d/$1.ext" -out "$d/$1.pem" 2>/dev/null
+  }
+  cert kube-apiserver "IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc,IP:10.96.0.1"
+  cert sts "DNS:sts.$REGION.amazonaws.com,DNS:sts.amazonaws.com"
+  openssl genrsa -out "$S/k8s/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$S/k8s/sa.key" -pubout -out "$S/k8s/sa.pub" 2>/dev/null
+}
+
+rand() { python3 -c "import secrets; print(secrets.token_urlsafe($1))"; }
+
+up() {
+  if status 2>/dev/null; then log "already running (.stack/env)"; return 0; fi
+  down
+  bash dev/install.sh
+  . "$S/tools.base"
+  mkdir -p "$S"/{pids,logs,k8s,iam,sts,rabbitmq,aws}
+  local t0=$SECONDS
+
+  read -r ETCD_PORT ETCD_PEER_PORT API_PORT IAM_PORT AWS_PORT AMQP_PORT MGMT_PORT DIST_PORT EPMD_PORT < <(free_ports 9)
+  STS_IP=$(free_sts_ip)
+  cat > "$S/ports" <<EOT
+ETCD_PORT=$ETCD_PORT
+API_PORT=$API_PORT
+IAM_PORT=$IAM_PORT
+AWS_PORT=$AWS_PORT
+AMQP_PORT=$AMQP_PORT
+MGMT_PORT=$MGMT_PORT
+EPMD_PORT=$EPMD_PORT
+STS_IP=$STS_IP
+EOT
+  tls
+
+  # The function's AWS identity: temporary credentials of an assumed role, as in Lambda.
+  local akid=ASIA$(python3 -c "import secrets,string; print(''.join(secrets.choice(string.ascii_uppercase+string.digits) for _ in range(16)))")
+  local secret session admin_token rmq_user=psadmin rmq_pass pw_key
+  secret=$(rand 30); session=$(python3 -c "import base64,secrets; print(base64.b64encode(secrets.token_bytes(90)).decode())"); admin_token=$(rand 32); rmq_pass=$(rand 24); pw_key=$(rand 32)
+  echo "$admin_token" > "$S/k8s/admin-token"
+
+  # --- STS stand-in, on <STS_IP>:443 -----------------------------------------------------
+  cat > "$S/sts/identities.json" <<EOT
+[{"access_key_id": "$akid", "secret_access_key": "$secret", "session_token": "$session",
+  "account": "$ACCOUNT", "arn": "arn:aws:sts::$ACCOUNT:assumed-role/$FUNCTION_ROLE/$CLUSTER-function",
+  "user_id": "AROAEXAMPLEPOSTSIGNUP:$CLUSTER-function"}]
+EOT
+  start sts python3 dev/sts_standin.py --listen "$STS_IP:443" --cert "$S/tls/sts.pem" --key "$S/tls/sts.key" \
+    --identities "$S/sts/identities.json"
+
+  # --- etcd ------------------------------------------------------------------------------
+  start etcd "$GO_BIN_DIR/etcd" --name stack --data-dir "$S/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "stack=http://127.0.0.1:$ETCD_PEER_PORT" --log-level warn
+
+  # --- aws-iam-authenticator, the API server's token webhook ------------------------------
+  # It has no STS endpoint setting: it calls the host named in the token over HTTPS. It runs in
+  # a private mount namespace whose /etc/hosts sends the STS host to the stand-in (the
+  # machine's /etc/hosts is untouched), and trusts the stack CA through SSL_CERT_FILE.
+  printf '127.0.0.1 localhost\n%s sts.%s.amazonaws.com sts.amazonaws.com\n' "$STS_IP" "$REGION" > "$S/iam/hosts"
+  cat > "$S/iam/config.yaml" <<EOT
+clusterID: $CLUSTER
+server:
+  mapRoles:
+    - roleARN: arn:aws:iam::$ACCOUNT:role/$FUNCTION_ROLE
+      username: post-signup:{{SessionName}}
+      groups:
+        - $FUNCTION_GROUP
+EOT
+  start iam-authenticator env AWS_EC2_METADATA_DISABLED=true AWS_REGION="$REGION" SSL_CERT_FILE="$S/tls/ca.pem" \
+    unshare --mount --propagation private sh -c \
+    'mount --bind "$0" /etc/hosts && exec "$@"' "$S/iam/hosts" \
+    "$GO_BIN_DIR/aws-iam-authenticator" server --config "$S/iam/config.yaml" --state-dir "$S/iam" \
+    --generate-kubeconfig "$S/iam/webhook-kubeconfig.yaml" --address 127.0.0.1 --port "$IAM_PORT" \
+    --backend-mode MountedFile
+
+  # --- RabbitMQ: an isolated node (own name, ports, data, cookie, epmd) -------------------
+  local r=$S/rabbitmq
+  mkdir -p "$r/mnesia" "$r/log"
+  cat > "$r/rabbitmq.conf" <<EOT
+listeners.tcp.default = 127.0.0.1:$AMQP_PORT
+management.tcp.ip = 127.0.0.1
+management.tcp.port = $MGMT_PORT
+default_user = $rmq_user
+default_pass = $rmq_pass
+default_user_tags.administrator = true
+default_permissions.configure = .*
+default_permissions.read = .*
+default_permissions.write = .*
+log.console = true
+log.console.level = warning
+log.file = false
+EOT
+  echo "[rabbitmq_management]." > "$r/enabled_plugins"
+  start rabbitmq env HOME="$r" RABBITMQ_NODENAME="post-signup-$AMQP_PORT@localhost" \
+    RABBITMQ_CONFIG_FILE="$r/rabbitmq.conf" RABBITMQ_ENABLED_PLUGINS_FILE="$r/enabled_plugins" \
+    RABBITMQ_MNESIA_BASE="$r/mnesia" RABBITMQ_LOG_BASE="$r/log" RABBITMQ_DIST_PORT="$DIST_PORT" \
+    ERL_EPMD_PORT="$EPMD_PORT" RABBITMQ_PID_FILE="$r/pid" \
+    /usr/lib/rabbitmq/bin/rabbitmq-server
+
+  # --- kube-apiserver --------------------------------------------------------------------
+  wait_for iam-authenticator 60 test -s "$S/iam/webhook-kubeconfig.yaml"
+  wait_for etcd 60 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
+  echo "$admin_token,stack-admin,stack-admin,system:masters" > "$S/k8s/tokens.csv"
+  start kube-apiserver "$GO_BIN_DIR/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
+    --tls-cert-file "$S/tls/kube-apiserver.pem" --tls-private-key-file "$S/tls/kube-apiserver.key" \
+    --service-account-issuer https://kubernetes.default.svc \
+    --service-account-key-file "$S/k8s/sa.pub" --service-account-signing-key-file "$S/k8s/sa.key" \
+    --service-cluster-ip-range 10.96.0.0/24 \
+    --authorization-mode RBAC \
+    --token-auth-file "$S/k8s/tokens.csv" \
+    --authentication-token-webhook-config-file "$S/iam/webhook-kubeconfig.yaml" \
+    --endpoint-reconciler-type none \
+    --enable-priority-and-fairness=false \
+    --profiling=false \
+    --cert-dir "$S/k8s/certs"
+
+  # --- AWS stand-in (moto + DescribeCluster shim) ----------------------------------------
+  cat > "$S/aws/seed.json" <<EOT
+{"secrets": [{"name": "$ADMIN_SECRET_ID",
+              "value": {"username": "$rmq_user", "password": "$rmq_pass", "tenant_password_key": "$pw_key"}}],
+ "clusters": [{"name": "$CLUSTER", "role_arn": "arn:aws:iam::$ACCOUNT:role/eks-cluster"}]}
+EOT
+  start aws "$STACK_VENV/bin/python" dev/aws_standin.py --listen "127.0.0.1:$AWS_PORT" --region "$REGION" \
+    --cluster "$CLUSTER" --endpoint "https://127.0.0.1:$API_PORT" --ca-file "$S/tls/ca.pem" --seed "$S/aws/seed.json"
+
+  # --- environment for the function, tenantctl, tests and people ------------------------
+  cat > "$S/kubeconfig" <<EOT
+apiVersion: v1
+kind: Config
+clusters:
+  - name: $CLUSTER
+    cluster:
+      server: https://127.0.0.1:$API_PORT
+      certificate-authority: $S/tls/ca.pem
+users:
+  - name: stack-admin
+    user:
+      token: $admin_token
+contexts:
+  - name: stack-admin
+    context: {cluster: $CLUSTER, user: stack-admin, namespace: $NAMESPACE}
+current-context: stack-admin
+EOT
+  cat > "$S/env" <<EOT
+# The local stack ($(date -u +%FT%TZ)). Load with: set -a; . .stack/env; set +a
+# --- the function and tenantctl ---
+export AWS_REGION=$REGION
+export AWS_ACCESS_KEY_ID=$akid
+export AWS_SECRET_ACCESS_KEY=$secret
+export AWS_SESSION_TOKEN=$session
+export AWS_ENDPOINT_URL=http://127.0.0.1:$AWS_PORT
+export AWS_EC2_METADATA_DISABLED=true
+export AWS_CONFIG_FILE=/dev/null
+export AWS_SHARED_CREDENTIALS_FILE=/dev/null
+export EKS_CLUSTER_NAME=$CLUSTER
+export TENANT_NAMESPACE=$NAMESPACE
+export RABBITMQ_MANAGEMENT_URL=http://127.0.0.1:$MGMT_PORT
+export RABBITMQ_AMQP_URL=amqp://127.0.0.1:$AMQP_PORT
+export RABBITMQ_ADMIN_SECRET_ID=$ADMIN_SECRET_ID
+export TENANT_SECRET_PREFIX=$SECRET_PREFIX
+# --- inspection ---
+export KUBECONFIG=$S/kubeconfig
+export RABBITMQ_ADMIN_USERNAME=$rmq_user
+export RABBITMQ_ADMIN_PASSWORD=$rmq_pass
+export STACK_KUBE_API=https://127.0.0.1:$API_PORT
+export STACK_CA_FILE=$S/tls/ca.pem
+export STACK_ADMIN_TOKEN_FILE=$S/k8s/admin-token
+export STACK_FUNCTION_GROUP=$FUNCTION_GROUP
+export STACK_KUBECTL=$GO_BIN_DIR/kubectl
+export STACK_VENV=$STACK_VENV
+EOT
+
+  local k=("$GO_BIN_DIR/kubectl" --kubeconfig "$S/kubeconfig")
+  wait_for kube-apiserver 120 curl -sf --cacert "$S/tls/ca.pem" -H "Authorization: Bearer $admin_token" \
+    "https://127.0.0.1:$API_PORT/readyz"
+  # Production RBAC: exactly the files a user applies.
+  "${k[@]}" apply -f deploy/namespace.yaml -f deploy/rbac.yaml >/dev/null
+  wait_for aws 60 grep -q seeded "$S/logs/aws.log"
+  wait_for sts 30 python3 -c "import socket; socket.create_connection(('$STS_IP', 443), 1)"
+  wait_for rabbitmq 120 curl -sf -u "$rmq_user:$rmq_pass" "http://127.0.0.1:$MGMT_PORT/api/overview"
+  status || die "services started but the stack does not answer"
+  log "up in $((SECONDS - t0))s: kube-apiserver :$API_PORT, rabbitmq amqp :$AMQP_PORT mgmt :$MGMT_PORT, aws :$AWS_PORT, sts $STS_IP:443 (env: .stack/env)"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down; log "down" ;;
+  status) if status; then log "running"; else log "not running (make stack-up)"; exit 1; fi ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
