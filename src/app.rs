@@ -23,8 +23,17 @@ impl App {
     /// endpoint and CA; builds every client. Outside calls run concurrently and are each
     /// bounded by the budget, because Cognito's 5 s include a cold start.
     pub async fn init(settings: Settings) -> anyhow::Result<Self> {
-        let template = BackendTemplate::load(settings.template_path.as_deref())?;
         let aws = load_config(settings.connect_timeout, settings.budget).await;
+        Self::init_with(settings, &aws).await
+    }
+
+    /// As [`App::init`], with an AWS config of the caller's (tests point it elsewhere).
+    pub async fn init_with(
+        settings: Settings,
+        aws: &aws_config::SdkConfig,
+    ) -> anyhow::Result<Self> {
+        let aws = aws.clone();
+        let template = BackendTemplate::load(settings.template_path.as_deref())?;
         let region = region(&aws)?;
         let signer =
             EksTokenSigner::new(&settings.cluster_name, &region).context("EKS token signer")?;
@@ -44,21 +53,24 @@ impl App {
                 }
             }
         };
-        let (admin, access) = tokio::join!(admin, access);
+        let (admin, access) = tokio::join!(Box::pin(admin), Box::pin(access));
         let admin = admin?;
         let access = access?;
 
+        // Per-request timeouts are a backstop for calls made outside the orchestrator (tenantctl
+        // status): inside it, the deadline fires first and reports which steps were unfinished.
+        let request_timeout = settings.budget + Duration::from_millis(500);
         let rabbitmq = RabbitMq::new(
             settings.management_url.clone(),
             admin.credential,
             settings.connect_timeout,
-            settings.budget,
+            request_timeout,
         )?;
         let kubernetes = Kubernetes::new(
             &access,
             &settings.namespace,
             settings.connect_timeout,
-            settings.budget,
+            request_timeout,
         )?;
         tracing::info!(
             cluster = %settings.cluster_name,

@@ -45,7 +45,7 @@ pub enum FailureKind {
 }
 
 /// One failed step against one outside system.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{system}: {action}: {detail}")]
 pub struct StepError {
     pub system: System,

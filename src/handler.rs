@@ -40,7 +40,7 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, lambd
         }
         Action::Provision(tenant) => {
             let deadline = deadline(start, app.budget(), context.deadline);
-            app.provisioner.provision(&tenant, deadline).await?;
+            Box::pin(app.provisioner.provision(&tenant, deadline)).await?;
         }
     }
     Ok(payload)

@@ -9,6 +9,7 @@
 //! Every step is an upsert, so nothing is rolled back on failure: a partial tenant is reported
 //! (which steps finished, which failed, which ran out of time) and the next try converges.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -68,7 +69,8 @@ pub struct Report {
     pub secrets_manager_name: String,
     pub wall_ms: f64,
     /// The three independent branches (rabbitmq, secrets-manager, kubernetes): wall time of each.
-    pub branches_ms: Vec<(&'static str, f64)>,
+    /// Empty when the deadline cut them off.
+    pub branches_ms: BTreeMap<&'static str, f64>,
     pub steps: Vec<StepTiming>,
 }
 
@@ -112,6 +114,7 @@ struct Record {
     step: &'static str,
     started: Instant,
     finished: Option<(Instant, bool)>,
+    error: Option<StepError>,
 }
 
 /// Times each step and remembers which were still running if the deadline cuts them off.
@@ -140,6 +143,7 @@ impl Recorder {
                 step,
                 started,
                 finished: None,
+                error: None,
             });
             records.len() - 1
         };
@@ -154,12 +158,23 @@ impl Recorder {
         }
         if let Some(r) = self.records.lock().expect("recorder lock").get_mut(index) {
             r.finished = Some((now, result.is_ok()));
+            r.error = result.as_ref().err().cloned();
         }
         result
     }
 
+    /// Errors of the steps that failed, in the order they started.
+    fn failures(&self) -> Vec<StepError> {
+        self.records
+            .lock()
+            .expect("recorder lock")
+            .iter()
+            .filter_map(|r| r.error.clone())
+            .collect()
+    }
+
     fn timings(&self) -> Vec<StepTiming> {
-        let ms = |d: Duration| (d.as_secs_f64() * 1e3 * 1000.0).round() / 1000.0;
+        let ms = |d: Duration| round_ms(d.as_secs_f64() * 1e3);
         self.records
             .lock()
             .expect("recorder lock")
@@ -187,6 +202,10 @@ pub mod step {
     pub const EKS_TOKEN: &str = "eks.token";
     pub const KUBERNETES_SECRET: &str = "kubernetes.secret";
     pub const KUBERNETES_DEPLOYMENT: &str = "kubernetes.deployment";
+}
+
+fn round_ms(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
 }
 
 /// Runs one branch and measures its wall time.
@@ -222,83 +241,83 @@ impl Provisioner {
         let rec = Recorder::new();
         let creds = self.tenant_credentials(tenant);
         let secret_name = tenant.secrets_manager_name(&self.secret_prefix);
-        let budget_ms = deadline.saturating_duration_since(rec.start).as_millis();
+        let budget_ms =
+            (deadline.saturating_duration_since(rec.start).as_secs_f64() * 1e3).round() as u128;
 
-        let rabbitmq = timed("rabbitmq", async {
-            let user = rec.step(
-                step::RABBITMQ_USER,
-                self.rabbitmq
-                    .put_user(tenant.rabbitmq_user(), &creds.password),
-            );
-            let description = format!("post-signup tenant {tenant}");
-            let vhost = rec.step(
-                step::RABBITMQ_VHOST,
-                self.rabbitmq
-                    .put_vhost(tenant.rabbitmq_vhost(), &description),
-            );
-            let (user, vhost) = tokio::join!(user, vhost);
-            let mut errors: Vec<StepError> =
-                [user.err(), vhost.err()].into_iter().flatten().collect();
-            if errors.is_empty() {
-                let grant = self
-                    .rabbitmq
-                    .put_permission(tenant.rabbitmq_vhost(), tenant.rabbitmq_user());
-                errors.extend(rec.step(step::RABBITMQ_PERMISSION, grant).await.err());
-            }
-            errors
-        });
-
-        let secrets = timed("secrets-manager", async {
-            let json = creds.to_secret_json();
-            let put = self.secrets.put_tenant_secret(&secret_name, tenant, &json);
-            rec.step(step::SECRETS_MANAGER_PUT, put)
-                .await
-                .err()
-                .into_iter()
-                .collect::<Vec<_>>()
-        });
-
-        let kubernetes = timed("kubernetes", async {
-            // Re-signed per invocation: microseconds, and a warm container outlives a token.
-            if let Err(e) = rec
-                .step(step::EKS_TOKEN, self.refresh_token(SystemTime::now()))
-                .await
-            {
-                return vec![e];
-            }
-            let ns = self.namespace();
-            let secret = tenant_secret(tenant, &creds, ns);
-            let deployment = tenant_deployment(&self.template, tenant, ns);
-            let (s, d) = tokio::join!(
-                rec.step(
-                    step::KUBERNETES_SECRET,
-                    self.kubernetes.apply_secret(&secret)
-                ),
-                rec.step(
-                    step::KUBERNETES_DEPLOYMENT,
-                    self.kubernetes.apply_deployment(&deployment)
-                ),
-            );
-            [s.err(), d.err()].into_iter().flatten().collect()
-        });
+        // Boxed: the SDK and kube futures are large, and a Lambda worker thread has a 2 MiB stack.
+        let rabbitmq = timed(
+            "rabbitmq",
+            Box::pin(async {
+                let description = format!("post-signup tenant {tenant}");
+                let user = rec.step(
+                    step::RABBITMQ_USER,
+                    self.rabbitmq
+                        .put_user(tenant.rabbitmq_user(), &creds.password),
+                );
+                let vhost = rec.step(
+                    step::RABBITMQ_VHOST,
+                    self.rabbitmq
+                        .put_vhost(tenant.rabbitmq_vhost(), &description),
+                );
+                if let (Ok(()), Ok(())) = tokio::join!(user, vhost) {
+                    let grant = self
+                        .rabbitmq
+                        .put_permission(tenant.rabbitmq_vhost(), tenant.rabbitmq_user());
+                    let _ = rec.step(step::RABBITMQ_PERMISSION, grant).await;
+                }
+            }),
+        );
+        let secrets = timed(
+            "secrets-manager",
+            Box::pin(async {
+                let json = creds.to_secret_json();
+                let _ = rec
+                    .step(
+                        step::SECRETS_MANAGER_PUT,
+                        self.secrets.put_tenant_secret(&secret_name, tenant, &json),
+                    )
+                    .await;
+            }),
+        );
+        let kubernetes = timed(
+            "kubernetes",
+            Box::pin(async {
+                // Re-signed per invocation: microseconds, and a warm container outlives a token.
+                if rec
+                    .step(step::EKS_TOKEN, self.refresh_token(SystemTime::now()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let ns = self.namespace();
+                let secret = tenant_secret(tenant, &creds, ns);
+                let deployment = tenant_deployment(&self.template, tenant, ns);
+                let _ = tokio::join!(
+                    rec.step(
+                        step::KUBERNETES_SECRET,
+                        self.kubernetes.apply_secret(&secret)
+                    ),
+                    rec.step(
+                        step::KUBERNETES_DEPLOYMENT,
+                        self.kubernetes.apply_deployment(&deployment)
+                    ),
+                );
+            }),
+        );
 
         let outcome = tokio::time::timeout_at(deadline, async {
             tokio::join!(rabbitmq, secrets, kubernetes)
         })
         .await;
-        let wall_ms = (Instant::now() - rec.start).as_secs_f64() * 1e3;
-        let timed_out = outcome.is_err();
-        let (failures, branches_ms) = match outcome {
-            Ok((a, b, c)) => {
-                let branches = vec![(a.0, a.1), (b.0, b.1), (c.0, c.1)];
-                (
-                    a.2.into_iter().chain(b.2).chain(c.2).collect::<Vec<_>>(),
-                    branches,
-                )
-            }
-            Err(_) => (Vec::new(), Vec::new()),
+        let wall_ms = rec.start.elapsed().as_secs_f64() * 1e3;
+        let branches_ms = match &outcome {
+            Ok((a, b, c)) => [a, b, c]
+                .into_iter()
+                .map(|(name, ms, ())| (*name, round_ms(*ms)))
+                .collect(),
+            Err(_) => BTreeMap::new(),
         };
-        let steps = rec.timings();
         let report = Report {
             tenant: tenant.to_string(),
             rabbitmq_user: tenant.rabbitmq_user().to_owned(),
@@ -306,18 +325,19 @@ impl Provisioner {
             kubernetes_namespace: self.namespace().to_owned(),
             kubernetes_secret: tenant.secret_name(),
             kubernetes_deployment: tenant.deployment_name(),
-            secrets_manager_name: secret_name.clone(),
-            wall_ms,
+            secrets_manager_name: secret_name,
+            wall_ms: round_ms(wall_ms),
             branches_ms,
-            steps,
+            steps: rec.timings(),
         };
+        let failures = rec.failures();
         let mut unfinished: Vec<&'static str> = report
             .steps
             .iter()
             .filter(|s| s.outcome == Outcome::Unfinished)
             .map(|s| s.step)
             .collect();
-        if timed_out && unfinished.is_empty() {
+        if outcome.is_err() && unfinished.is_empty() {
             // The deadline fell between two steps: the next one never started.
             unfinished.push("the next step (not started)");
         }

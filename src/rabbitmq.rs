@@ -26,9 +26,19 @@ pub struct RabbitMq {
 #[derive(Deserialize)]
 struct ApiError {
     #[serde(default)]
-    error: String,
+    error: serde_json::Value,
+    /// A string, or (3.10, for `*_already_exists`) a list.
     #[serde(default)]
-    reason: String,
+    reason: serde_json::Value,
+}
+
+fn render(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) => items.iter().map(render).collect::<Vec<_>>().join(" "),
+        other => other.to_string(),
+    }
 }
 
 impl RabbitMq {
@@ -88,8 +98,8 @@ impl RabbitMq {
         }
         let body = resp.text().await.unwrap_or_default();
         let message = match serde_json::from_str::<ApiError>(&body) {
-            Ok(api) if !api.reason.is_empty() => api.reason,
-            Ok(api) => api.error,
+            Ok(api) if !api.reason.is_null() => render(&api.reason),
+            Ok(api) => render(&api.error),
             Err(_) => body,
         };
         Err(StepError::from_status(
@@ -100,26 +110,43 @@ impl RabbitMq {
         ))
     }
 
+    /// PUT, again if a concurrent PUT created the resource first.
+    ///
+    /// RabbitMQ 3.10 checks-then-creates: two PUTs racing to create the same user answer one of
+    /// them `400 user_already_exists` (seen with ten concurrent duplicate sign-ups). A repeated
+    /// PUT is then an update, which converges. Only that answer is retried, at most
+    /// `ALREADY_EXISTS_ATTEMPTS` times, and the orchestrator's deadline bounds it all.
+    async fn put_converging(
+        &self,
+        action: String,
+        segments: &[&str],
+        body: &serde_json::Value,
+    ) -> Result<(), StepError> {
+        const ALREADY_EXISTS_ATTEMPTS: usize = 4;
+        let mut attempt = 1;
+        loop {
+            let request = self.http.put(self.url(segments)).json(body);
+            match self.send(action.clone(), request).await {
+                Err(e) if attempt < ALREADY_EXISTS_ATTEMPTS && is_already_exists(&e) => {
+                    attempt += 1
+                }
+                other => return other.map(drop),
+            }
+        }
+    }
+
     /// Creates or updates the user with this password and no tags (no management access).
     pub async fn put_user(&self, user: &str, password: &SecretString) -> Result<(), StepError> {
         // RabbitMQ 3.10 refuses a user PUT without "tags".
         let body = serde_json::json!({"password": password.expose_secret(), "tags": ""});
-        self.send(
-            format!("create user '{user}'"),
-            self.http.put(self.url(&["users", user])).json(&body),
-        )
-        .await
-        .map(drop)
+        self.put_converging(format!("create user '{user}'"), &["users", user], &body)
+            .await
     }
 
     pub async fn put_vhost(&self, vhost: &str, description: &str) -> Result<(), StepError> {
         let body = serde_json::json!({"description": description, "tags": ""});
-        self.send(
-            format!("create vhost '{vhost}'"),
-            self.http.put(self.url(&["vhosts", vhost])).json(&body),
-        )
-        .await
-        .map(drop)
+        self.put_converging(format!("create vhost '{vhost}'"), &["vhosts", vhost], &body)
+            .await
     }
 
     /// Grants `user` everything on `vhost`, and nothing elsewhere.
@@ -173,6 +200,10 @@ impl RabbitMq {
             Err(e) => Err(e),
         }
     }
+}
+
+fn is_already_exists(e: &StepError) -> bool {
+    e.detail.starts_with("400") && e.detail.contains("already_exists")
 }
 
 fn transport_error(action: &str, e: &reqwest::Error) -> StepError {

@@ -1,0 +1,284 @@
+//! Shared helpers for the integration tests: the local stack's settings, a fresh tenant per
+//! test, and direct (admin) access to each real service for checking what the function did.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use post_signup::app::App;
+use post_signup::settings::Settings;
+use post_signup::tenant::TenantId;
+use serde_json::{Value, json};
+
+/// The stack's `.stack/env`, parsed. Panics with how to start the stack if it is not up:
+/// these tests never skip.
+pub fn stack_env() -> &'static HashMap<String, String> {
+    static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        post_signup::install_crypto_provider();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/.stack/env");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|_| {
+            panic!("the local stack is not up ({path} is missing): run `make stack-up` (or `make test`, which starts it)")
+        });
+        let env: HashMap<String, String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let api = &env["STACK_KUBE_API"];
+        let probe = std::net::TcpStream::connect_timeout(
+            &api.trim_start_matches("https://").parse().expect("STACK_KUBE_API is host:port"),
+            Duration::from_secs(1),
+        );
+        assert!(probe.is_ok(), "the local stack is not answering at {api}: run `make stack-up`");
+        env
+    })
+}
+
+pub fn var(name: &str) -> String {
+    stack_env()
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} missing from .stack/env"))
+}
+
+/// Settings from the stack's env, with `overrides` (a value of "" removes the variable).
+pub fn settings_with(overrides: &[(&str, &str)]) -> Settings {
+    let env = stack_env();
+    let over: HashMap<&str, &str> = overrides.iter().copied().collect();
+    Settings::from_lookup(|k| match over.get(k) {
+        Some(&"") => None,
+        Some(v) => Some((*v).to_owned()),
+        None => env.get(k).cloned(),
+    })
+    .expect("stack settings are valid")
+}
+
+/// The AWS config a Lambda would have on the stack (credentials, region, endpoint).
+pub async fn aws_config(settings: &Settings) -> aws_config::SdkConfig {
+    aws_config_at(settings, &var("AWS_ENDPOINT_URL")).await
+}
+
+pub async fn aws_config_at(settings: &Settings, endpoint: &str) -> aws_config::SdkConfig {
+    use aws_config::timeout::TimeoutConfig;
+    let env = stack_env();
+    let creds = aws_credential_types::Credentials::new(
+        &env["AWS_ACCESS_KEY_ID"],
+        &env["AWS_SECRET_ACCESS_KEY"],
+        Some(env["AWS_SESSION_TOKEN"].clone()),
+        None,
+        "stack",
+    );
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(env["AWS_REGION"].clone()))
+        .credentials_provider(creds)
+        .endpoint_url(endpoint)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(settings.connect_timeout)
+                .operation_timeout(settings.budget)
+                .build(),
+        )
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await
+}
+
+pub async fn app_with(overrides: &[(&str, &str)]) -> App {
+    let settings = settings_with(overrides);
+    let aws = aws_config(&settings).await;
+    App::init_with(settings, &aws)
+        .await
+        .expect("cold start on the stack")
+}
+
+pub async fn app() -> App {
+    app_with(&[]).await
+}
+
+/// A fresh tenant id for this test, so tests never share state.
+pub fn fresh_tenant() -> TenantId {
+    TenantId::parse(&uuid_v4()).unwrap()
+}
+
+fn uuid_v4() -> String {
+    use std::io::Read as _;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("urandom");
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// A ConfirmSignUp event for `sub`, shaped like Cognito's.
+pub fn signup_event(sub: &str) -> Value {
+    let mut ev: Value =
+        serde_json::from_str(include_str!("../../events/post-confirmation.json")).unwrap();
+    ev["userName"] = json!(sub);
+    ev["request"]["userAttributes"]["sub"] = json!(sub);
+    ev
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(var("STACK_CA_FILE")).unwrap()).unwrap(),
+        )
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// GET a Kubernetes API path as the stack admin; `None` on 404.
+pub async fn kube_admin_get(path: &str) -> Option<Value> {
+    let token = std::fs::read_to_string(var("STACK_ADMIN_TOKEN_FILE")).unwrap();
+    let resp = http()
+        .get(format!("{}{path}", var("STACK_KUBE_API")))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    if resp.status() == 404 {
+        return None;
+    }
+    assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+    Some(resp.json().await.unwrap())
+}
+
+/// GET a RabbitMQ management API path as the admin; `None` on 404.
+pub async fn rabbit_admin_get(path: &str) -> Option<Value> {
+    let resp = http()
+        .get(format!("{}/api/{path}", var("RABBITMQ_MANAGEMENT_URL")))
+        .basic_auth(
+            var("RABBITMQ_ADMIN_USERNAME"),
+            Some(var("RABBITMQ_ADMIN_PASSWORD")),
+        )
+        .send()
+        .await
+        .unwrap();
+    if resp.status() == 404 {
+        return None;
+    }
+    assert!(
+        resp.status().is_success(),
+        "GET /api/{path}: {}",
+        resp.status()
+    );
+    Some(resp.json().await.unwrap())
+}
+
+pub async fn secrets_manager() -> aws_sdk_secretsmanager::Client {
+    let settings = settings_with(&[]);
+    aws_sdk_secretsmanager::Client::new(&aws_config(&settings).await)
+}
+
+/// The Secrets Manager entry of a tenant, parsed; `None` when it does not exist.
+pub async fn tenant_secret_json(tenant: &TenantId) -> Option<Value> {
+    let name = tenant.secrets_manager_name(&var("TENANT_SECRET_PREFIX"));
+    match secrets_manager()
+        .await
+        .get_secret_value()
+        .secret_id(name)
+        .send()
+        .await
+    {
+        Ok(out) => Some(serde_json::from_str(out.secret_string().unwrap()).unwrap()),
+        Err(e) => {
+            let code =
+                aws_sdk_secretsmanager::error::ProvideErrorMetadata::code(&e).map(str::to_owned);
+            assert_eq!(code.as_deref(), Some("ResourceNotFoundException"), "{e:?}");
+            None
+        }
+    }
+}
+
+/// The tenant's Kubernetes Secret data, decoded.
+pub async fn kube_secret_data(tenant: &TenantId) -> Option<HashMap<String, String>> {
+    use base64::Engine as _;
+    let ns = var("TENANT_NAMESPACE");
+    let secret = kube_admin_get(&format!(
+        "/api/v1/namespaces/{ns}/secrets/{}",
+        tenant.secret_name()
+    ))
+    .await?;
+    Some(
+        secret["data"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(v.as_str().unwrap())
+                    .unwrap();
+                (k.clone(), String::from_utf8(bytes).unwrap())
+            })
+            .collect(),
+    )
+}
+
+/// Everything that exists for a tenant, as booleans, for "nothing was created" checks.
+pub async fn traces_of(tenant: &TenantId) -> Vec<&'static str> {
+    let ns = var("TENANT_NAMESPACE");
+    let mut found = Vec::new();
+    if rabbit_admin_get(&format!("users/{tenant}")).await.is_some() {
+        found.push("rabbitmq user");
+    }
+    if rabbit_admin_get(&format!("vhosts/{tenant}"))
+        .await
+        .is_some()
+    {
+        found.push("rabbitmq vhost");
+    }
+    if kube_admin_get(&format!(
+        "/api/v1/namespaces/{ns}/secrets/{}",
+        tenant.secret_name()
+    ))
+    .await
+    .is_some()
+    {
+        found.push("kubernetes secret");
+    }
+    if kube_admin_get(&format!(
+        "/apis/apps/v1/namespaces/{ns}/deployments/{}",
+        tenant.deployment_name()
+    ))
+    .await
+    .is_some()
+    {
+        found.push("kubernetes deployment");
+    }
+    if tenant_secret_json(tenant).await.is_some() {
+        found.push("secrets manager entry");
+    }
+    found
+}
+
+/// Opens an AMQP connection and a channel; the error text on failure.
+pub async fn amqp_login(url: &str) -> Result<(), String> {
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let channel = conn.create_channel().await.map_err(|e| e.to_string())?;
+    channel
+        .queue_declare(
+            "post-signup-test",
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = conn.close(200, "bye").await;
+    Ok(())
+}

@@ -1,0 +1,580 @@
+//! The function against the real local stack: what a sign-up creates, that retries and
+//! concurrent duplicates converge, that bad events change nothing, and how each outside
+//! system's failure is reported.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use lambda_runtime::{Context, LambdaEvent};
+use post_signup::error::{FailureKind, System};
+use post_signup::handler;
+use post_signup::provision::Outcome;
+use post_signup::tenant::TenantId;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+async fn invoke(app: &post_signup::app::App, event: &Value) -> Result<Value, String> {
+    handler::handle(app, LambdaEvent::new(event.clone(), Context::default()))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The password a tenant got, checked to be the same in all three places.
+async fn assert_one_password(tenant: &TenantId) -> String {
+    let kube = kube_secret_data(tenant)
+        .await
+        .expect("kubernetes secret exists");
+    let sm = tenant_secret_json(tenant)
+        .await
+        .expect("secrets manager entry exists");
+    assert_eq!(kube["RABBITMQ_USERNAME"], tenant.as_str());
+    assert_eq!(kube["RABBITMQ_VHOST"], tenant.as_str());
+    assert_eq!(sm["username"], tenant.as_str());
+    assert_eq!(sm["vhost"], tenant.as_str());
+    assert_eq!(
+        sm["password"].as_str().unwrap(),
+        kube["RABBITMQ_PASSWORD"],
+        "Secrets Manager and Kubernetes agree"
+    );
+    assert_eq!(sm["amqp_url"].as_str().unwrap(), kube["AMQP_URL"]);
+    // RabbitMQ holds the same password: logging in with it proves it.
+    amqp_login(&kube["AMQP_URL"])
+        .await
+        .expect("the stored AMQP_URL logs in");
+    kube["RABBITMQ_PASSWORD"].clone()
+}
+
+#[tokio::test]
+async fn a_sign_up_gets_a_complete_tenant_and_the_event_back_unchanged() {
+    let app = app().await;
+    let tenant = fresh_tenant();
+    let event = signup_event(tenant.as_str());
+    let returned = invoke(&app, &event).await.expect("provisioned");
+    assert_eq!(returned, event, "Cognito gets its event back unchanged");
+
+    let user = rabbit_admin_get(&format!("users/{tenant}"))
+        .await
+        .expect("rabbitmq user");
+    assert_eq!(user["tags"], json!([]), "the tenant user has no tags");
+    rabbit_admin_get(&format!("vhosts/{tenant}"))
+        .await
+        .expect("rabbitmq vhost");
+    let perm = rabbit_admin_get(&format!("permissions/{tenant}/{tenant}"))
+        .await
+        .expect("permission");
+    assert_eq!(
+        (
+            perm["configure"].as_str(),
+            perm["write"].as_str(),
+            perm["read"].as_str()
+        ),
+        (Some(".*"), Some(".*"), Some(".*"))
+    );
+    let perms = rabbit_admin_get(&format!("users/{tenant}/permissions"))
+        .await
+        .unwrap();
+    assert_eq!(
+        perms.as_array().unwrap().len(),
+        1,
+        "the tenant may use its own vhost only: {perms}"
+    );
+
+    let ns = var("TENANT_NAMESPACE");
+    let dep = kube_admin_get(&format!(
+        "/apis/apps/v1/namespaces/{ns}/deployments/{}",
+        tenant.deployment_name()
+    ))
+    .await
+    .expect("deployment");
+    assert_eq!(
+        dep["metadata"]["labels"]["post-signup/tenant"],
+        tenant.as_str()
+    );
+    assert_eq!(
+        dep["metadata"]["managedFields"][0]["manager"], "post-signup",
+        "server-side applied by one manager"
+    );
+    let container = &dep["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["envFrom"][0]["secretRef"]["name"],
+        tenant.secret_name()
+    );
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    let secret = kube_admin_get(&format!(
+        "/api/v1/namespaces/{ns}/secrets/{}",
+        tenant.secret_name()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        secret["metadata"]["labels"]["post-signup/tenant"],
+        tenant.as_str()
+    );
+    assert_one_password(&tenant).await;
+}
+
+#[tokio::test]
+async fn tenants_cannot_open_each_others_vhosts() {
+    let app = app().await;
+    let (a, b) = (fresh_tenant(), fresh_tenant());
+    invoke(&app, &signup_event(a.as_str())).await.unwrap();
+    invoke(&app, &signup_event(b.as_str())).await.unwrap();
+    let a_url = kube_secret_data(&a).await.unwrap()["AMQP_URL"].clone();
+    amqp_login(&a_url).await.expect("a opens its own vhost");
+    let into_b = a_url.replace(&format!("/{a}"), &format!("/{b}"));
+    assert_ne!(into_b, a_url);
+    let err = amqp_login(&into_b)
+        .await
+        .expect_err("a must not open b's vhost");
+    assert!(
+        err.to_lowercase().contains("access")
+            || err.contains("NOT_ALLOWED")
+            || err.contains("refused"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn forgot_password_does_nothing() {
+    let app = app().await;
+    let tenant = fresh_tenant();
+    let mut event = signup_event(tenant.as_str());
+    event["triggerSource"] = json!("PostConfirmation_ConfirmForgotPassword");
+    assert_eq!(invoke(&app, &event).await.unwrap(), event);
+    assert_eq!(traces_of(&tenant).await, Vec::<&str>::new());
+}
+
+#[tokio::test]
+async fn a_retry_converges_on_the_same_tenant() {
+    let app = app().await;
+    let tenant = fresh_tenant();
+    let event = signup_event(tenant.as_str());
+    invoke(&app, &event).await.unwrap();
+    let first = assert_one_password(&tenant).await;
+    // A retry from a fresh container (a new cold start) must arrive at the same password.
+    let other_container = app_with(&[]).await;
+    invoke(&other_container, &event).await.unwrap();
+    assert_eq!(assert_one_password(&tenant).await, first);
+}
+
+#[tokio::test]
+async fn ten_concurrent_duplicates_all_succeed_with_one_password() {
+    let app = app().await;
+    let tenant = fresh_tenant();
+    let event = signup_event(tenant.as_str());
+    let runs = futures::future::join_all((0..10).map(|_| invoke(&app, &event))).await;
+    for (i, r) in runs.iter().enumerate() {
+        assert!(r.is_ok(), "run {i}: {r:?}");
+    }
+    assert_one_password(&tenant).await;
+    let versions = secrets_manager()
+        .await
+        .list_secret_version_ids()
+        .secret_id(tenant.secrets_manager_name(&var("TENANT_SECRET_PREFIX")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        versions.versions().len(),
+        1,
+        "duplicates write no extra versions"
+    );
+}
+
+#[tokio::test]
+async fn bad_events_are_refused_and_change_nothing() {
+    let app = app().await;
+    let tenant = fresh_tenant();
+    let good = signup_event(tenant.as_str());
+    let mut cases: Vec<(&str, Value)> = Vec::new();
+    let mut e = good.clone();
+    e["request"]["userAttributes"]
+        .as_object_mut()
+        .unwrap()
+        .remove("sub");
+    cases.push(("missing sub", e));
+    let mut e = good.clone();
+    e["request"]["userAttributes"]["sub"] = json!("");
+    cases.push(("empty sub", e));
+    let mut e = good.clone();
+    e["request"]["userAttributes"]["sub"] = json!(format!("{tenant}x"));
+    cases.push(("non-UUID sub", e));
+    let mut e = good.clone();
+    e["triggerSource"] = json!("PreSignUp_SignUp");
+    cases.push(("wrong trigger", e));
+    cases.push(("not an object", json!("PostConfirmation_ConfirmSignUp")));
+    let mut e = good.clone();
+    e["request"] = json!("nope");
+    cases.push(("request not an object", e));
+    for (what, event) in cases {
+        let err = invoke(&app, &event).await.expect_err(what);
+        assert!(!err.is_empty(), "{what}");
+        assert!(!err.contains("panicked"), "{what}: {err}");
+    }
+    assert_eq!(
+        traces_of(&tenant).await,
+        Vec::<&str>::new(),
+        "nothing was created"
+    );
+}
+
+// --- failures of each outside system ------------------------------------------------------
+
+/// A server that answers every request with `status` and a RabbitMQ-style error body.
+async fn answering(status: u16) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let body = r#"{"error":"boom","reason":"node is down"}"#;
+                let resp = format!(
+                    "HTTP/1.1 {status} Oops\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A server that accepts connections and never answers.
+async fn silent() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn provision_err(
+    app: &post_signup::app::App,
+    tenant: &TenantId,
+) -> post_signup::provision::ProvisionError {
+    let deadline = tokio::time::Instant::now() + app.budget();
+    app.provisioner
+        .provision(tenant, deadline)
+        .await
+        .expect_err("provisioning must fail")
+}
+
+fn assert_no_secret(text: &str, tenant: &TenantId, app: &post_signup::app::App) {
+    let password = app.provisioner.tenant_credentials(tenant).password;
+    assert!(
+        !text.contains(password.expose_secret()),
+        "tenant password leaked: {text}"
+    );
+    assert!(
+        !text.contains(&var("RABBITMQ_ADMIN_PASSWORD")),
+        "admin password leaked: {text}"
+    );
+    assert!(
+        !text.contains(&var("AWS_SECRET_ACCESS_KEY")),
+        "AWS secret leaked: {text}"
+    );
+    assert!(!text.contains("k8s-aws-v1."), "EKS token leaked: {text}");
+}
+
+async fn put_admin_secret(value: &str) -> String {
+    let id = format!("post-signup/test-admin-{}", fresh_tenant());
+    secrets_manager()
+        .await
+        .create_secret()
+        .name(&id)
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn rabbitmq_401_names_the_system_and_step() {
+    let key = "x".repeat(40);
+    let id = put_admin_secret(&json!({"username": var("RABBITMQ_ADMIN_USERNAME"), "password": "wrong-pass-4711", "tenant_password_key": key}).to_string()).await;
+    let app = app_with(&[("RABBITMQ_ADMIN_SECRET_ID", &id)]).await;
+    let tenant = fresh_tenant();
+    let err = provision_err(&app, &tenant).await;
+    let rabbit: Vec<_> = err
+        .failures
+        .iter()
+        .filter(|f| f.system == System::Rabbitmq)
+        .collect();
+    assert!(!rabbit.is_empty(), "{err}");
+    assert!(
+        rabbit.iter().all(|f| f.kind == FailureKind::Unauthorized),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("rabbitmq: create user") && text.contains("401"),
+        "{text}"
+    );
+    assert!(!text.contains("wrong-pass-4711"));
+    assert_no_secret(&text, &tenant, &app);
+}
+
+#[tokio::test]
+async fn kubernetes_403_outside_the_granted_namespace() {
+    let app = app_with(&[("TENANT_NAMESPACE", "default")]).await;
+    let tenant = fresh_tenant();
+    let err = provision_err(&app, &tenant).await;
+    let kube: Vec<_> = err
+        .failures
+        .iter()
+        .filter(|f| f.system == System::Kubernetes)
+        .collect();
+    assert_eq!(kube.len(), 2, "secret and deployment both refused: {err}");
+    assert!(
+        kube.iter().all(|f| f.kind == FailureKind::Forbidden),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("kubernetes: apply secret 'default/"),
+        "{err}"
+    );
+    assert_no_secret(&err.to_string(), &tenant, &app);
+}
+
+#[tokio::test]
+async fn rabbitmq_5xx_is_a_server_error() {
+    let url = answering(503).await;
+    let app = app_with(&[("RABBITMQ_MANAGEMENT_URL", &url)]).await;
+    let err = provision_err(&app, &fresh_tenant()).await;
+    let f = err
+        .failures
+        .iter()
+        .find(|f| f.system == System::Rabbitmq)
+        .expect("a rabbitmq failure");
+    assert_eq!(f.kind, FailureKind::ServerError);
+    assert!(
+        f.to_string().contains("503") && f.to_string().contains("node is down"),
+        "{f}"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_rabbitmq_is_cut_off_at_the_deadline() {
+    let url = silent().await;
+    let app = app_with(&[
+        ("RABBITMQ_MANAGEMENT_URL", &url),
+        ("PROVISION_BUDGET_MS", "800"),
+    ])
+    .await;
+    let tenant = fresh_tenant();
+    let started = std::time::Instant::now();
+    let event = signup_event(tenant.as_str());
+    let err = invoke(&app, &event).await.expect_err("times out");
+    let took = started.elapsed();
+    // The deadline is honoured however long the server stays silent (generous slack for CI).
+    assert!(
+        took < Duration::from_millis(800 + 700),
+        "returned after {took:?}"
+    );
+    assert!(
+        err.contains("did not finish within the 800 ms budget") && err.contains("rabbitmq.user"),
+        "{err}"
+    );
+    // The other branches finished: the error says so, and a retry would converge.
+    assert!(err.contains("kubernetes.deployment"), "{err}");
+}
+
+#[tokio::test]
+async fn the_deadline_report_marks_unfinished_steps() {
+    let url = silent().await;
+    let app = app_with(&[
+        ("RABBITMQ_MANAGEMENT_URL", &url),
+        ("PROVISION_BUDGET_MS", "500"),
+    ])
+    .await;
+    let err = provision_err(&app, &fresh_tenant()).await;
+    let unfinished: Vec<_> = err
+        .report
+        .steps
+        .iter()
+        .filter(|s| s.outcome == Outcome::Unfinished)
+        .map(|s| s.step)
+        .collect();
+    assert_eq!(unfinished, ["rabbitmq.user", "rabbitmq.vhost"], "{err}");
+    assert!(
+        err.report
+            .steps
+            .iter()
+            .any(|s| s.step == "secrets-manager.tenant-secret" && s.outcome == Outcome::Ok)
+    );
+}
+
+#[tokio::test]
+async fn rabbitmq_connection_refused() {
+    let url = format!("http://127.0.0.1:{}", closed_port());
+    let app = app_with(&[("RABBITMQ_MANAGEMENT_URL", &url)]).await;
+    let err = provision_err(&app, &fresh_tenant()).await;
+    let f = err
+        .failures
+        .iter()
+        .find(|f| f.system == System::Rabbitmq)
+        .unwrap();
+    assert_eq!(f.kind, FailureKind::Connect, "{f}");
+}
+
+#[tokio::test]
+async fn kubernetes_connection_refused() {
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(var("STACK_CA_FILE")).unwrap());
+    let endpoint = format!("https://127.0.0.1:{}", closed_port());
+    let app = app_with(&[("EKS_ENDPOINT", &endpoint), ("EKS_CA_DATA", &ca)]).await;
+    let err = provision_err(&app, &fresh_tenant()).await;
+    let f = err
+        .failures
+        .iter()
+        .find(|f| f.system == System::Kubernetes)
+        .expect("kubernetes failure");
+    assert_eq!(f.kind, FailureKind::Connect, "{f}");
+}
+
+#[tokio::test]
+async fn a_silent_kubernetes_api_is_cut_off_at_the_deadline() {
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(var("STACK_CA_FILE")).unwrap());
+    let endpoint = silent().await.replace("http://", "https://");
+    let app = app_with(&[
+        ("EKS_ENDPOINT", &endpoint),
+        ("EKS_CA_DATA", &ca),
+        ("PROVISION_BUDGET_MS", "700"),
+    ])
+    .await;
+    let err = provision_err(&app, &fresh_tenant()).await;
+    assert!(
+        err.unfinished.contains(&"kubernetes.secret")
+            && err.unfinished.contains(&"kubernetes.deployment"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_admin_secret_fails_the_cold_start_without_quoting_it() {
+    for (value, expected) in [
+        ("hunter2 is not json".to_owned(), "is not valid JSON"),
+        (
+            json!({"username": "admin", "password": "hunter2"}).to_string(),
+            "has no field 'tenant_password_key'",
+        ),
+        (
+            json!({"username": "admin", "password": "hunter2", "tenant_password_key": "hunter2"})
+                .to_string(),
+            "at least 32 bytes",
+        ),
+    ] {
+        let id = put_admin_secret(&value).await;
+        let settings = settings_with(&[("RABBITMQ_ADMIN_SECRET_ID", &id)]);
+        let aws = aws_config(&settings).await;
+        let err = format!(
+            "{:#}",
+            post_signup::app::App::init_with(settings, &aws)
+                .await
+                .err()
+                .expect("init fails")
+        );
+        assert!(
+            err.contains("secrets-manager: read admin secret") && err.contains(expected),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_admin_secret_or_cluster_is_named() {
+    let settings = settings_with(&[("RABBITMQ_ADMIN_SECRET_ID", "post-signup/does-not-exist")]);
+    let aws = aws_config(&settings).await;
+    let err = format!(
+        "{:#}",
+        post_signup::app::App::init_with(settings, &aws)
+            .await
+            .err()
+            .unwrap()
+    );
+    assert!(
+        err.contains("secrets-manager") && err.contains("ResourceNotFoundException"),
+        "{err}"
+    );
+
+    let settings = settings_with(&[("EKS_CLUSTER_NAME", "no-such-cluster")]);
+    let aws = aws_config(&settings).await;
+    let err = format!(
+        "{:#}",
+        post_signup::app::App::init_with(settings, &aws)
+            .await
+            .err()
+            .unwrap()
+    );
+    assert!(
+        err.contains("eks: describe cluster 'no-such-cluster'"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn secrets_manager_unreachable_fails_the_cold_start_clearly() {
+    let settings = settings_with(&[]);
+    let aws = aws_config_at(&settings, &format!("http://127.0.0.1:{}", closed_port())).await;
+    let err = format!(
+        "{:#}",
+        post_signup::app::App::init_with(settings, &aws)
+            .await
+            .err()
+            .unwrap()
+    );
+    assert!(err.contains("secrets-manager: read admin secret"), "{err}");
+}
+
+#[tokio::test]
+async fn secrets_manager_failing_mid_provisioning_is_named() {
+    // Cold start against the real stand-in, then Secrets Manager "goes away" (a 500 server).
+    let settings = settings_with(&[]);
+    let aws = aws_config(&settings).await;
+    let mut app = post_signup::app::App::init_with(settings.clone(), &aws)
+        .await
+        .unwrap();
+    let broken = aws_config_at(&settings, &answering(500).await).await;
+    app.provisioner.secrets = post_signup::secrets_manager::SecretsManager::new(
+        aws_sdk_secretsmanager::Client::new(&broken),
+    );
+    let tenant = fresh_tenant();
+    let err = provision_err(&app, &tenant).await;
+    let f = err
+        .failures
+        .iter()
+        .find(|f| f.system == System::SecretsManager)
+        .expect("secrets manager failure");
+    assert_eq!(f.kind, FailureKind::ServerError, "{f}");
+    assert!(
+        err.to_string()
+            .contains("secrets-manager: store tenant secret"),
+        "{err}"
+    );
+    assert_no_secret(&err.to_string(), &tenant, &app);
+}
