@@ -44,14 +44,15 @@ mkdir -p "$CACHE_DIR"
 stack_venv=$(venv "$STACK_REQUIREMENTS")
 lint_venv=
 if [ "${1:-}" = "--lint" ]; then
+  # Only the linters: no stack binaries needed.
   lint_venv=$(venv "$LINT_REQUIREMENTS")
+else
+  bash dev/build-go-tools.sh
 fi
-bash dev/build-go-tools.sh
 
 # For other scripts: where things are.
 mkdir -p .stack
-{
-  echo "STACK_VENV=$stack_venv"
-  [ -n "$lint_venv" ] && echo "LINT_VENV=$lint_venv"
-  echo "GO_BIN_DIR=$GO_BIN_DIR"
-} > .stack/tools.${1:-base}
+printf 'STACK_VENV=%s\nGO_BIN_DIR=%s\n' "$stack_venv" "$GO_BIN_DIR" > .stack/tools.base
+if [ -n "$lint_venv" ]; then
+  printf 'LINT_VENV=%s\n' "$lint_venv" > .stack/tools.lint
+fi

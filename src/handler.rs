@@ -12,35 +12,104 @@ use crate::event::{Action, classify};
 /// Kept back from the Lambda deadline so the error still reaches the runtime API in time.
 const LAMBDA_DEADLINE_MARGIN: Duration = Duration::from_millis(100);
 
-/// The provisioning deadline: the budget from `start`, or the Lambda deadline if sooner.
-pub fn deadline(start: Instant, budget: Duration, lambda_deadline_ms: u64) -> Instant {
-    let by_budget = start + budget;
-    let now_ms = SystemTime::now()
+fn now_ms() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    if lambda_deadline_ms == 0 {
+        .unwrap_or(0)
+}
+
+/// The provisioning deadline: the budget from `start`, or the Lambda deadline if sooner.
+///
+/// A Lambda deadline that has already passed when the invocation starts is not a real one
+/// (Lambda hands its deadline out with the event; `cargo lambda watch` sends a placeholder):
+/// the budget applies then, and Lambda still enforces the function's own timeout.
+pub fn deadline(start: Instant, budget: Duration, lambda_deadline_ms: u64) -> Instant {
+    let by_budget = start + budget;
+    let now = now_ms();
+    if lambda_deadline_ms <= now {
         return by_budget;
     }
-    let left = Duration::from_millis(lambda_deadline_ms.saturating_sub(now_ms))
-        .saturating_sub(LAMBDA_DEADLINE_MARGIN);
+    let left =
+        Duration::from_millis(lambda_deadline_ms - now).saturating_sub(LAMBDA_DEADLINE_MARGIN);
     by_budget.min(Instant::now() + left)
+}
+
+/// The error an invocation returns to Cognito, with a type Lambda reports as `errorType`:
+/// `InvalidEvent` (retrying cannot help) or `ProvisioningFailed` (a retry converges).
+pub struct InvocationError {
+    kind: &'static str,
+    message: String,
+}
+
+impl InvocationError {
+    fn invalid_event(message: String) -> Self {
+        Self {
+            kind: "InvalidEvent",
+            message,
+        }
+    }
+
+    fn provisioning_failed(message: String) -> Self {
+        Self {
+            kind: "ProvisioningFailed",
+            message,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+}
+
+impl std::fmt::Display for InvocationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::fmt::Debug for InvocationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for InvocationError {}
+
+impl From<InvocationError> for lambda_runtime::Diagnostic {
+    fn from(e: InvocationError) -> Self {
+        Self {
+            error_type: e.kind.to_owned(),
+            error_message: e.message,
+        }
+    }
 }
 
 /// Cognito requires the event back, unchanged: it is returned as received (raw JSON), not
 /// re-serialised from the typed view.
-pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error> {
+pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, InvocationError> {
     let start = Instant::now();
     let (payload, context) = event.into_parts();
-    let action =
-        classify(&payload).inspect_err(|e| tracing::error!(error = %e, "refused event"))?;
+    let request_id = context.request_id.as_str();
+    let action = classify(&payload).map_err(|e| {
+        tracing::error!(request_id, error = %e, "refused event");
+        InvocationError::invalid_event(e.to_string())
+    })?;
     match action {
         Action::Skip { trigger_source } => {
-            tracing::info!(trigger_source, "nothing to provision");
+            tracing::info!(request_id, trigger_source, "nothing to provision");
         }
         Action::Provision(tenant) => {
             let deadline = deadline(start, app.budget(), context.deadline);
-            Box::pin(app.provisioner.provision(&tenant, deadline)).await?;
+            tracing::info!(
+                request_id,
+                tenant = %tenant,
+                budget_ms = deadline.saturating_duration_since(start).as_millis() as u64,
+                lambda_time_left_ms = context.deadline as i64 - now_ms() as i64,
+                "provisioning"
+            );
+            let provisioned = Box::pin(app.provisioner.provision(&tenant, deadline)).await;
+            provisioned.map_err(|e| InvocationError::provisioning_failed(e.to_string()))?;
         }
     }
     Ok(payload)
@@ -50,32 +119,37 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, lambd
 mod tests {
     use super::*;
 
+    const BUDGET: Duration = Duration::from_millis(4500);
+
     #[test]
     fn the_sooner_deadline_wins() {
         let start = Instant::now();
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let now = now_ms();
         assert_eq!(
-            deadline(start, Duration::from_millis(4500), 0),
-            start + Duration::from_millis(4500)
+            deadline(start, BUDGET, 0),
+            start + BUDGET,
+            "no Lambda deadline"
         );
-        let far = deadline(start, Duration::from_millis(4500), now_ms + 60_000);
-        assert_eq!(far, start + Duration::from_millis(4500));
-        let near = deadline(start, Duration::from_millis(4500), now_ms + 1_000);
+        assert_eq!(
+            deadline(start, BUDGET, now + 60_000),
+            start + BUDGET,
+            "the budget is sooner"
+        );
+        let near = deadline(start, BUDGET, now + 1_000);
         assert!(
             near < start + Duration::from_millis(1000),
-            "Lambda deadline minus margin"
+            "Lambda deadline minus the margin"
         );
-        let past = deadline(
-            start,
-            Duration::from_millis(4500),
-            now_ms.saturating_sub(5_000),
-        );
+        let almost = deadline(start, BUDGET, now + 50);
         assert!(
-            past <= Instant::now(),
-            "an expired Lambda deadline leaves no time"
+            almost <= Instant::now() + Duration::from_millis(1),
+            "inside the margin: no time left"
+        );
+        let past = deadline(start, BUDGET, now.saturating_sub(5_000));
+        assert_eq!(
+            past,
+            start + BUDGET,
+            "a deadline already past is a placeholder"
         );
     }
 }

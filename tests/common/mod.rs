@@ -272,11 +272,7 @@ pub async fn amqp_login(url: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let channel = conn.create_channel().await.map_err(|e| e.to_string())?;
     channel
-        .queue_declare(
-            "post-signup-test",
-            Default::default(),
-            Default::default(),
-        )
+        .queue_declare("post-signup-test", Default::default(), Default::default())
         .await
         .map_err(|e| e.to_string())?;
     let _ = conn.close(200, "bye").await;

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `make lint`: formatting, clippy with warnings as errors, and the SAM template checks
+# (cfn-lint and `sam validate --lint`, pinned in dev/requirements-lint.txt; both work offline).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash dev/install.sh --lint
+. .stack/tools.lint
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+"$LINT_VENV/bin/cfn-lint" template.yml
+# sam validate needs a region but no credentials for --lint.
+AWS_REGION=${AWS_REGION:-us-east-1} AWS_DEFAULT_REGION=${AWS_REGION:-us-east-1} SAM_CLI_TELEMETRY=0 \
+  "$LINT_VENV/bin/sam" validate --lint --template-file template.yml
+echo "lint: ok"
