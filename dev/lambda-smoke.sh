@@ -2,7 +2,7 @@
 # The real Lambda runtime path: `cargo lambda watch` runs the post-signup binary behind the
 # Lambda Runtime API emulator, `cargo lambda invoke` sends it a ConfirmSignUp event for a fresh
 # sub, and we check that the payload comes back unchanged and the tenant exists.
-# Prints the cold-start init time the function logged.
+# Usage: dev/lambda-smoke.sh [EVENT_FILE]. Prints the cold-start init time the function logged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f .stack/env ] || { echo "lambda-smoke: the stack is not up: run 'make stack-up'" >&2; exit 1; }
@@ -13,13 +13,19 @@ CL="$STACK_VENV/bin/cargo-lambda"
 # Logs and the event live outside the crate: `cargo lambda watch` restarts on crate changes.
 work=$(mktemp -d)
 port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
-sub=$(python3 -c "import uuid; print(uuid.uuid4())")
-python3 - "$sub" > "$work/event.json" <<'PY'
+# With an event file: send it as it is. Without: the fixture with a fresh sub (a new tenant).
+if [ -n "${1:-}" ]; then
+  cp "$1" "$work/event.json"
+  sub=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['request']['userAttributes']['sub'])" "$1")
+else
+  sub=$(python3 -c "import uuid; print(uuid.uuid4())")
+  python3 - "$sub" > "$work/event.json" <<'PY'
 import json, sys
 ev = json.load(open("events/post-confirmation.json"))
 ev["userName"] = ev["request"]["userAttributes"]["sub"] = sys.argv[1]
 print(json.dumps(ev))
 PY
+fi
 
 "$CL" lambda watch --ignore-changes --invoke-address 127.0.0.1 --invoke-port "$port" \
   --env-file .stack/env --bin post-signup > "$work/watch.log" 2>&1 &

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# `make bench`: the performance figures, each beside a peer measured in the same run.
+#  1. signing one EKS token in-process: ours vs botocore's (the signer behind `aws eks get-token`)
+#  2. `tenantctl token` vs `aws eks get-token`, as processes
+#  3. invocations on the local stack: cold (new process, first event) and warm (same process),
+#     with each step's duration and wall time / slowest branch
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash dev/stack.sh up
+. .stack/tools.base
+set -a; . .stack/env; set +a
+cargo build -q --release --bin tenantctl
+echo "== 1. in-process signing"
+ours=$(cargo bench -q --bench token 2>/dev/null | grep sign_token_in_process)
+echo "$ours"
+peer=$(AWS_ACCESS_KEY_ID=ASIAEXAMPLEEXAMPLE01 AWS_SECRET_ACCESS_KEY=je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY \
+  AWS_SESSION_TOKEN='IQoJb3JpZ2luX2VjEXAMPLE+token/with=chars' "$STACK_VENV/bin/python" - <<'PY'
+import json, time, botocore.session
+from awscli.customizations.eks.get_token import STSClientFactory, TokenGenerator
+session = botocore.session.get_session()
+gen = TokenGenerator(STSClientFactory(session).get_sts_client(region_name="eu-west-1"))
+for _ in range(200):
+    gen.get_token("tgsearch-prod")
+rounds = []
+for _ in range(5):
+    n = 2000
+    t = time.perf_counter()
+    for _ in range(n):
+        gen.get_token("tgsearch-prod")
+    rounds.append((time.perf_counter() - t) * 1e6 / n)
+rounds.sort()
+print(json.dumps({"bench": "botocore_sign_token_in_process", "us_per_token": round(rounds[2], 3)}))
+PY
+)
+echo "$peer"
+python3 - "$ours" "$peer" <<'PY'
+import json, sys
+a, b = (json.loads(x)["us_per_token"] for x in sys.argv[1:3])
+print(f"in-process: {a:.2f} us/token (target <= 20), botocore {b:.1f} us/token: {b/a:.0f}x faster")
+PY
+
+echo "== 2. as processes: tenantctl token vs aws eks get-token"
+"$STACK_VENV/bin/python" - "$(pwd)/target/release/tenantctl" "$STACK_VENV/bin/aws" <<'PY'
+import json, statistics, subprocess, sys, time
+tenantctl, aws = sys.argv[1:3]
+def run(cmd, n):
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+ours = run([tenantctl, "token", "--cluster-name", "post-signup-local", "--region", "us-east-1"], 200)
+peer = run([aws, "eks", "get-token", "--cluster-name", "post-signup-local", "--region", "us-east-1"], 15)
+print(json.dumps({"bench": "token_process", "tenantctl_ms_median": round(ours, 2), "aws_eks_get_token_ms_median": round(peer, 1)}))
+print(f"process: tenantctl token {ours:.2f} ms, aws eks get-token {peer:.0f} ms: {peer/ours:.0f}x faster (target >= 100x)")
+PY
+
+echo "== 3a. cold invocations (new process, first event) on the local stack"
+"$STACK_VENV/bin/python" - "$(pwd)/target/release/tenantctl" <<'PY'
+import json, statistics, subprocess, sys, tempfile, time, uuid
+tenantctl = sys.argv[1]
+rows = []
+for _ in range(5):
+    ev = json.load(open("events/post-confirmation.json"))
+    sub = str(uuid.uuid4())
+    ev["userName"] = ev["request"]["userAttributes"]["sub"] = sub
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(ev, f)
+    t = time.perf_counter()
+    out = subprocess.run([tenantctl, "provision", "--event", f.name], check=True, capture_output=True, text=True)
+    process_ms = (time.perf_counter() - t) * 1e3
+    r = json.loads(out.stdout)
+    rep = r["report"]
+    slowest = max(rep["branches_ms"].values())
+    rows.append({"process_ms": process_ms, "init_ms": r["init_ms"], "wall_ms": rep["wall_ms"],
+                 "slowest_branch_ms": slowest, "ratio": rep["wall_ms"] / slowest,
+                 "steps": {s["step"]: s["duration_ms"] for s in rep["steps"]}})
+med = lambda k: statistics.median(x[k] for x in rows)
+print(json.dumps({"bench": "cold_invocations", "runs": rows}))
+print(f"cold: process {med('process_ms'):.0f} ms = init {med('init_ms'):.0f} ms + provisioning {med('wall_ms'):.0f} ms; "
+      f"wall / slowest branch {med('ratio'):.2f} (max {max(x['ratio'] for x in rows):.2f}; target <= 1.2)")
+PY
+
+echo "== 3b. warm invocations (one process, fresh tenant each)"
+warm=$(BENCH_RUNS=30 cargo bench -q --bench provision 2>/dev/null | grep warm_invocations)
+echo "$warm"
+python3 - "$warm" <<'PY'
+import json, sys
+w = json.loads(sys.argv[1])
+print(f"warm: wall {w['wall_ms_median']:.0f} ms median (max {w['wall_ms_max']:.0f}); wall / slowest branch "
+      f"{w['wall_over_slowest_branch_median']:.2f} median (max {w['wall_over_slowest_branch_max']:.2f}; target <= 1.2)")
+print("warm step medians (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in w["step_ms_median"].items()))
+PY
