@@ -7,44 +7,16 @@ use std::time::Instant;
 
 use post_signup::app::App;
 use post_signup::settings::Settings;
-use post_signup::tenant::TenantId;
 
-fn stack_env() -> HashMap<String, String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/.stack/env");
-    let text =
-        std::fs::read_to_string(path).expect("the local stack is not up: run `make stack-up`");
-    text.lines()
-        .filter_map(|l| l.strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
-fn fresh_sub() -> String {
-    use std::io::Read as _;
-    let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .expect("urandom");
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 #[tokio::main]
 async fn main() {
     post_signup::install_crypto_provider();
-    let env = stack_env();
+    let env = common::stack_env();
     // SAFETY: single-threaded at this point; set before any thread reads the environment.
-    for (k, v) in &env {
+    for (k, v) in env {
         unsafe { std::env::set_var(k, v) };
     }
     let runs: usize = std::env::var("BENCH_RUNS")
@@ -60,7 +32,7 @@ async fn main() {
     let mut ratios = Vec::new();
     let mut steps: HashMap<&'static str, Vec<f64>> = HashMap::new();
     for _ in 0..runs {
-        let tenant = TenantId::parse(&fresh_sub()).unwrap();
+        let tenant = common::fresh_tenant();
         let deadline = tokio::time::Instant::now() + app.budget();
         let report = app
             .provisioner

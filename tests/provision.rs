@@ -295,6 +295,17 @@ fn assert_no_secret(text: &str, tenant: &TenantId, app: &post_signup::app::App) 
     assert!(!text.contains("k8s-aws-v1."), "EKS token leaked: {text}");
 }
 
+/// The cold-start error of an app with these settings, with its cause chain.
+async fn init_error(
+    settings: post_signup::settings::Settings,
+    aws: &aws_config::SdkConfig,
+) -> String {
+    match post_signup::app::App::init_with(settings, aws).await {
+        Ok(_) => panic!("the cold start must fail"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
 async fn put_admin_secret(value: &str) -> String {
     let id = format!("post-signup/test-admin-{}", fresh_tenant());
     secrets_manager()
@@ -491,13 +502,7 @@ async fn a_malformed_admin_secret_fails_the_cold_start_without_quoting_it() {
         let id = put_admin_secret(&value).await;
         let settings = settings_with(&[("RABBITMQ_ADMIN_SECRET_ID", &id)]);
         let aws = aws_config(&settings).await;
-        let err = format!(
-            "{:#}",
-            post_signup::app::App::init_with(settings, &aws)
-                .await
-                .err()
-                .expect("init fails")
-        );
+        let err = init_error(settings, &aws).await;
         assert!(
             err.contains("secrets-manager: read admin secret") && err.contains(expected),
             "{err}"
@@ -510,13 +515,7 @@ async fn a_malformed_admin_secret_fails_the_cold_start_without_quoting_it() {
 async fn a_missing_admin_secret_or_cluster_is_named() {
     let settings = settings_with(&[("RABBITMQ_ADMIN_SECRET_ID", "post-signup/does-not-exist")]);
     let aws = aws_config(&settings).await;
-    let err = format!(
-        "{:#}",
-        post_signup::app::App::init_with(settings, &aws)
-            .await
-            .err()
-            .unwrap()
-    );
+    let err = init_error(settings, &aws).await;
     assert!(
         err.contains("secrets-manager") && err.contains("ResourceNotFoundException"),
         "{err}"
@@ -524,13 +523,7 @@ async fn a_missing_admin_secret_or_cluster_is_named() {
 
     let settings = settings_with(&[("EKS_CLUSTER_NAME", "no-such-cluster")]);
     let aws = aws_config(&settings).await;
-    let err = format!(
-        "{:#}",
-        post_signup::app::App::init_with(settings, &aws)
-            .await
-            .err()
-            .unwrap()
-    );
+    let err = init_error(settings, &aws).await;
     assert!(
         err.contains("eks: describe cluster 'no-such-cluster'"),
         "{err}"
@@ -541,13 +534,7 @@ async fn a_missing_admin_secret_or_cluster_is_named() {
 async fn secrets_manager_unreachable_fails_the_cold_start_clearly() {
     let settings = settings_with(&[]);
     let aws = aws_config_at(&settings, &format!("http://127.0.0.1:{}", closed_port())).await;
-    let err = format!(
-        "{:#}",
-        post_signup::app::App::init_with(settings, &aws)
-            .await
-            .err()
-            .unwrap()
-    );
+    let err = init_error(settings, &aws).await;
     assert!(err.contains("secrets-manager: read admin secret"), "{err}");
 }
 
