@@ -146,8 +146,6 @@ fn exec_api_version() -> String {
 }
 
 async fn token(cluster: &str, region: Option<String>, at: Option<&str>) -> Result<(), Failure> {
-    use aws_config::meta::region::ProvideRegion as _;
-    use aws_credential_types::provider::ProvideCredentials as _;
     let at: SystemTime = match at {
         None => SystemTime::now(),
         Some(s) => s
@@ -157,26 +155,18 @@ async fn token(cluster: &str, region: Option<String>, at: Option<&str>) -> Resul
     };
     let region = match region {
         Some(r) => r,
-        None => aws_config::default_provider::region::default_provider()
-            .region()
-            .await
-            .map(|r| r.as_ref().to_owned())
-            .ok_or_else(|| {
-                Failure::Input("no AWS region: pass --region or set AWS_REGION".into())
-            })?,
+        None => region_from_chain().await.ok_or_else(|| {
+            Failure::Input("no AWS region: pass --region or set AWS_REGION".into())
+        })?,
     };
     let signer =
         EksTokenSigner::new(cluster, &region).map_err(|e| Failure::Input(e.to_string()))?;
-    let creds = aws_config::default_provider::credentials::default_provider()
-        .await
-        .provide_credentials()
-        .await
-        .map_err(|e| {
-            Failure::Input(format!(
-                "no AWS credentials: {}",
-                post_signup::error::chain(&e)
-            ))
-        })?;
+    let creds = credentials_from_chain().await.map_err(|e| {
+        Failure::Input(format!(
+            "no AWS credentials: {}",
+            post_signup::error::chain(&e)
+        ))
+    })?;
     let token = signer
         .sign(&creds, at)
         .map_err(|e| Failure::Input(e.to_string()))?;
@@ -194,6 +184,40 @@ async fn token(cluster: &str, region: Option<String>, at: Option<&str>) -> Resul
         serde_json::to_string(&cred).expect("ExecCredential serialises")
     );
     Ok(())
+}
+
+// kubectl runs the exec plugin on every call that needs a fresh token, so its start-up counts.
+// Both chains below look at the environment first, as the SDK's default chains do, and only
+// build the full chain (which reads profile files and sets up HTTP clients for SSO, web
+// identity and IMDS: milliseconds per call) when the environment has no answer.
+
+async fn region_from_chain() -> Option<String> {
+    use aws_config::meta::region::ProvideRegion as _;
+    if let Some(r) = aws_config::environment::EnvironmentVariableRegionProvider::new()
+        .region()
+        .await
+    {
+        return Some(r.as_ref().to_owned());
+    }
+    aws_config::default_provider::region::default_provider()
+        .region()
+        .await
+        .map(|r| r.as_ref().to_owned())
+}
+
+async fn credentials_from_chain() -> Result<
+    aws_credential_types::Credentials,
+    aws_credential_types::provider::error::CredentialsError,
+> {
+    use aws_credential_types::provider::ProvideCredentials as _;
+    let env = aws_config::environment::EnvironmentVariableCredentialsProvider::new();
+    if let Ok(creds) = env.provide_credentials().await {
+        return Ok(creds);
+    }
+    aws_config::default_provider::credentials::default_provider()
+        .await
+        .provide_credentials()
+        .await
 }
 
 async fn init() -> Result<App, Failure> {
