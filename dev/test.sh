@@ -12,9 +12,15 @@ fi
 cleanup() { [ -n "$started" ] && bash dev/stack.sh down; }
 trap cleanup EXIT
 
-# Integration tests share the one stack; each uses its own tenant, so they run in parallel.
-cargo test 2>&1
-cargo test --doc 2>&1 | tail -n 3
+log=$(mktemp)
+# Unit, integration (they share the one stack; each uses its own tenant, so they run in
+# parallel) and doc tests.
+cargo test 2>&1 | tee "$log"
+passed=$(awk '/^test result:/ {s += $4} END {print s + 0}' "$log")
+failed=$(awk '/^test result:/ {s += $6} END {print s + 0}' "$log")
+rm -f "$log"
+# The SAM template and code style, then the Lambda runtime path end to end.
 bash dev/lint.sh
 bash dev/lambda-smoke.sh
-echo "test: done in $((SECONDS - t0))s"
+echo "test: done in $((SECONDS - t0))s (cargo tests, lint, Lambda runtime smoke test)"
+echo "$((passed + 2)) passed, $failed failed"
