@@ -22,7 +22,7 @@ echo "== 3. Seen directly: RabbitMQ (management API), Kubernetes (kubectl), Secr
 curl -sf -u "$RABBITMQ_ADMIN_USERNAME:$RABBITMQ_ADMIN_PASSWORD" "$RABBITMQ_MANAGEMENT_URL/api/permissions" |
   python3 -c "import json,sys; [print(f\"rabbitmq  user {p['user']} on vhost {p['vhost']}: configure={p['configure']} write={p['write']} read={p['read']}\") for p in json.load(sys.stdin) if p['user']=='$sub']"
 "$STACK_KUBECTL" get deployment,secret -n "$TENANT_NAMESPACE" -l "post-signup/tenant=$sub" -o name | sed 's/^/kubernetes /'
-"$STACK_VENV/bin/aws" secretsmanager describe-secret --secret-id "$TENANT_SECRET_PREFIX$sub" \
+"$STACK_VENV/bin/aws" --region "$AWS_REGION" secretsmanager describe-secret --secret-id "$TENANT_SECRET_PREFIX$sub" \
   --query '{name: Name, tags: Tags}' --output json | python3 -c "import json,sys; d=json.load(sys.stdin); print('secrets manager', d['name'], d['tags'])"
 echo
 echo "Done. The stack is still up: 'set -a; . .stack/env; set +a' to use it, 'make stack-down' to remove it."

@@ -264,6 +264,7 @@ EOT
 # The local stack ($(date -u +%FT%TZ)). Load with: set -a; . .stack/env; set +a
 # --- the function and tenantctl ---
 export AWS_REGION=$REGION
+export AWS_DEFAULT_REGION=$REGION
 export AWS_ACCESS_KEY_ID=$akid
 export AWS_SECRET_ACCESS_KEY=$secret
 export AWS_SESSION_TOKEN=$session
