@@ -10,12 +10,26 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 
-use crate::error::{FailureKind, StepError, System};
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+
+use crate::error::{FailureKind, StepError, System, chain, clip};
 
 /// Loads the AWS config (region, credentials chain, `AWS_ENDPOINT_URL`). The SDK's defaults
 /// (3 attempts, 3.1 s connect, no operation timeout) could outlast Cognito's 5 s: every
 /// attempt is bounded and there is exactly one attempt; the deadline decides, not a retry loop.
 pub async fn load_config(connect_timeout: Duration, operation_timeout: Duration) -> SdkConfig {
+    config_loader(connect_timeout, operation_timeout)
+        .load()
+        .await
+}
+
+/// The loader behind [`load_config`], for callers that set region, credentials or endpoint
+/// themselves but keep the same timeouts and retry policy.
+pub fn config_loader(
+    connect_timeout: Duration,
+    operation_timeout: Duration,
+) -> aws_config::ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(
             TimeoutConfig::builder()
@@ -26,8 +40,6 @@ pub async fn load_config(connect_timeout: Duration, operation_timeout: Duration)
                 .build(),
         )
         .retry_config(RetryConfig::disabled())
-        .load()
-        .await
 }
 
 pub fn region(config: &SdkConfig) -> Result<String, StepError> {
@@ -95,5 +107,55 @@ impl CredentialsSource {
             *slot = Some(creds.clone());
         }
         Ok(creds)
+    }
+}
+
+/// Maps an AWS SDK error (any service) to a step error. Service messages come from AWS and
+/// never contain secret values.
+pub(crate) fn sdk_error<E>(
+    system: System,
+    action: &str,
+    err: SdkError<E, HttpResponse>,
+) -> StepError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match &err {
+        SdkError::TimeoutError(_) => {
+            StepError::new(system, action, FailureKind::Timeout, "timed out")
+        }
+        SdkError::DispatchFailure(d) => {
+            let kind = if d.is_timeout() {
+                FailureKind::Timeout
+            } else {
+                FailureKind::Connect
+            };
+            let detail = d
+                .as_connector_error()
+                .map(|c| chain(c))
+                .unwrap_or_else(|| format!("{d:?}"));
+            StepError::new(system, action, kind, detail)
+        }
+        SdkError::ServiceError(s) => {
+            let status = s.raw().status().as_u16();
+            let code = err.code().unwrap_or("UnknownError");
+            let kind = match (status, code) {
+                (_, "AccessDeniedException") | (403, _) => FailureKind::Forbidden,
+                (_, "UnrecognizedClientException" | "InvalidSignatureException") | (401, _) => {
+                    FailureKind::Unauthorized
+                }
+                (500..=599, _) => FailureKind::ServerError,
+                _ => FailureKind::Rejected,
+            };
+            let detail = format!("{status} {code}: {}", clip(err.message().unwrap_or("")));
+            StepError {
+                status: Some(status),
+                ..StepError::new(system, action, kind, detail)
+            }
+        }
+        SdkError::ResponseError(_) => {
+            StepError::new(system, action, FailureKind::BadResponse, chain(&err))
+        }
+        _ => StepError::new(system, action, FailureKind::Other, chain(&err)),
     }
 }

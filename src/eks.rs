@@ -3,8 +3,8 @@
 
 use url::Url;
 
+use crate::aws::sdk_error;
 use crate::error::{FailureKind, StepError, System};
-use crate::secrets_manager::sdk_error_for;
 use crate::settings::ClusterAccess;
 
 pub async fn describe_cluster(
@@ -17,7 +17,7 @@ pub async fn describe_cluster(
         .name(name)
         .send()
         .await
-        .map_err(|e| sdk_error_for(System::Eks, &action, e))?;
+        .map_err(|e| sdk_error(System::Eks, &action, e))?;
     let bad = |problem: &str| {
         StepError::new(
             System::Eks,

@@ -54,6 +54,8 @@ pub struct StepError {
     pub kind: FailureKind,
     /// The cause, already free of secrets.
     pub detail: String,
+    /// The HTTP status of the answer, when there was one.
+    pub status: Option<u16>,
 }
 
 impl StepError {
@@ -68,6 +70,7 @@ impl StepError {
             action: action.into(),
             kind,
             detail: detail.into(),
+            status: None,
         }
     }
 
@@ -93,7 +96,10 @@ impl StepError {
         } else {
             format!("{status} {reason} ({message})")
         };
-        Self::new(system, action, kind, detail)
+        Self {
+            status: Some(status),
+            ..Self::new(system, action, kind, detail)
+        }
     }
 }
 
@@ -135,6 +141,7 @@ mod tests {
             "Not administrator user",
         );
         assert_eq!(e.kind, FailureKind::Unauthorized);
+        assert_eq!(e.status, Some(401));
         assert_eq!(
             e.to_string(),
             "rabbitmq: create vhost 'x': 401 Unauthorized (Not administrator user)"

@@ -181,7 +181,7 @@ impl RabbitMq {
                     chain(&e),
                 )
             }),
-            Err(e) if e.detail.starts_with("404") => Ok(None),
+            Err(e) if e.status == Some(404) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -196,14 +196,14 @@ impl RabbitMq {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if e.detail.starts_with("404") => Ok(false),
+            Err(e) if e.status == Some(404) => Ok(false),
             Err(e) => Err(e),
         }
     }
 }
 
 fn is_already_exists(e: &StepError) -> bool {
-    e.detail.starts_with("400") && e.detail.contains("already_exists")
+    e.status == Some(400) && e.detail.contains("already_exists")
 }
 
 fn transport_error(action: &str, e: &reqwest::Error) -> StepError {

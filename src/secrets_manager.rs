@@ -2,12 +2,12 @@
 //! tenant's credentials for the frontend (written on every provisioning, converging).
 
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use aws_sdk_secretsmanager::types::Tag;
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
+use crate::aws;
 use crate::credentials::PasswordKey;
 use crate::error::{FailureKind, StepError, System};
 use crate::rabbitmq::AdminCredential;
@@ -41,7 +41,7 @@ impl SecretsManager {
             .secret_id(id)
             .send()
             .await
-            .map_err(|e| sdk_error(&action, e))?;
+            .map_err(|e| aws::sdk_error(System::SecretsManager, &action, e))?;
         let Some(text) = out.secret_string() else {
             return Err(malformed(&action, "has no SecretString"));
         };
@@ -88,9 +88,15 @@ impl SecretsManager {
                     .secret_id(name)
                     .send()
                     .await
-                    .map_err(|e| sdk_error(&format!("restore tenant secret '{name}'"), e))?;
+                    .map_err(|e| {
+                        aws::sdk_error(
+                            System::SecretsManager,
+                            &format!("restore tenant secret '{name}'"),
+                            e,
+                        )
+                    })?;
             }
-            _ => return Err(sdk_error(&action, err)),
+            _ => return Err(aws::sdk_error(System::SecretsManager, &action, err)),
         }
         self.client
             .put_secret_value()
@@ -100,7 +106,7 @@ impl SecretsManager {
             .send()
             .await
             .map(drop)
-            .map_err(|e| sdk_error(&action, e))
+            .map_err(|e| aws::sdk_error(System::SecretsManager, &action, e))
     }
 
     /// Reads a tenant secret's JSON. `None` when it does not exist.
@@ -111,7 +117,7 @@ impl SecretsManager {
                 .secret_string()
                 .and_then(|s| serde_json::from_str(s).ok())),
             Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(None),
-            Err(e) => Err(sdk_error(&action, e)),
+            Err(e) => Err(aws::sdk_error(System::SecretsManager, &action, e)),
         }
     }
 
@@ -127,7 +133,11 @@ impl SecretsManager {
         {
             Ok(_) => Ok(true),
             Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(false),
-            Err(e) => Err(sdk_error(&format!("delete secret '{name}'"), e)),
+            Err(e) => Err(aws::sdk_error(
+                System::SecretsManager,
+                &format!("delete secret '{name}'"),
+                e,
+            )),
         }
     }
 }
@@ -168,72 +178,6 @@ fn malformed(action: &str, problem: &str) -> StepError {
         FailureKind::BadResponse,
         format!("the secret {problem}"),
     )
-}
-
-/// Maps an SDK error. Service messages come from AWS and never contain secret values.
-pub(crate) fn sdk_error<E>(action: &str, err: SdkError<E, HttpResponse>) -> StepError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    sdk_error_for(System::SecretsManager, action, err)
-}
-
-pub(crate) fn sdk_error_for<E>(
-    system: System,
-    action: &str,
-    err: SdkError<E, HttpResponse>,
-) -> StepError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    match &err {
-        SdkError::TimeoutError(_) => {
-            StepError::new(system, action, FailureKind::Timeout, "timed out")
-        }
-        SdkError::DispatchFailure(d) => {
-            let kind = if d.is_timeout() {
-                FailureKind::Timeout
-            } else {
-                FailureKind::Connect
-            };
-            let detail = d
-                .as_connector_error()
-                .map(|c| crate::error::chain(c))
-                .unwrap_or_else(|| format!("{d:?}"));
-            StepError::new(system, action, kind, detail)
-        }
-        SdkError::ServiceError(s) => {
-            let status = s.raw().status().as_u16();
-            let code = err.code().unwrap_or("UnknownError");
-            let message = err.message().unwrap_or("");
-            let kind = match (status, code) {
-                (_, "AccessDeniedException") | (403, _) => FailureKind::Forbidden,
-                (_, "UnrecognizedClientException" | "InvalidSignatureException") | (401, _) => {
-                    FailureKind::Unauthorized
-                }
-                (500..=599, _) => FailureKind::ServerError,
-                _ => FailureKind::Rejected,
-            };
-            StepError::new(
-                system,
-                action,
-                kind,
-                format!("{status} {code}: {}", crate::error::clip(message)),
-            )
-        }
-        SdkError::ResponseError(_) => StepError::new(
-            system,
-            action,
-            FailureKind::BadResponse,
-            crate::error::chain(&err),
-        ),
-        _ => StepError::new(
-            system,
-            action,
-            FailureKind::Other,
-            crate::error::chain(&err),
-        ),
-    }
 }
 
 #[cfg(test)]

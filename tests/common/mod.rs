@@ -62,7 +62,6 @@ pub async fn aws_config(settings: &Settings) -> aws_config::SdkConfig {
 }
 
 pub async fn aws_config_at(settings: &Settings, endpoint: &str) -> aws_config::SdkConfig {
-    use aws_config::timeout::TimeoutConfig;
     let env = stack_env();
     let creds = aws_credential_types::Credentials::new(
         &env["AWS_ACCESS_KEY_ID"],
@@ -71,17 +70,11 @@ pub async fn aws_config_at(settings: &Settings, endpoint: &str) -> aws_config::S
         None,
         "stack",
     );
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
+    // The function's own timeouts and retry policy; only where and as whom differ.
+    post_signup::aws::config_loader(settings.connect_timeout, settings.budget)
         .region(aws_config::Region::new(env["AWS_REGION"].clone()))
         .credentials_provider(creds)
         .endpoint_url(endpoint)
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(settings.connect_timeout)
-                .operation_timeout(settings.budget)
-                .build(),
-        )
-        .retry_config(aws_config::retry::RetryConfig::disabled())
         .load()
         .await
 }
