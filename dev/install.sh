@@ -22,7 +22,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
   apt-get update -qq >/dev/null
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-  [ -n "$created_policy" ] && rm -f /usr/sbin/policy-rc.d
+  if [ -n "$created_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 # venv DIR REQUIREMENTS: a virtualenv per requirements file, rebuilt when the file changes.

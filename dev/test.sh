@@ -9,7 +9,8 @@ if ! bash dev/stack.sh status >/dev/null 2>&1; then
   bash dev/stack.sh up
   started=1
 fi
-cleanup() { [ -n "$started" ] && bash dev/stack.sh down; }
+# An if, not `[ … ] && …`: under set -e a false test as the last command would fail the run.
+cleanup() { if [ -n "$started" ]; then bash dev/stack.sh down; fi; }
 trap cleanup EXIT
 
 log=$(mktemp)
