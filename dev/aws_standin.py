@@ -1,19 +1,30 @@
 #!/usr/bin/env python3
-"""The stack's AWS stand-in: moto (Secrets Manager, EKS) behind one small shim.
+"""The stack's AWS stand-in: moto (Secrets Manager, EKS, SQS, Cognito) behind two small shims.
 
-moto's DescribeCluster answers with a made-up endpoint and CA. The shim rewrites exactly those
-two fields, for the stack's own cluster only, to the real kube-apiserver's endpoint and CA, so
-the function's DescribeCluster path runs for real. Everything else is moto, unchanged.
+- DescribeCluster: moto answers with a made-up endpoint and CA. The shim rewrites exactly those
+  two fields, for the stack's own cluster only, to the real kube-apiserver's endpoint and CA, so
+  the function's DescribeCluster path runs for real.
+- Faults, for tests: `POST /_standin/faults` with
+  {"target": "secretsmanager.CreateSecret", "match": "<text in the request body>", "count": 1,
+   "status": 400, "error": "ThrottlingException", "delay_ms": 0}
+  makes the next `count` matching requests wait `delay_ms` and then (if `status` is set) answer
+  with that AWS JSON-protocol error instead of reaching moto. Matching on body text (a test's own
+  tenant or secret id) keeps tests that run in parallel out of each other's way.
+Everything else is moto, unchanged.
 
-Usage: aws_standin.py --listen IP:PORT --cluster NAME --endpoint URL --ca-file PEM --seed FILE
-The seed file lists what to create once the server is up (the admin secret, the cluster).
+Usage: aws_standin.py --listen IP:PORT --cluster NAME --endpoint URL --ca-file PEM --seed FILE --out FILE
+The seed file lists what to create once the server is up (the admin secret, the cluster, the
+hand-off queue and its dead-letter queue, the user pool); --out receives the created ids.
 """
 import argparse
 import base64
 import json
+import os
 import re
 import sys
 import threading
+import time
+from io import BytesIO
 
 import boto3
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -48,6 +59,50 @@ class DescribeClusterShim:
         return [body]
 
 
+class FaultShim:
+    def __init__(self, app):
+        self.app = app
+        self.lock = threading.Lock()
+        self.rules = []
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == "/_standin/faults" and environ.get("REQUEST_METHOD") == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            rule = json.loads(environ["wsgi.input"].read(length) or b"{}")
+            rule.setdefault("count", 1)
+            with self.lock:
+                self.rules.append(rule)
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [b"{}"]
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if not self.rules or not target:
+            return self.app(environ, start_response)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = BytesIO(body)
+        text = body.decode("utf-8", "replace")
+        hit = None
+        with self.lock:
+            for rule in self.rules:
+                if rule["count"] > 0 and rule.get("target") == target and rule.get("match", "") in text:
+                    rule["count"] -= 1
+                    hit = dict(rule)
+                    break
+        if hit is None:
+            return self.app(environ, start_response)
+        if hit.get("delay_ms"):
+            time.sleep(hit["delay_ms"] / 1000)
+        if not hit.get("status"):
+            return self.app(environ, start_response)
+        error = hit.get("error", "ServiceUnavailable")
+        payload = json.dumps({"__type": error, "message": "injected by the stack's fault shim"}).encode()
+        status = f"{hit['status']} Injected"
+        start_response(status, [("Content-Type", "application/x-amz-json-1.1"),
+                                ("x-amzn-query-error", f"{error};Sender"),
+                                ("Content-Length", str(len(payload)))])
+        return [payload]
+
+
 def seed(url, region, spec):
     kw = dict(endpoint_url=url, region_name=region, aws_access_key_id="seed", aws_secret_access_key="seed")
     sm = boto3.client("secretsmanager", **kw)
@@ -60,6 +115,20 @@ def seed(url, region, spec):
             roleArn=c["role_arn"],
             resourcesVpcConfig={"subnetIds": [], "securityGroupIds": []},
         )
+    out = {}
+    sqs = boto3.client("sqs", **kw)
+    for q in spec.get("queues", []):
+        dlq = sqs.create_queue(QueueName=q["name"] + "-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        url_ = sqs.create_queue(QueueName=q["name"], Attributes={
+            "VisibilityTimeout": str(q.get("visibility_timeout", 30)),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": q.get("max_receive_count", 3)}),
+        })["QueueUrl"]
+        out[q["name"]] = {"url": url_, "dlq_url": dlq}
+    idp = boto3.client("cognito-idp", **kw)
+    for p in spec.get("user_pools", []):
+        out[p["name"]] = {"id": idp.create_user_pool(PoolName=p["name"])["UserPool"]["Id"]}
+    return out
 
 
 def main():
@@ -70,16 +139,20 @@ def main():
     ap.add_argument("--endpoint", required=True)
     ap.add_argument("--ca-file", required=True)
     ap.add_argument("--seed", required=True)
+    ap.add_argument("--out", required=True)
     args = ap.parse_args()
     with open(args.ca_file, "rb") as f:
         ca_data = base64.b64encode(f.read()).decode()
-    app = DescribeClusterShim(DomainDispatcherApplication(create_backend_app), args.cluster, args.endpoint, ca_data)
+    app = FaultShim(DescribeClusterShim(DomainDispatcherApplication(create_backend_app), args.cluster, args.endpoint, ca_data))
     host, port = args.listen.rsplit(":", 1)
     server = make_server(host, int(port), app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     with open(args.seed) as f:
-        seed(f"http://{args.listen}", args.region, json.load(f))
+        created = seed(f"http://{args.listen}", args.region, json.load(f))
+    with open(args.out + ".tmp", "w") as f:
+        json.dump(created, f)
+    os.replace(args.out + ".tmp", args.out)
     print(f"aws-standin: listening on http://{args.listen}, seeded", file=sys.stderr, flush=True)
     thread.join()
 

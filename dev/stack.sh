@@ -6,6 +6,8 @@
 #   dev/stack.sh up       start (idempotent: a running stack is left as it is)
 #   dev/stack.sh down     stop everything and delete .stack/ state
 #   dev/stack.sh status   exit 0 if every service answers
+#
+# `up` reads as a table of contents: each start_* function starts one service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -18,6 +20,10 @@ NAMESPACE=tenants
 ACCOUNT=111122223333
 FUNCTION_ROLE=post-signup-function
 FUNCTION_GROUP=post-signup:provisioners
+OPERATOR_ROLE=post-signup-operator
+OPERATOR_GROUP=post-signup:operators
+HANDOFF_QUEUE=post-signup-handoff
+USER_POOL=post-signup-local-users
 ADMIN_SECRET_ID=post-signup/rabbitmq-admin
 SECRET_PREFIX=post-signup/tenants/
 SERVICES=(etcd sts iam-authenticator kube-apiserver aws rabbitmq)
@@ -126,14 +132,9 @@ tls() {
 
 rand() { python3 -c "import secrets; print(secrets.token_urlsafe($1))"; }
 
-up() {
-  if status 2>/dev/null; then log "already running (.stack/env)"; return 0; fi
-  down
-  bash dev/install.sh
-  . "$S/tools.base"
-  mkdir -p "$S"/{pids,logs,k8s,iam,sts,rabbitmq,aws}
-  local t0=$SECONDS
+# --- the parts of `up`, in the order it calls them ------------------------------------------
 
+choose_ports() {
   read -r ETCD_PORT ETCD_PEER_PORT API_PORT IAM_PORT AWS_PORT AMQP_PORT MGMT_PORT DIST_PORT EPMD_PORT < <(free_ports 9)
   STS_IP=$(free_sts_ip)
   cat > "$S/ports" <<EOT
@@ -146,33 +147,49 @@ MGMT_PORT=$MGMT_PORT
 EPMD_PORT=$EPMD_PORT
 STS_IP=$STS_IP
 EOT
-  tls
+}
 
-  # The function's AWS identity: temporary credentials of an assumed role, as in Lambda.
-  local akid=ASIA$(python3 -c "import secrets,string; print(''.join(secrets.choice(string.ascii_uppercase+string.digits) for _ in range(16)))")
-  local secret session admin_token rmq_user=psadmin rmq_pass pw_key
-  secret=$(rand 30); session=$(python3 -c "import base64,secrets; print(base64.b64encode(secrets.token_bytes(90)).decode())"); admin_token=$(rand 32); rmq_pass=$(rand 24); pw_key=$(rand 32)
-  echo "$admin_token" > "$S/k8s/admin-token"
+# new_identity ROLE: temporary credentials of an assumed role, as Lambda has them.
+# Sets AKID, SECRET, SESSION.
+new_identity() {
+  AKID=ASIA$(python3 -c "import secrets,string; print(''.join(secrets.choice(string.ascii_uppercase+string.digits) for _ in range(16)))")
+  SECRET=$(rand 30)
+  SESSION=$(python3 -c "import base64,secrets; print(base64.b64encode(secrets.token_bytes(90)).decode())")
+}
 
-  # --- STS stand-in, on <STS_IP>:443 -----------------------------------------------------
+make_secrets() {
+  new_identity; FN_AKID=$AKID FN_SECRET=$SECRET FN_SESSION=$SESSION
+  new_identity; OP_AKID=$AKID OP_SECRET=$SECRET OP_SESSION=$SESSION
+  ADMIN_TOKEN=$(rand 32); RMQ_USER=psadmin; RMQ_PASS=$(rand 24); PW_KEY=$(rand 32)
+  echo "$ADMIN_TOKEN" > "$S/k8s/admin-token"
+}
+
+start_sts() {
   cat > "$S/sts/identities.json" <<EOT
-[{"access_key_id": "$akid", "secret_access_key": "$secret", "session_token": "$session",
+[{"access_key_id": "$FN_AKID", "secret_access_key": "$FN_SECRET", "session_token": "$FN_SESSION",
   "account": "$ACCOUNT", "arn": "arn:aws:sts::$ACCOUNT:assumed-role/$FUNCTION_ROLE/$CLUSTER-function",
-  "user_id": "AROAEXAMPLEPOSTSIGNUP:$CLUSTER-function"}]
+  "user_id": "AROAEXAMPLEPOSTSIGNUP:$CLUSTER-function"},
+ {"access_key_id": "$OP_AKID", "secret_access_key": "$OP_SECRET", "session_token": "$OP_SESSION",
+  "account": "$ACCOUNT", "arn": "arn:aws:sts::$ACCOUNT:assumed-role/$OPERATOR_ROLE/$CLUSTER-operator",
+  "user_id": "AROAEXAMPLEPSOPERATOR:$CLUSTER-operator"}]
 EOT
   start sts python3 dev/sts_standin.py --listen "$STS_IP:443" --cert "$S/tls/sts.pem" --key "$S/tls/sts.key" \
     --identities "$S/sts/identities.json"
+}
 
-  # --- etcd ------------------------------------------------------------------------------
+start_etcd() {
   start etcd "$GO_BIN_DIR/etcd" --name stack --data-dir "$S/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
     --initial-cluster "stack=http://127.0.0.1:$ETCD_PEER_PORT" --log-level warn
+}
 
-  # --- aws-iam-authenticator, the API server's token webhook ------------------------------
-  # It has no STS endpoint setting: it calls the host named in the token over HTTPS. It runs in
-  # a private mount namespace whose /etc/hosts sends the STS host to the stand-in (the
-  # machine's /etc/hosts is untouched), and trusts the stack CA through SSL_CERT_FILE.
+# aws-iam-authenticator, the API server's token webhook. It has no STS endpoint setting: it
+# calls the host named in the token over HTTPS. It runs in a private mount namespace whose
+# /etc/hosts sends the STS host to the stand-in (the machine's /etc/hosts is untouched), and
+# trusts the stack CA through SSL_CERT_FILE. Two roles are mapped, as EKS access entries would:
+# the function's and the operator's.
+start_authenticator() {
   printf '127.0.0.1 localhost\n%s sts.%s.amazonaws.com sts.amazonaws.com\n' "$STS_IP" "$REGION" > "$S/iam/hosts"
   cat > "$S/iam/config.yaml" <<EOT
 clusterID: $CLUSTER
@@ -182,6 +199,10 @@ server:
       username: post-signup:{{SessionName}}
       groups:
         - $FUNCTION_GROUP
+    - roleARN: arn:aws:iam::$ACCOUNT:role/$OPERATOR_ROLE
+      username: post-signup-operator:{{SessionName}}
+      groups:
+        - $OPERATOR_GROUP
 EOT
   start iam-authenticator env AWS_EC2_METADATA_DISABLED=true AWS_REGION="$REGION" SSL_CERT_FILE="$S/tls/ca.pem" \
     unshare --mount --propagation private sh -c \
@@ -189,16 +210,18 @@ EOT
     "$GO_BIN_DIR/aws-iam-authenticator" server --config "$S/iam/config.yaml" --state-dir "$S/iam" \
     --generate-kubeconfig "$S/iam/webhook-kubeconfig.yaml" --address 127.0.0.1 --port "$IAM_PORT" \
     --backend-mode MountedFile
+}
 
-  # --- RabbitMQ: an isolated node (own name, ports, data, cookie, epmd) -------------------
+# RabbitMQ: an isolated node (own name, ports, data, cookie, epmd).
+start_rabbitmq() {
   local r=$S/rabbitmq
   mkdir -p "$r/mnesia" "$r/log"
   cat > "$r/rabbitmq.conf" <<EOT
 listeners.tcp.default = 127.0.0.1:$AMQP_PORT
 management.tcp.ip = 127.0.0.1
 management.tcp.port = $MGMT_PORT
-default_user = $rmq_user
-default_pass = $rmq_pass
+default_user = $RMQ_USER
+default_pass = $RMQ_PASS
 default_user_tags.administrator = true
 default_permissions.configure = .*
 default_permissions.read = .*
@@ -213,11 +236,12 @@ EOT
     RABBITMQ_MNESIA_BASE="$r/mnesia" RABBITMQ_LOG_BASE="$r/log" RABBITMQ_DIST_PORT="$DIST_PORT" \
     ERL_EPMD_PORT="$EPMD_PORT" RABBITMQ_PID_FILE="$r/pid" \
     /usr/lib/rabbitmq/bin/rabbitmq-server
+}
 
-  # --- kube-apiserver --------------------------------------------------------------------
+start_apiserver() {
   wait_for iam-authenticator 60 test -s "$S/iam/webhook-kubeconfig.yaml"
   wait_for etcd 60 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
-  echo "$admin_token,stack-admin,stack-admin,system:masters" > "$S/k8s/tokens.csv"
+  echo "$ADMIN_TOKEN,stack-admin,stack-admin,system:masters" > "$S/k8s/tokens.csv"
   start kube-apiserver "$GO_BIN_DIR/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
@@ -232,17 +256,24 @@ EOT
     --enable-priority-and-fairness=false \
     --profiling=false \
     --cert-dir "$S/k8s/certs"
+}
 
-  # --- AWS stand-in (moto + DescribeCluster shim) ----------------------------------------
+# moto (Secrets Manager, EKS, SQS, Cognito) behind the DescribeCluster and fault shims, seeded
+# with the admin secret, the cluster, the hand-off queue (+ dead-letter queue) and a user pool.
+start_aws() {
   cat > "$S/aws/seed.json" <<EOT
 {"secrets": [{"name": "$ADMIN_SECRET_ID",
-              "value": {"username": "$rmq_user", "password": "$rmq_pass", "tenant_password_key": "$pw_key"}}],
- "clusters": [{"name": "$CLUSTER", "role_arn": "arn:aws:iam::$ACCOUNT:role/eks-cluster"}]}
+              "value": {"username": "$RMQ_USER", "password": "$RMQ_PASS", "tenant_password_key": "$PW_KEY"}}],
+ "clusters": [{"name": "$CLUSTER", "role_arn": "arn:aws:iam::$ACCOUNT:role/eks-cluster"}],
+ "queues": [{"name": "$HANDOFF_QUEUE", "visibility_timeout": 30, "max_receive_count": 3}],
+ "user_pools": [{"name": "$USER_POOL"}]}
 EOT
   start aws "$STACK_VENV/bin/python" dev/aws_standin.py --listen "127.0.0.1:$AWS_PORT" --region "$REGION" \
-    --cluster "$CLUSTER" --endpoint "https://127.0.0.1:$API_PORT" --ca-file "$S/tls/ca.pem" --seed "$S/aws/seed.json"
+    --cluster "$CLUSTER" --endpoint "https://127.0.0.1:$API_PORT" --ca-file "$S/tls/ca.pem" \
+    --seed "$S/aws/seed.json" --out "$S/aws/created.json"
+}
 
-  # --- environment for the function, tenantctl, tests and people ------------------------
+write_kubeconfig() {
   cat > "$S/kubeconfig" <<EOT
 apiVersion: v1
 kind: Config
@@ -254,20 +285,29 @@ clusters:
 users:
   - name: stack-admin
     user:
-      token: $admin_token
+      token: $ADMIN_TOKEN
 contexts:
   - name: stack-admin
     context: {cluster: $CLUSTER, user: stack-admin, namespace: $NAMESPACE}
 current-context: stack-admin
 EOT
+}
+
+# .stack/env: the function's identity and settings; .stack/operator.env (sourced after it):
+# the operator's identity, for the worker, the reconciler and tenantctl.
+write_env() {
+  local created=$S/aws/created.json queue_url dlq_url pool_id
+  queue_url=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]]['url'])" "$created" "$HANDOFF_QUEUE")
+  dlq_url=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]]['dlq_url'])" "$created" "$HANDOFF_QUEUE")
+  pool_id=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]]['id'])" "$created" "$USER_POOL")
   cat > "$S/env" <<EOT
 # The local stack ($(date -u +%FT%TZ)). Load with: set -a; . .stack/env; set +a
 # --- the function and tenantctl ---
 export AWS_REGION=$REGION
 export AWS_DEFAULT_REGION=$REGION
-export AWS_ACCESS_KEY_ID=$akid
-export AWS_SECRET_ACCESS_KEY=$secret
-export AWS_SESSION_TOKEN=$session
+export AWS_ACCESS_KEY_ID=$FN_AKID
+export AWS_SECRET_ACCESS_KEY=$FN_SECRET
+export AWS_SESSION_TOKEN=$FN_SESSION
 export AWS_ENDPOINT_URL=http://127.0.0.1:$AWS_PORT
 export AWS_EC2_METADATA_DISABLED=true
 export AWS_CONFIG_FILE=/dev/null
@@ -278,28 +318,65 @@ export RABBITMQ_MANAGEMENT_URL=http://127.0.0.1:$MGMT_PORT
 export RABBITMQ_AMQP_URL=amqp://127.0.0.1:$AMQP_PORT
 export RABBITMQ_ADMIN_SECRET_ID=$ADMIN_SECRET_ID
 export TENANT_SECRET_PREFIX=$SECRET_PREFIX
+export HANDOFF_QUEUE_URL=$queue_url
+export USER_POOL_ID=$pool_id
 # --- inspection ---
 export KUBECONFIG=$S/kubeconfig
-export RABBITMQ_ADMIN_USERNAME=$rmq_user
-export RABBITMQ_ADMIN_PASSWORD=$rmq_pass
+export RABBITMQ_ADMIN_USERNAME=$RMQ_USER
+export RABBITMQ_ADMIN_PASSWORD=$RMQ_PASS
 export STACK_KUBE_API=https://127.0.0.1:$API_PORT
 export STACK_CA_FILE=$S/tls/ca.pem
 export STACK_ADMIN_TOKEN_FILE=$S/k8s/admin-token
 export STACK_FUNCTION_GROUP=$FUNCTION_GROUP
+export STACK_OPERATOR_GROUP=$OPERATOR_GROUP
+export STACK_DLQ_URL=$dlq_url
+export STACK_AWS_STANDIN=http://127.0.0.1:$AWS_PORT
 export STACK_KUBECTL=$GO_BIN_DIR/kubectl
 export STACK_VENV=$STACK_VENV
 EOT
+  cat > "$S/operator.env" <<EOT
+# The operator identity (worker, reconciler, tenantctl). Load after .stack/env:
+#   set -a; . .stack/env; . .stack/operator.env; set +a
+export AWS_ACCESS_KEY_ID=$OP_AKID
+export AWS_SECRET_ACCESS_KEY=$OP_SECRET
+export AWS_SESSION_TOKEN=$OP_SESSION
+# The worker's longer budget (the trigger's is Cognito's 5 s).
+export PROVISION_BUDGET_MS=20000
+EOT
+}
 
-  local k=("$GO_BIN_DIR/kubectl" --kubeconfig "$S/kubeconfig")
-  wait_for kube-apiserver 120 curl -sf --cacert "$S/tls/ca.pem" -H "Authorization: Bearer $admin_token" \
+# Production RBAC: exactly the files a user applies.
+apply_rbac() {
+  "$GO_BIN_DIR/kubectl" --kubeconfig "$S/kubeconfig" apply \
+    -f deploy/namespace.yaml -f deploy/rbac.yaml -f deploy/rbac-operator.yaml >/dev/null
+}
+
+up() {
+  if status 2>/dev/null; then log "already running (.stack/env)"; return 0; fi
+  down
+  bash dev/install.sh
+  . "$S/tools.base"
+  mkdir -p "$S"/{pids,logs,k8s,iam,sts,rabbitmq,aws}
+  local t0=$SECONDS
+  choose_ports
+  tls
+  make_secrets
+  start_sts
+  start_etcd
+  start_authenticator
+  start_rabbitmq
+  start_apiserver
+  start_aws
+  write_kubeconfig
+  wait_for kube-apiserver 120 curl -sf --cacert "$S/tls/ca.pem" -H "Authorization: Bearer $ADMIN_TOKEN" \
     "https://127.0.0.1:$API_PORT/readyz"
-  # Production RBAC: exactly the files a user applies.
-  "${k[@]}" apply -f deploy/namespace.yaml -f deploy/rbac.yaml >/dev/null
-  wait_for aws 60 grep -q seeded "$S/logs/aws.log"
+  apply_rbac
+  wait_for aws 60 test -s "$S/aws/created.json"
+  write_env
   wait_for sts 30 python3 -c "import socket; socket.create_connection(('$STS_IP', 443), 1)"
-  wait_for rabbitmq 120 curl -sf -u "$rmq_user:$rmq_pass" "http://127.0.0.1:$MGMT_PORT/api/overview"
+  wait_for rabbitmq 120 curl -sf -u "$RMQ_USER:$RMQ_PASS" "http://127.0.0.1:$MGMT_PORT/api/overview"
   status || die "services started but the stack does not answer"
-  log "up in $((SECONDS - t0))s: kube-apiserver :$API_PORT, rabbitmq amqp :$AMQP_PORT mgmt :$MGMT_PORT, aws :$AWS_PORT, sts $STS_IP:443 (env: .stack/env)"
+  log "up in $((SECONDS - t0))s: kube-apiserver :$API_PORT, rabbitmq amqp :$AMQP_PORT mgmt :$MGMT_PORT, aws :$AWS_PORT, sts $STS_IP:443 (env: .stack/env, operator: .stack/operator.env)"
 }
 
 case "${1:-}" in

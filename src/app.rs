@@ -1,12 +1,22 @@
 //! Cold start: everything that is done once per container, never per invocation.
+//!
+//! Cognito's 5 s include the cold start, and an error at init would reach the person signing up
+//! with no second try. So init does only what cannot fail for outside reasons (settings, the
+//! template, clients) and makes the outside calls (admin secret ∥ DescribeCluster) bounded by
+//! the first invocation's deadline. If they fail or run late, the container still starts: the
+//! invocation hands the tenant off, and the next invocation tries the cold-start calls again.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
 
-use crate::aws::{CredentialsSource, load_config, region};
+use crate::aws::{AwsCredentials, load_config, region};
 use crate::eks_token::EksTokenSigner;
-use crate::kubernetes::Kubernetes;
+use crate::handoff::HandoffQueue;
+use crate::kubernetes::{Kubernetes, TokenSource};
 use crate::provision::Provisioner;
 use crate::rabbitmq::RabbitMq;
 use crate::secrets_manager::SecretsManager;
@@ -15,45 +25,114 @@ use crate::template::BackendTemplate;
 
 pub struct App {
     pub settings: Settings,
-    pub provisioner: Provisioner,
+    pub handoff: HandoffQueue,
+    aws: aws_config::SdkConfig,
+    template: BackendTemplate,
+    region: String,
+    provisioner: OnceCell<Provisioner>,
+    /// When this container started (process start for the Lambda).
+    started: Instant,
+    first_invocation: AtomicBool,
 }
 
 impl App {
-    /// Loads settings, the template, the admin secret and (if not configured) the cluster's
-    /// endpoint and CA; builds every client. Outside calls run concurrently and are each
-    /// bounded by the budget, because Cognito's 5 s include a cold start.
-    pub async fn init(settings: Settings) -> anyhow::Result<Self> {
+    /// The Lambda's cold start: clients, then the outside calls bounded by the first
+    /// invocation's deadline (`started` + budget − hand-off reserve). Fails only on settings
+    /// or template errors, which no retry can fix.
+    pub async fn init(settings: Settings, started: Instant) -> anyhow::Result<Self> {
         let aws = load_config(settings.connect_timeout, settings.budget).await;
-        Self::init_with(settings, &aws).await
+        Self::start(settings, aws, started).await
     }
 
     /// As [`App::init`], with an AWS config of the caller's (tests point it elsewhere).
+    pub async fn start(
+        settings: Settings,
+        aws: aws_config::SdkConfig,
+        started: Instant,
+    ) -> anyhow::Result<Self> {
+        let app = Self::new(settings, aws, started)?;
+        let deadline = app.work_deadline(started + app.settings.budget);
+        match tokio::time::timeout_at(deadline, app.provisioner()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(
+                error = format!("{e:#}"),
+                "cold-start calls failed; the invocation will hand off and retry them"
+            ),
+            Err(_) => tracing::warn!(
+                "cold-start calls did not finish in the first invocation's budget; the invocation will hand off"
+            ),
+        }
+        Ok(app)
+    }
+
+    /// For tenantctl and tests: every cold-start call must succeed, or this fails with why.
     pub async fn init_with(
         settings: Settings,
         aws: &aws_config::SdkConfig,
     ) -> anyhow::Result<Self> {
-        let aws = aws.clone();
+        let app = Self::new(settings, aws.clone(), Instant::now())?;
+        app.provisioner().await?;
+        Ok(app)
+    }
+
+    /// Everything that needs no outside call.
+    pub fn new(
+        settings: Settings,
+        aws: aws_config::SdkConfig,
+        started: Instant,
+    ) -> anyhow::Result<Self> {
         let template = BackendTemplate::load(settings.template_path.as_deref())?;
         let region = region(&aws)?;
-        let signer =
-            EksTokenSigner::new(&settings.cluster_name, &region).context("EKS token signer")?;
-        let credentials = CredentialsSource::new(&aws)?;
-        let secrets = SecretsManager::new(aws_sdk_secretsmanager::Client::new(&aws));
+        let handoff =
+            HandoffQueue::new(aws_sdk_sqs::Client::new(&aws), &settings.handoff_queue_url);
+        Ok(Self {
+            settings,
+            handoff,
+            aws,
+            template,
+            region,
+            provisioner: OnceCell::new(),
+            started,
+            first_invocation: AtomicBool::new(true),
+        })
+    }
 
+    /// The provisioner, built on first use (admin secret ∥ DescribeCluster ∥ entropy warm-up).
+    /// A failed build is not cached: the next call tries again.
+    pub async fn provisioner(&self) -> anyhow::Result<&Provisioner> {
+        self.provisioner.get_or_try_init(|| self.build()).await
+    }
+
+    /// The built provisioner, to swap a client in tests.
+    pub fn provisioner_mut(&mut self) -> Option<&mut Provisioner> {
+        self.provisioner.get_mut()
+    }
+
+    async fn build(&self) -> anyhow::Result<Provisioner> {
+        let settings = &self.settings;
+        let signer = EksTokenSigner::new(settings.cluster_name.as_str(), &self.region)
+            .context("EKS token signer")?;
+        let aws_credentials = AwsCredentials::new(&self.aws)?;
+        let secrets = SecretsManager::new(aws_sdk_secretsmanager::Client::new(&self.aws));
+
+        // The first TLS handshake seeds aws-lc's random generator from CPU-jitter entropy (tens
+        // of milliseconds of CPU, more on a fractional Lambda vCPU). Doing it here, on a
+        // blocking thread while the admin secret is in flight, keeps it off the first request.
+        let entropy = tokio::task::spawn_blocking(warm_up_entropy);
         let admin = secrets.admin_secret(&settings.admin_secret_id);
         let access = async {
             match &settings.cluster_access {
                 Some(access) => Ok(access.clone()),
                 None => {
                     crate::eks::describe_cluster(
-                        &aws_sdk_eks::Client::new(&aws),
+                        &aws_sdk_eks::Client::new(&self.aws),
                         &settings.cluster_name,
                     )
                     .await
                 }
             }
         };
-        let (admin, access) = tokio::join!(Box::pin(admin), Box::pin(access));
+        let (admin, access, _) = tokio::join!(Box::pin(admin), Box::pin(access), entropy);
         let admin = admin?;
         let access = access?;
 
@@ -69,34 +148,56 @@ impl App {
         let kubernetes = Kubernetes::new(
             &access,
             &settings.namespace,
+            TokenSource::new(signer, aws_credentials),
             settings.connect_timeout,
             request_timeout,
         )?;
         tracing::info!(
             cluster = %settings.cluster_name,
-            region = %region,
-            endpoint = %access.endpoint,
+            region = %self.region,
             namespace = %settings.namespace,
-            "cold start complete"
+            "cold-start calls complete"
         );
-        let provisioner = Provisioner {
+        Ok(Provisioner {
             rabbitmq,
             secrets,
             kubernetes,
-            signer,
-            credentials,
             password_key: admin.password_key,
             amqp_base: settings.amqp_url.clone(),
             secret_prefix: settings.secret_prefix.clone(),
-            template,
-        };
-        Ok(Self {
-            settings,
-            provisioner,
+            template: self.template.clone(),
         })
+    }
+
+    pub fn aws_config(&self) -> aws_config::SdkConfig {
+        self.aws.clone()
     }
 
     pub fn budget(&self) -> Duration {
         self.settings.budget
     }
+
+    /// Where this invocation's budget counts from: the container's start for the first one
+    /// (Cognito's 5 s include the cold start), the handler's start after that.
+    pub fn invocation_start(&self) -> Instant {
+        if self.first_invocation.swap(false, Ordering::SeqCst) {
+            self.started
+        } else {
+            Instant::now()
+        }
+    }
+
+    /// The deadline for provisioning itself: the hand-off reserve is kept back.
+    pub fn work_deadline(&self, deadline: Instant) -> Instant {
+        deadline
+            .checked_sub(self.settings.handoff_reserve)
+            .unwrap_or(deadline)
+    }
+}
+
+fn warm_up_entropy() {
+    let mut buf = [0u8; 32];
+    let _ = rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(&mut buf);
 }

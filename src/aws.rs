@@ -13,7 +13,7 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
-use crate::error::{FailureKind, StepError, System, chain, clip};
+use crate::error::{FailureKind, StepError, System, chain, clip, transport_kind};
 
 /// Loads the AWS config (region, credentials chain, `AWS_ENDPOINT_URL`). The SDK's defaults
 /// (3 attempts, 3.1 s connect, no operation timeout) could outlast Cognito's 5 s: every
@@ -48,7 +48,7 @@ pub fn region(config: &SdkConfig) -> Result<String, StepError> {
         .map(|r| r.as_ref().to_owned())
         .ok_or_else(|| {
             StepError::new(
-                System::Eks,
+                System::Aws,
                 "resolve region",
                 FailureKind::Other,
                 "no AWS region: set AWS_REGION",
@@ -60,16 +60,16 @@ pub fn region(config: &SdkConfig) -> Result<String, StepError> {
 /// credentials in Lambda never do; a web-identity or SSO chain would otherwise call STS per
 /// invocation).
 #[derive(Debug)]
-pub struct CredentialsSource {
+pub struct AwsCredentials {
     provider: SharedCredentialsProvider,
     cached: Mutex<Option<Credentials>>,
 }
 
-impl CredentialsSource {
+impl AwsCredentials {
     pub fn new(config: &SdkConfig) -> Result<Self, StepError> {
         let provider = config.credentials_provider().ok_or_else(|| {
             StepError::new(
-                System::Eks,
+                System::Aws,
                 "load AWS credentials",
                 FailureKind::Other,
                 "no credentials provider configured",
@@ -81,23 +81,26 @@ impl CredentialsSource {
         })
     }
 
-    pub async fn current(&self) -> Result<Credentials, StepError> {
+    /// The cached credentials, if they are fresh enough to sign with (no I/O).
+    pub fn cached(&self) -> Option<Credentials> {
         let fresh_enough = |c: &Credentials| {
             c.expiry()
                 .is_none_or(|exp| exp > SystemTime::now() + Duration::from_secs(300))
         };
-        if let Some(c) = self
-            .cached
+        self.cached
             .lock()
             .ok()
             .and_then(|g| g.clone())
             .filter(fresh_enough)
-        {
+    }
+
+    pub async fn current(&self) -> Result<Credentials, StepError> {
+        if let Some(c) = self.cached() {
             return Ok(c);
         }
         let creds = self.provider.provide_credentials().await.map_err(|e| {
             StepError::new(
-                System::Eks,
+                System::Aws,
                 "load AWS credentials",
                 FailureKind::Unauthorized,
                 crate::error::chain(&e),
@@ -125,10 +128,13 @@ where
             StepError::new(system, action, FailureKind::Timeout, "timed out")
         }
         SdkError::DispatchFailure(d) => {
-            let kind = if d.is_timeout() {
-                FailureKind::Timeout
-            } else {
-                FailureKind::Connect
+            let kind = match d.as_connector_error() {
+                _ if d.is_timeout() => FailureKind::Timeout,
+                Some(c) => match transport_kind(c) {
+                    FailureKind::Other if d.is_io() => FailureKind::Connect,
+                    kind => kind,
+                },
+                None => FailureKind::Other,
             };
             let detail = d
                 .as_connector_error()
@@ -140,6 +146,8 @@ where
             let status = s.raw().status().as_u16();
             let code = err.code().unwrap_or("UnknownError");
             let kind = match (status, code) {
+                (_, c) if is_throttling(c) => FailureKind::Throttled,
+                (429, _) => FailureKind::Throttled,
                 (_, "AccessDeniedException") | (403, _) => FailureKind::Forbidden,
                 (_, "UnrecognizedClientException" | "InvalidSignatureException") | (401, _) => {
                     FailureKind::Unauthorized
@@ -158,4 +166,25 @@ where
         }
         _ => StepError::new(system, action, FailureKind::Other, chain(&err)),
     }
+}
+
+/// The throttling error codes the AWS SDKs' standard retry strategy treats as transient.
+fn is_throttling(code: &str) -> bool {
+    matches!(
+        code,
+        "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "RequestThrottledException"
+            | "TooManyRequestsException"
+            | "ProvisionedThroughputExceededException"
+            | "TransactionInProgressException"
+            | "RequestLimitExceeded"
+            | "BandwidthLimitExceeded"
+            | "LimitExceededException"
+            | "RequestThrottled"
+            | "SlowDown"
+            | "PriorRequestNotComplete"
+            | "EC2ThrottledException"
+    )
 }

@@ -1,20 +1,18 @@
 //! EKS `DescribeCluster`: the API server's endpoint and CA, once per cold start, when they are
 //! not given as settings.
 
-use url::Url;
-
 use crate::aws::sdk_error;
+use crate::cluster::{ClusterAccess, ClusterName};
 use crate::error::{FailureKind, StepError, System};
-use crate::settings::ClusterAccess;
 
 pub async fn describe_cluster(
     client: &aws_sdk_eks::Client,
-    name: &str,
+    name: &ClusterName,
 ) -> Result<ClusterAccess, StepError> {
     let action = format!("describe cluster '{name}'");
     let out = client
         .describe_cluster()
-        .name(name)
+        .name(name.as_str())
         .send()
         .await
         .map_err(|e| sdk_error(System::Eks, &action, e))?;
@@ -32,13 +30,9 @@ pub async fn describe_cluster(
     let endpoint = cluster
         .endpoint()
         .ok_or_else(|| bad("the cluster has no endpoint yet (is it still creating?)"))?;
-    let endpoint = Url::parse(endpoint).map_err(|e| bad(&format!("endpoint is not a URL: {e}")))?;
     let ca_data = cluster
         .certificate_authority()
         .and_then(|c| c.data())
-        .ok_or_else(|| bad("the cluster has no certificateAuthority.data"))?
-        .to_owned();
-    crate::kubernetes::ca_der_from_eks(&ca_data)
-        .map_err(|e| bad(&format!("certificateAuthority.data {e}")))?;
-    Ok(ClusterAccess { endpoint, ca_data })
+        .ok_or_else(|| bad("the cluster has no certificateAuthority.data"))?;
+    ClusterAccess::parse(endpoint, ca_data).map_err(|e| bad(&e))
 }

@@ -74,14 +74,6 @@ impl EksTokenSigner {
         })
     }
 
-    pub fn cluster(&self) -> &str {
-        &self.cluster
-    }
-
-    pub fn region(&self) -> &str {
-        &self.region
-    }
-
     /// The presigned STS URL (the token's payload). It carries a signature and, with temporary
     /// credentials, the session token: treat it as a secret.
     pub fn presigned_url(
@@ -179,17 +171,9 @@ pub fn sts_host(region: &str) -> Result<String, TokenError> {
 }
 
 fn validate_cluster_name(name: &str) -> Result<(), TokenError> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(TokenError::InvalidClusterName(name.to_owned()))
-    }
+    crate::cluster::ClusterName::parse(name)
+        .map(drop)
+        .map_err(|e| TokenError::InvalidClusterName(e.0))
 }
 
 /// Formats a time as `aws eks get-token` does: RFC 3339, UTC, whole seconds.

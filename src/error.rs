@@ -9,6 +9,12 @@ pub enum System {
     SecretsManager,
     Eks,
     Kubernetes,
+    /// The function's own AWS region and credentials.
+    Aws,
+    /// The hand-off queue.
+    Sqs,
+    /// The user pool (the reconciler's list of users).
+    Cognito,
 }
 
 impl fmt::Display for System {
@@ -18,6 +24,9 @@ impl fmt::Display for System {
             System::SecretsManager => "secrets-manager",
             System::Eks => "eks",
             System::Kubernetes => "kubernetes",
+            System::Aws => "aws",
+            System::Sqs => "sqs",
+            System::Cognito => "cognito",
         })
     }
 }
@@ -32,12 +41,17 @@ pub enum FailureKind {
     Forbidden,
     /// Another 4xx.
     Rejected,
+    /// 429, or an AWS throttling error: transient.
+    Throttled,
     /// 5xx.
     ServerError,
     /// No answer in time.
     Timeout,
-    /// Could not connect (refused, DNS, TLS).
+    /// Could not connect: refused, unreachable, DNS. Nothing was sent: transient.
     Connect,
+    /// The connection was reset or closed before any answer (a stale pooled connection after a
+    /// Lambda sandbox thaw looks like this): transient, because every write is idempotent.
+    Reset,
     /// An answer we could not use (e.g. a malformed secret).
     BadResponse,
     /// Anything else.
@@ -56,6 +70,8 @@ pub struct StepError {
     pub detail: String,
     /// The HTTP status of the answer, when there was one.
     pub status: Option<u16>,
+    /// How long the server asked us to wait (`Retry-After`), when it did.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl StepError {
@@ -71,7 +87,27 @@ impl StepError {
             kind,
             detail: detail.into(),
             status: None,
+            retry_after: None,
         }
+    }
+
+    /// Whether trying the same call again can succeed: the connection failed before an answer,
+    /// the server was throttling, or a gateway/unavailable answer (AWS: any 5xx). Nothing else:
+    /// a 401/403/404/422 is as wrong the second time.
+    pub fn is_transient(&self) -> bool {
+        match self.kind {
+            FailureKind::Connect | FailureKind::Reset | FailureKind::Throttled => true,
+            FailureKind::ServerError => match self.system {
+                System::SecretsManager | System::Eks | System::Sqs | System::Cognito => true,
+                _ => matches!(self.status, Some(502..=504)),
+            },
+            _ => false,
+        }
+    }
+
+    pub fn with_retry_after(mut self, retry_after: Option<std::time::Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
     }
 
     pub fn from_status(
@@ -83,6 +119,7 @@ impl StepError {
         let kind = match status {
             401 => FailureKind::Unauthorized,
             403 => FailureKind::Forbidden,
+            429 => FailureKind::Throttled,
             500..=599 => FailureKind::ServerError,
             _ => FailureKind::Rejected,
         };
@@ -116,6 +153,50 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     out
+}
+
+/// Classifies a transport failure (no HTTP answer) by walking its causes: reset/closed
+/// connections, refused connections and timeouts each get their kind.
+pub fn transport_kind(e: &(dyn std::error::Error + 'static)) -> FailureKind {
+    use std::io::ErrorKind as Io;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut text = String::new();
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                Io::TimedOut => return FailureKind::Timeout,
+                Io::ConnectionRefused | Io::HostUnreachable | Io::NetworkUnreachable => {
+                    return FailureKind::Connect;
+                }
+                Io::ConnectionReset
+                | Io::ConnectionAborted
+                | Io::BrokenPipe
+                | Io::UnexpectedEof => {
+                    return FailureKind::Reset;
+                }
+                _ => {}
+            }
+        }
+        text.push_str(&err.to_string().to_lowercase());
+        text.push(' ');
+        cur = err.source();
+    }
+    if text.contains("timed out") || text.contains("timeout") {
+        FailureKind::Timeout
+    } else if text.contains("certificate") || text.contains("tls") {
+        // A TLS failure will fail again: not a connect error worth retrying.
+        FailureKind::Other
+    } else if text.contains("connection closed before message completed")
+        || text.contains("connection reset")
+        || text.contains("incomplete message")
+        || text.contains("end of file")
+    {
+        FailureKind::Reset
+    } else if text.contains("connect") || text.contains("dns") {
+        FailureKind::Connect
+    } else {
+        FailureKind::Other
+    }
 }
 
 /// Bodies of error answers are quoted, but never at length.
@@ -157,6 +238,57 @@ mod tests {
         assert_eq!(
             StepError::from_status(System::Kubernetes, "a", 422, "").kind,
             FailureKind::Rejected
+        );
+    }
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        let status = |system, code| StepError::from_status(system, "a", code, "");
+        for code in [429, 502, 503, 504] {
+            assert!(status(System::Rabbitmq, code).is_transient(), "{code}");
+            assert!(status(System::Kubernetes, code).is_transient(), "{code}");
+        }
+        for code in [400, 401, 403, 404, 409, 422, 500] {
+            assert!(!status(System::Rabbitmq, code).is_transient(), "{code}");
+        }
+        assert!(
+            status(System::SecretsManager, 500).is_transient(),
+            "AWS 5xx"
+        );
+        for kind in [
+            FailureKind::Connect,
+            FailureKind::Reset,
+            FailureKind::Throttled,
+        ] {
+            assert!(StepError::new(System::Rabbitmq, "a", kind, "").is_transient());
+        }
+        for kind in [
+            FailureKind::Timeout,
+            FailureKind::Other,
+            FailureKind::BadResponse,
+        ] {
+            assert!(!StepError::new(System::Rabbitmq, "a", kind, "").is_transient());
+        }
+    }
+
+    #[test]
+    fn io_errors_are_classified_by_kind() {
+        use std::io::{Error, ErrorKind};
+        assert_eq!(
+            transport_kind(&Error::from(ErrorKind::ConnectionReset)),
+            FailureKind::Reset
+        );
+        assert_eq!(
+            transport_kind(&Error::from(ErrorKind::ConnectionRefused)),
+            FailureKind::Connect
+        );
+        assert_eq!(
+            transport_kind(&Error::from(ErrorKind::TimedOut)),
+            FailureKind::Timeout
+        );
+        assert_eq!(
+            transport_kind(&Error::other("invalid peer certificate: UnknownIssuer")),
+            FailureKind::Other
         );
     }
 

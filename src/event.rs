@@ -26,7 +26,7 @@ pub enum EventError {
         "unsupported triggerSource '{0}': expected {CONFIRM_SIGN_UP} or {CONFIRM_FORGOT_PASSWORD}"
     )]
     UnsupportedTrigger(String),
-    #[error(transparent)]
+    #[error("request.userAttributes.sub {0}")]
     Tenant(#[from] TenantIdError),
 }
 

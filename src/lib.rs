@@ -3,20 +3,27 @@
 
 pub mod app;
 pub mod aws;
-pub mod credentials;
+pub mod cluster;
+pub mod cognito;
 pub mod eks;
 pub mod eks_token;
 pub mod error;
 pub mod event;
 pub mod handler;
+pub mod handoff;
 pub mod kubernetes;
+pub mod lifecycle;
+pub mod manifests;
 pub mod provision;
 pub mod rabbitmq;
+pub mod retry;
 pub mod secrets_manager;
 pub mod settings;
 pub mod telemetry;
 pub mod template;
 pub mod tenant;
+pub mod tenant_credentials;
+pub mod worker;
 
 /// One TLS crypto provider for the whole process. kube, reqwest and the AWS SDK all use
 /// rustls; if two providers were compiled in, rustls would refuse to pick one and panic at

@@ -7,32 +7,31 @@
 //! kubernetes:       sign token (µs) ──▶ apply Secret ∥ apply Deployment
 //! ```
 //! Every step is an upsert, so nothing is rolled back on failure: a partial tenant is reported
-//! (which steps finished, which failed, which ran out of time) and the next try converges.
+//! (which steps finished, which failed, which ran out of time) and the next try — the hand-off
+//! queue's worker, or the reconciler — converges. Each step retries its transient failures
+//! inside the deadline (`crate::retry`).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::aws::CredentialsSource;
-use crate::credentials::{PasswordKey, TenantCredentials};
-use crate::eks_token::EksTokenSigner;
-use crate::error::{FailureKind, StepError, System};
-use crate::kubernetes::{Kubernetes, tenant_deployment, tenant_secret};
+use crate::error::StepError;
+use crate::kubernetes::Kubernetes;
+use crate::manifests::{tenant_deployment, tenant_secret};
 use crate::rabbitmq::RabbitMq;
 use crate::secrets_manager::SecretsManager;
 use crate::template::BackendTemplate;
 use crate::tenant::TenantId;
+use crate::tenant_credentials::{PasswordKey, TenantCredentials};
 
 pub struct Provisioner {
     pub rabbitmq: RabbitMq,
     pub secrets: SecretsManager,
     pub kubernetes: Kubernetes,
-    pub signer: EksTokenSigner,
-    pub credentials: CredentialsSource,
     pub password_key: PasswordKey,
     pub amqp_base: Url,
     pub secret_prefix: String,
@@ -46,6 +45,8 @@ pub struct StepTiming {
     pub started_ms: f64,
     pub duration_ms: Option<f64>,
     pub outcome: Outcome,
+    /// 1, or more when transient failures were retried.
+    pub attempts: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -115,27 +116,31 @@ struct Record {
     started: Instant,
     finished: Option<(Instant, bool)>,
     error: Option<StepError>,
+    attempts: u32,
 }
 
-/// Times each step and remembers which were still running if the deadline cuts them off.
+/// Times each step, retries its transient failures inside the deadline, and remembers which
+/// steps were still running if the deadline cuts them off.
 struct Recorder {
     start: Instant,
+    deadline: Instant,
     records: Mutex<Vec<Record>>,
 }
 
 impl Recorder {
-    fn new() -> Self {
+    fn new(deadline: Instant) -> Self {
         Self {
             start: Instant::now(),
+            deadline,
             records: Mutex::new(Vec::new()),
         }
     }
 
-    async fn step<T>(
-        &self,
-        step: &'static str,
-        fut: impl Future<Output = Result<T, StepError>>,
-    ) -> Result<T, StepError> {
+    async fn step<T, F, Fut>(&self, step: &'static str, op: F) -> Result<T, StepError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StepError>>,
+    {
         let started = Instant::now();
         let index = {
             let mut records = self.records.lock().expect("recorder lock");
@@ -144,19 +149,27 @@ impl Recorder {
                 started,
                 finished: None,
                 error: None,
+                attempts: 0,
             });
             records.len() - 1
         };
-        let result = fut.await;
+        let (result, attempts) = crate::retry::until(step, self.deadline, op).await;
         let now = Instant::now();
         let ms = (now - started).as_secs_f64() * 1e3;
         match &result {
-            Ok(_) => tracing::info!(step, duration_ms = ms, outcome = "ok", "step finished"),
+            Ok(_) => tracing::info!(
+                step,
+                duration_ms = ms,
+                attempts,
+                outcome = "ok",
+                "step finished"
+            ),
             Err(e) => {
-                tracing::warn!(step, duration_ms = ms, outcome = "failed", error = %e, "step failed")
+                tracing::warn!(step, duration_ms = ms, attempts, outcome = "failed", error = %e, "step failed")
             }
         }
         if let Some(r) = self.records.lock().expect("recorder lock").get_mut(index) {
+            r.attempts = attempts;
             r.finished = Some((now, result.is_ok()));
             r.error = result.as_ref().err().cloned();
         }
@@ -188,6 +201,7 @@ impl Recorder {
                     Some((_, true)) => Outcome::Ok,
                     Some((_, false)) => Outcome::Failed,
                 },
+                attempts: r.attempts.max(1),
             })
             .collect()
     }
@@ -202,6 +216,12 @@ pub mod step {
     pub const EKS_TOKEN: &str = "eks.token";
     pub const KUBERNETES_SECRET: &str = "kubernetes.secret";
     pub const KUBERNETES_DEPLOYMENT: &str = "kubernetes.deployment";
+}
+
+/// The vhost's description names the tenant and the installation (the tenant secret prefix),
+/// so a reconciler never takes another installation's vhosts on a shared broker for orphans.
+pub fn vhost_description(tenant: &TenantId, installation: &str) -> String {
+    format!("post-signup tenant {tenant} ({installation})")
 }
 
 fn round_ms(ms: f64) -> f64 {
@@ -224,21 +244,12 @@ impl Provisioner {
         TenantCredentials::new(tenant, &self.password_key, &self.amqp_base)
     }
 
-    /// Signs a fresh EKS token and installs it on the Kubernetes client.
-    pub async fn refresh_token(&self, at: SystemTime) -> Result<(), StepError> {
-        let creds = self.credentials.current().await?;
-        let token = self.signer.sign(&creds, at).map_err(|e| {
-            StepError::new(System::Eks, "sign token", FailureKind::Other, e.to_string())
-        })?;
-        self.kubernetes.set_token(&token.token)
-    }
-
     pub async fn provision(
         &self,
         tenant: &TenantId,
         deadline: Instant,
     ) -> Result<Report, ProvisionError> {
-        let rec = Recorder::new();
+        let rec = Recorder::new(deadline);
         let creds = self.tenant_credentials(tenant);
         let secret_name = tenant.secrets_manager_name(&self.secret_prefix);
         let budget_ms =
@@ -248,22 +259,22 @@ impl Provisioner {
         let rabbitmq = timed(
             "rabbitmq",
             Box::pin(async {
-                let description = format!("post-signup tenant {tenant}");
-                let user = rec.step(
-                    step::RABBITMQ_USER,
+                let description = vhost_description(tenant, &self.secret_prefix);
+                let user = rec.step(step::RABBITMQ_USER, || {
                     self.rabbitmq
-                        .put_user(tenant.rabbitmq_user(), &creds.password),
-                );
-                let vhost = rec.step(
-                    step::RABBITMQ_VHOST,
+                        .put_user(tenant.rabbitmq_user(), &creds.password)
+                });
+                let vhost = rec.step(step::RABBITMQ_VHOST, || {
                     self.rabbitmq
-                        .put_vhost(tenant.rabbitmq_vhost(), &description),
-                );
+                        .put_vhost(tenant.rabbitmq_vhost(), &description)
+                });
                 if let (Ok(()), Ok(())) = tokio::join!(user, vhost) {
-                    let grant = self
-                        .rabbitmq
-                        .put_permission(tenant.rabbitmq_vhost(), tenant.rabbitmq_user());
-                    let _ = rec.step(step::RABBITMQ_PERMISSION, grant).await;
+                    let _ = rec
+                        .step(step::RABBITMQ_PERMISSION, || {
+                            self.rabbitmq
+                                .put_permission(tenant.rabbitmq_vhost(), tenant.rabbitmq_user())
+                        })
+                        .await;
                 }
             }),
         );
@@ -272,19 +283,19 @@ impl Provisioner {
             Box::pin(async {
                 let json = creds.to_secret_json();
                 let _ = rec
-                    .step(
-                        step::SECRETS_MANAGER_PUT,
-                        self.secrets.put_tenant_secret(&secret_name, tenant, &json),
-                    )
+                    .step(step::SECRETS_MANAGER_PUT, || {
+                        self.secrets.put_tenant_secret(&secret_name, tenant, &json)
+                    })
                     .await;
             }),
         );
         let kubernetes = timed(
             "kubernetes",
             Box::pin(async {
-                // Re-signed per invocation: microseconds, and a warm container outlives a token.
+                // Re-signed per invocation (microseconds; a warm container outlives a token). The
+                // client would sign on its own; doing it here shows the cost in the timings.
                 if rec
-                    .step(step::EKS_TOKEN, self.refresh_token(SystemTime::now()))
+                    .step(step::EKS_TOKEN, || self.kubernetes.tokens().refresh())
                     .await
                     .is_err()
                 {
@@ -294,14 +305,10 @@ impl Provisioner {
                 let secret = tenant_secret(tenant, &creds, ns);
                 let deployment = tenant_deployment(&self.template, tenant, ns);
                 let _ = tokio::join!(
-                    rec.step(
-                        step::KUBERNETES_SECRET,
-                        self.kubernetes.apply_secret(&secret)
-                    ),
-                    rec.step(
-                        step::KUBERNETES_DEPLOYMENT,
-                        self.kubernetes.apply_deployment(&deployment)
-                    ),
+                    rec.step(step::KUBERNETES_SECRET, || self.kubernetes.apply(&secret)),
+                    rec.step(step::KUBERNETES_DEPLOYMENT, || {
+                        self.kubernetes.apply(&deployment)
+                    }),
                 );
             }),
         );

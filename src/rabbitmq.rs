@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::error::{FailureKind, StepError, System, chain};
+use crate::error::{FailureKind, StepError, System, chain, transport_kind};
 
 /// An administrator's credential for the management API.
 #[derive(Debug, Clone)]
@@ -66,10 +67,6 @@ impl RabbitMq {
         Ok(Self { http, base, admin })
     }
 
-    pub fn base_url(&self) -> &Url {
-        &self.base
-    }
-
     /// `/api/<segments…>`, each segment percent-encoded (a vhost may contain `/`).
     fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
@@ -96,18 +93,22 @@ impl RabbitMq {
         if status.is_success() {
             return Ok(resp);
         }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let body = resp.text().await.unwrap_or_default();
         let message = match serde_json::from_str::<ApiError>(&body) {
             Ok(api) if !api.reason.is_null() => render(&api.reason),
             Ok(api) => render(&api.error),
             Err(_) => body,
         };
-        Err(StepError::from_status(
-            System::Rabbitmq,
-            action,
-            status.as_u16(),
-            &message,
-        ))
+        Err(
+            StepError::from_status(System::Rabbitmq, action, status.as_u16(), &message)
+                .with_retry_after(retry_after),
+        )
     }
 
     /// PUT, again if a concurrent PUT created the resource first.
@@ -163,11 +164,11 @@ impl RabbitMq {
     }
 
     /// A JSON resource, or `None` when it does not exist.
-    pub async fn get(
+    async fn get<T: DeserializeOwned>(
         &self,
-        what: &str,
+        what: String,
         segments: &[&str],
-    ) -> Result<Option<serde_json::Value>, StepError> {
+    ) -> Result<Option<T>, StepError> {
         let action = format!("read {what}");
         match self
             .send(action.clone(), self.http.get(self.url(segments)))
@@ -186,8 +187,19 @@ impl RabbitMq {
         }
     }
 
-    /// Deletes a resource; one that is already gone counts as deleted.
-    pub async fn delete(&self, what: &str, segments: &[&str]) -> Result<bool, StepError> {
+    /// A whole collection (`/api/users`, …): one request, however many tenants.
+    async fn list<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        segments: &[&str],
+    ) -> Result<Vec<T>, StepError> {
+        self.get(format!("all {what}"), segments)
+            .await
+            .map(Option::unwrap_or_default)
+    }
+
+    /// Deletes a resource; one that is already gone counts as deleted (`Ok(false)`).
+    async fn delete(&self, what: String, segments: &[&str]) -> Result<bool, StepError> {
         match self
             .send(
                 format!("delete {what}"),
@@ -200,6 +212,84 @@ impl RabbitMq {
             Err(e) => Err(e),
         }
     }
+
+    pub async fn user(&self, user: &str) -> Result<Option<User>, StepError> {
+        self.get(format!("user '{user}'"), &["users", user]).await
+    }
+
+    pub async fn vhost(&self, vhost: &str) -> Result<Option<Vhost>, StepError> {
+        self.get(format!("vhost '{vhost}'"), &["vhosts", vhost])
+            .await
+    }
+
+    pub async fn permission(
+        &self,
+        vhost: &str,
+        user: &str,
+    ) -> Result<Option<Permission>, StepError> {
+        self.get(
+            format!("permission of '{user}' on '{vhost}'"),
+            &["permissions", vhost, user],
+        )
+        .await
+    }
+
+    pub async fn users(&self) -> Result<Vec<User>, StepError> {
+        self.list("users", &["users"]).await
+    }
+
+    pub async fn vhosts(&self) -> Result<Vec<Vhost>, StepError> {
+        self.list("vhosts", &["vhosts"]).await
+    }
+
+    pub async fn permissions(&self) -> Result<Vec<Permission>, StepError> {
+        self.list("permissions", &["permissions"]).await
+    }
+
+    /// Deleting a vhost deletes its queues, messages and permissions.
+    pub async fn delete_vhost(&self, vhost: &str) -> Result<bool, StepError> {
+        self.delete(format!("vhost '{vhost}'"), &["vhosts", vhost])
+            .await
+    }
+
+    /// Deleting a user closes its connections and drops its permissions.
+    pub async fn delete_user(&self, user: &str) -> Result<bool, StepError> {
+        self.delete(format!("user '{user}'"), &["users", user])
+            .await
+    }
+
+    pub async fn delete_permission(&self, vhost: &str, user: &str) -> Result<bool, StepError> {
+        self.delete(
+            format!("permission of '{user}' on '{vhost}'"),
+            &["permissions", vhost, user],
+        )
+        .await
+    }
+}
+
+/// A RabbitMQ user, as the management API lists it (no password hash kept).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    /// A list on 3.9+, a comma-separated string on older brokers.
+    #[serde(default)]
+    pub tags: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Vhost {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Permission {
+    pub user: String,
+    pub vhost: String,
+    pub configure: String,
+    pub write: String,
+    pub read: String,
 }
 
 fn is_already_exists(e: &StepError) -> bool {
@@ -207,12 +297,10 @@ fn is_already_exists(e: &StepError) -> bool {
 }
 
 fn transport_error(action: &str, e: &reqwest::Error) -> StepError {
-    let kind = if e.is_timeout() {
-        FailureKind::Timeout
-    } else if e.is_connect() {
-        FailureKind::Connect
-    } else {
-        FailureKind::Other
+    let kind = match transport_kind(e) {
+        _ if e.is_timeout() => FailureKind::Timeout,
+        FailureKind::Other if e.is_connect() => FailureKind::Connect,
+        kind => kind,
     };
     StepError::new(System::Rabbitmq, action, kind, chain(e))
 }

@@ -8,10 +8,10 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 use crate::aws;
-use crate::credentials::PasswordKey;
 use crate::error::{FailureKind, StepError, System};
 use crate::rabbitmq::AdminCredential;
 use crate::tenant::{TENANT_LABEL, TenantId};
+use crate::tenant_credentials::PasswordKey;
 
 /// JSON field of the admin secret that holds the tenant password key (see `credentials`).
 pub const PASSWORD_KEY_FIELD: &str = "tenant_password_key";
@@ -109,7 +109,7 @@ impl SecretsManager {
             .map_err(|e| aws::sdk_error(System::SecretsManager, &action, e))
     }
 
-    /// Reads a tenant secret's JSON. `None` when it does not exist.
+    /// Reads a tenant secret's JSON. `None` when it does not exist or awaits deletion.
     pub async fn get_json(&self, name: &str) -> Result<Option<serde_json::Value>, StepError> {
         let action = format!("read secret '{name}'");
         match self.client.get_secret_value().secret_id(name).send().await {
@@ -117,27 +117,75 @@ impl SecretsManager {
                 .secret_string()
                 .and_then(|s| serde_json::from_str(s).ok())),
             Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(None),
+            Err(e)
+                if e.code() == Some("InvalidRequestException")
+                    && e.message().unwrap_or("").contains("deleted") =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(aws::sdk_error(System::SecretsManager, &action, e)),
         }
     }
 
-    /// Deletes a tenant secret at once (no recovery window). Already gone counts as deleted.
-    pub async fn delete(&self, name: &str) -> Result<bool, StepError> {
-        match self
-            .client
-            .delete_secret()
-            .secret_id(name)
-            .force_delete_without_recovery(true)
-            .send()
-            .await
-        {
+    /// Schedules a tenant secret for deletion after `recovery_days` (7–30; the secret can be
+    /// restored until then, and a re-provisioning restores it), or at once with `None`.
+    /// Already gone (or already scheduled) counts as deleted.
+    pub async fn delete(&self, name: &str, recovery_days: Option<i64>) -> Result<bool, StepError> {
+        let request = self.client.delete_secret().secret_id(name);
+        let request = match recovery_days {
+            Some(days) => request.recovery_window_in_days(days),
+            None => request.force_delete_without_recovery(true),
+        };
+        match request.send().await {
             Ok(_) => Ok(true),
             Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(false),
+            Err(e)
+                if e.code() == Some("InvalidRequestException")
+                    && e.message().unwrap_or("").contains("deletion") =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(aws::sdk_error(
                 System::SecretsManager,
                 &format!("delete secret '{name}'"),
                 e,
             )),
+        }
+    }
+
+    /// Names of every secret under `prefix` (bulk: `ListSecrets`, 100 a page). Secrets already
+    /// scheduled for deletion are not listed.
+    pub async fn list_names(&self, prefix: &str) -> Result<Vec<String>, StepError> {
+        let action = format!("list secrets under '{prefix}'");
+        let mut names = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_secrets()
+                .filters(
+                    aws_sdk_secretsmanager::types::Filter::builder()
+                        .key(aws_sdk_secretsmanager::types::FilterNameStringType::Name)
+                        .values(prefix)
+                        .build(),
+                )
+                .max_results(100)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| aws::sdk_error(System::SecretsManager, &action, e))?;
+            names.extend(
+                out.secret_list()
+                    .iter()
+                    .filter_map(|s| s.name())
+                    // The name filter matches prefixes of words too: keep exact prefixes only.
+                    .filter(|n| n.starts_with(prefix))
+                    .map(str::to_owned),
+            );
+            match out.next_token() {
+                Some(t) if !t.is_empty() => next = Some(t.to_owned()),
+                _ => return Ok(names),
+            }
         }
     }
 }

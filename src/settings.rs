@@ -6,11 +6,18 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::cluster::{ClusterAccess, ClusterName};
+
 pub const DEFAULT_NAMESPACE: &str = "tenants";
 pub const DEFAULT_SECRET_PREFIX: &str = "post-signup/tenants/";
 /// Cognito gives a trigger 5 s; leave half a second for the Lambda runtime and the network.
 pub const DEFAULT_BUDGET: Duration = Duration::from_millis(4500);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Kept back from the budget for the hand-off: one SQS send (tens of milliseconds in a region,
+/// with room for one retry).
+pub const DEFAULT_HANDOFF_RESERVE: Duration = Duration::from_millis(600);
+/// What a person sees when even the hand-off failed. `{reference}` becomes the request id.
+pub const DEFAULT_FAILURE_MESSAGE: &str = "Your account is confirmed, but setting it up failed. Please contact support with reference {reference}.";
 
 /// Every variable the function reads, for docs and errors.
 pub mod var {
@@ -25,6 +32,11 @@ pub mod var {
     pub const TEMPLATE_PATH: &str = "BACKEND_TEMPLATE_PATH";
     pub const BUDGET_MS: &str = "PROVISION_BUDGET_MS";
     pub const CONNECT_TIMEOUT_MS: &str = "CONNECT_TIMEOUT_MS";
+    pub const HANDOFF_QUEUE_URL: &str = "HANDOFF_QUEUE_URL";
+    pub const HANDOFF_RESERVE_MS: &str = "HANDOFF_RESERVE_MS";
+    pub const FAILURE_MESSAGE: &str = "FAILURE_MESSAGE";
+    pub const USER_POOL_ID: &str = "USER_POOL_ID";
+    pub const CONCURRENCY: &str = "RECONCILE_CONCURRENCY";
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -41,17 +53,9 @@ fn err(var: &'static str, problem: impl Into<String>) -> SettingsError {
     }
 }
 
-/// Where the Kubernetes API server is. Absent: one `DescribeCluster` at cold start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterAccess {
-    pub endpoint: Url,
-    /// Base64 of the PEM bundle, exactly as EKS reports `certificateAuthority.data`.
-    pub ca_data: String,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    pub cluster_name: String,
+    pub cluster_name: ClusterName,
     pub cluster_access: Option<ClusterAccess>,
     pub namespace: String,
     pub management_url: Url,
@@ -61,6 +65,15 @@ pub struct Settings {
     pub template_path: Option<PathBuf>,
     pub budget: Duration,
     pub connect_timeout: Duration,
+    /// Where provisioning that cannot finish in time is handed off (SQS).
+    pub handoff_queue_url: Url,
+    pub handoff_reserve: Duration,
+    /// Shown to the person signing up when even the hand-off failed; `{reference}` is replaced.
+    pub failure_message: String,
+    /// The user pool the reconciler compares against (needed only by the reconciler).
+    pub user_pool_id: Option<String>,
+    /// How many tenants the reconciler provisions at once.
+    pub concurrency: usize,
 }
 
 impl Settings {
@@ -78,8 +91,7 @@ impl Settings {
         let required =
             |name: &'static str| get(name).ok_or_else(|| err(name, "is required but not set"));
 
-        let cluster_name = required(var::CLUSTER_NAME)?;
-        crate::eks_token::EksTokenSigner::new(&cluster_name, "us-east-1")
+        let cluster_name = ClusterName::parse(&required(var::CLUSTER_NAME)?)
             .map_err(|e| err(var::CLUSTER_NAME, e.to_string()))?;
 
         let cluster_access = match (get(var::ENDPOINT), get(var::CA_DATA)) {
@@ -97,9 +109,8 @@ impl Settings {
                 ));
             }
             (Some(endpoint), Some(ca_data)) => {
-                let endpoint = parse_url(var::ENDPOINT, &endpoint, &["https"])?;
-                crate::kubernetes::ca_der_from_eks(&ca_data).map_err(|e| err(var::CA_DATA, e))?;
-                Some(ClusterAccess { endpoint, ca_data })
+                parse_url(var::ENDPOINT, &endpoint, &["https"])?;
+                Some(ClusterAccess::parse(&endpoint, &ca_data).map_err(|e| err(var::CA_DATA, e))?)
             }
         };
 
@@ -152,6 +163,56 @@ impl Settings {
             10..=10_000,
         )?;
 
+        let handoff_queue_url = parse_url(
+            var::HANDOFF_QUEUE_URL,
+            &required(var::HANDOFF_QUEUE_URL)?,
+            &["http", "https"],
+        )?;
+        // Unset: the default, but never more than a quarter of a small budget.
+        let handoff_reserve = millis(
+            var::HANDOFF_RESERVE_MS,
+            get(var::HANDOFF_RESERVE_MS),
+            DEFAULT_HANDOFF_RESERVE.min(budget / 4),
+            20..=10_000,
+        )?;
+        if handoff_reserve >= budget {
+            return Err(err(
+                var::HANDOFF_RESERVE_MS,
+                format!(
+                    "must be less than {} ({} ms)",
+                    var::BUDGET_MS,
+                    budget.as_millis()
+                ),
+            ));
+        }
+        let failure_message =
+            get(var::FAILURE_MESSAGE).unwrap_or_else(|| DEFAULT_FAILURE_MESSAGE.to_owned());
+        if failure_message.len() > 1000 {
+            return Err(err(var::FAILURE_MESSAGE, "is longer than 1000 bytes"));
+        }
+        let user_pool_id = get(var::USER_POOL_ID);
+        if let Some(id) = &user_pool_id {
+            let ok = id.split_once('_').is_some_and(|(region, rest)| {
+                !region.is_empty() && !rest.is_empty() && id.len() <= 55
+            }) && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !ok {
+                return Err(err(
+                    var::USER_POOL_ID,
+                    format!("'{id}' is not a user pool id (region_id)"),
+                ));
+            }
+        }
+        let concurrency = match get(var::CONCURRENCY) {
+            None => 8,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or_else(|| err(var::CONCURRENCY, format!("'{v}' is not a number in 1..=64")))?,
+        };
+
         Ok(Self {
             cluster_name,
             cluster_access,
@@ -163,7 +224,17 @@ impl Settings {
             template_path,
             budget,
             connect_timeout,
+            handoff_queue_url,
+            handoff_reserve,
+            failure_message,
+            user_pool_id,
+            concurrency,
         })
+    }
+
+    /// The message a person sees when even the hand-off failed, with their reference in it.
+    pub fn failure_message_for(&self, reference: &str) -> String {
+        self.failure_message.replace("{reference}", reference)
     }
 }
 
@@ -235,6 +306,10 @@ mod tests {
                 var::ADMIN_SECRET_ID,
                 "post-signup/rabbitmq-admin".to_owned(),
             ),
+            (
+                var::HANDOFF_QUEUE_URL,
+                "https://sqs.us-east-1.amazonaws.com/111122223333/post-signup-handoff".to_owned(),
+            ),
         ])
     }
 
@@ -259,6 +334,7 @@ mod tests {
             var::MANAGEMENT_URL,
             var::AMQP_URL,
             var::ADMIN_SECRET_ID,
+            var::HANDOFF_QUEUE_URL,
         ] {
             let mut env = base();
             env.remove(name);
@@ -282,6 +358,10 @@ mod tests {
             (var::BUDGET_MS, "0"),
             (var::CONNECT_TIMEOUT_MS, "-1"),
             (var::SECRET_PREFIX, "bad prefix"),
+            (var::HANDOFF_QUEUE_URL, "queue"),
+            (var::HANDOFF_RESERVE_MS, "4500"),
+            (var::USER_POOL_ID, "no-underscore"),
+            (var::CONCURRENCY, "0"),
         ];
         for (name, value) in cases {
             let mut env = base();

@@ -7,14 +7,16 @@ use std::fmt;
 pub const TENANT_LABEL: &str = "post-signup/tenant";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Why a `sub` is not a tenant id. The caller, which knows where the value came from, names it
+/// (`request.userAttributes.sub …`, `--sub …`).
 pub enum TenantIdError {
-    #[error("request.userAttributes.sub is missing")]
+    #[error("is missing")]
     Missing,
-    #[error("request.userAttributes.sub is empty")]
+    #[error("is empty")]
     Empty,
-    #[error("request.userAttributes.sub '{0}' is not a UUID (expected 8-4-4-4-12 hex digits)")]
+    #[error("'{0}' is not a UUID (expected 8-4-4-4-12 hex digits)")]
     NotUuid(String),
-    #[error("request.userAttributes.sub is the nil UUID")]
+    #[error("is the nil UUID")]
     Nil,
 }
 

@@ -5,17 +5,18 @@ use post_signup::{app::App, handler, settings::Settings, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // Cognito's 5 s include the cold start: the first invocation's budget counts from here.
+    let started = tokio::time::Instant::now();
     post_signup::install_crypto_provider();
     telemetry::init(false);
-    let started = std::time::Instant::now();
-    let app = match Settings::from_env().map_err(anyhow::Error::from) {
-        Ok(settings) => App::init(settings).await,
-        Err(e) => Err(e),
+    let app = match Settings::from_env() {
+        Ok(settings) => App::init(settings, started).await,
+        Err(e) => Err(e.into()),
     };
     let app = match app {
         Ok(app) => app,
         Err(e) => {
-            // Lambda reports this as an init error and starts a fresh container for the next try.
+            // Settings or template: no retry can fix these. Lambda reports an init error.
             tracing::error!(error = format!("{e:#}"), "cold start failed");
             return Err(format!("{e:#}").into());
         }

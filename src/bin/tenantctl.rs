@@ -1,18 +1,23 @@
-//! tenantctl: the operator CLI over the post-signup library.
+//! tenantctl: the operator CLI over the post-signup library. It parses arguments, calls the
+//! library and prints; exit codes are decided in one place ([`CliError`]).
 
-use std::io::Read as _;
+use std::io::{IsTerminal as _, Read as _};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use lambda_runtime::{Context, LambdaEvent};
 use post_signup::app::App;
+use post_signup::cognito::UserPool;
 use post_signup::eks_token::{EksTokenSigner, rfc3339_seconds};
-use post_signup::event::{Action, classify};
-use post_signup::settings::Settings;
+use post_signup::event::classify;
+use post_signup::handler::{self, Finish};
+use post_signup::lifecycle::{self, DeprovisionOptions, ReconcileOptions};
+use post_signup::settings::{Settings, var};
 use post_signup::tenant::TenantId;
 use secrecy::ExposeSecret;
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +28,12 @@ use serde_json::json;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -38,59 +49,115 @@ enum Command {
         #[arg(long)]
         at: Option<String>,
     },
-    /// Run the Lambda's provisioning for a Cognito event file (`-` for stdin).
+    /// Provision a tenant: `--event FILE|-` runs the trigger exactly (same budget, same hand-off,
+    /// same answer on stdout); `--sub SUB` provisions one tenant directly and prints the report.
     Provision {
+        #[arg(long, conflicts_with = "sub", required_unless_present = "sub")]
+        event: Option<String>,
         #[arg(long)]
-        event: String,
+        sub: Option<String>,
     },
-    /// Show what exists for a tenant (no secret values).
+    /// Show what exists for a tenant (keys, never values).
     Status {
         #[arg(long)]
         sub: String,
     },
-    /// Delete a tenant everywhere: Deployment, Secret, Secrets Manager entry, vhost, user.
+    /// Remove a tenant everywhere (needs the operator identity).
     Deprovision {
         #[arg(long)]
         sub: String,
+        /// Keep the vhost and its messages; remove only the user, its access and the backend.
+        #[arg(long)]
+        retain_data: bool,
+        /// Days Secrets Manager keeps the tenant secret recoverable (7-30).
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(i64).range(7..=30))]
+        recovery_days: i64,
+        /// Delete the tenant secret at once, without a recovery window.
+        #[arg(long, conflicts_with = "recovery_days")]
+        no_recovery: bool,
+    },
+    /// Provision every tenant on the hand-off queue; exits when the queue is empty.
+    Drain,
+    /// Compare the user pool with what exists: provision missing or incomplete tenants, report
+    /// (and with --prune remove) orphans.
+    Reconcile {
+        /// Report only; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also remove tenants whose user no longer exists.
+        #[arg(long, conflicts_with = "dry_run")]
+        prune: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
 }
 
 /// Exit codes: 0 done (or nothing to do), 1 an outside system failed, 2 bad input or settings.
-enum Failure {
-    Input(String),
-    Outside(String),
+enum CliError {
+    Input(anyhow::Error),
+    Outside(anyhow::Error),
+}
+
+impl CliError {
+    fn input(message: impl std::fmt::Display) -> Self {
+        Self::Input(anyhow::anyhow!("{message}"))
+    }
+
+    fn outside(e: impl Into<anyhow::Error>) -> Self {
+        Self::Outside(e.into())
+    }
+
+    fn exit(self) -> ExitCode {
+        let (code, e) = match self {
+            CliError::Input(e) => (2, e),
+            CliError::Outside(e) => (1, e),
+        };
+        eprintln!("tenantctl: {e:#}");
+        ExitCode::from(code)
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     post_signup::install_crypto_provider();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Token { .. }) {
+        post_signup::telemetry::init(true);
+    }
     let result = match cli.command {
         Command::Token {
             cluster_name,
             region,
             at,
         } => token(&cluster_name, region, at.as_deref()).await,
-        command => {
-            post_signup::telemetry::init(true);
-            match command {
-                Command::Provision { event } => provision(&event).await,
-                Command::Status { sub } => status(&sub).await,
-                Command::Deprovision { sub } => deprovision(&sub).await,
-                Command::Token { .. } => unreachable!("handled above"),
-            }
+        Command::Provision {
+            event: Some(path), ..
+        } => provision_event(&path).await,
+        Command::Provision { sub: Some(sub), .. } => provision_sub(&sub).await,
+        Command::Provision { .. } => Err(CliError::input("give --event FILE or --sub SUB")),
+        Command::Status { sub } => status(&sub).await,
+        Command::Deprovision {
+            sub,
+            retain_data,
+            recovery_days,
+            no_recovery,
+        } => {
+            let options = DeprovisionOptions {
+                retain_data,
+                recovery_days: (!no_recovery).then_some(recovery_days),
+            };
+            deprovision(&sub, options).await
         }
+        Command::Drain => drain().await,
+        Command::Reconcile {
+            dry_run,
+            prune,
+            output,
+        } => reconcile(dry_run, prune, output).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Input(m)) => {
-            eprintln!("tenantctl: {m}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Outside(m)) => {
-            eprintln!("tenantctl: {m}");
-            ExitCode::from(1)
-        }
+        Err(e) => e.exit(),
     }
 }
 
@@ -145,31 +212,31 @@ fn exec_api_version() -> String {
     }
 }
 
-async fn token(cluster: &str, region: Option<String>, at: Option<&str>) -> Result<(), Failure> {
+async fn token(cluster: &str, region: Option<String>, at: Option<&str>) -> Result<(), CliError> {
     let at: SystemTime = match at {
         None => SystemTime::now(),
         Some(s) => s
             .parse::<jiff::Timestamp>()
-            .map_err(|e| Failure::Input(format!("--at '{s}' is not an RFC 3339 time: {e}")))?
+            .map_err(|e| CliError::input(format!("--at '{s}' is not an RFC 3339 time: {e}")))?
             .into(),
     };
     let region = match region {
         Some(r) => r,
-        None => region_from_chain().await.ok_or_else(|| {
-            Failure::Input("no AWS region: pass --region or set AWS_REGION".into())
-        })?,
+        None => region_from_chain()
+            .await
+            .ok_or_else(|| CliError::input("no AWS region: pass --region or set AWS_REGION"))?,
     };
     let signer =
-        EksTokenSigner::new(cluster, &region).map_err(|e| Failure::Input(e.to_string()))?;
+        EksTokenSigner::new(cluster, &region).map_err(|e| CliError::input(e.to_string()))?;
     let creds = credentials_from_chain().await.map_err(|e| {
-        Failure::Input(format!(
+        CliError::input(format!(
             "no AWS credentials: {}",
             post_signup::error::chain(&e)
         ))
     })?;
     let token = signer
         .sign(&creds, at)
-        .map_err(|e| Failure::Input(e.to_string()))?;
+        .map_err(|e| CliError::input(e.to_string()))?;
     let cred = ExecCredential {
         kind: "ExecCredential",
         api_version: exec_api_version(),
@@ -220,181 +287,207 @@ async fn credentials_from_chain() -> Result<
         .await
 }
 
-async fn init() -> Result<App, Failure> {
-    let settings = Settings::from_env().map_err(|e| Failure::Input(e.to_string()))?;
-    App::init(settings)
-        .await
-        .map_err(|e| Failure::Outside(format!("cold start failed: {e:#}")))
+fn settings() -> Result<Settings, CliError> {
+    Settings::from_env().map_err(CliError::input)
 }
 
-fn print(value: &serde_json::Value) {
+/// The app with every cold-start call done (tenantctl wants to fail loudly, not hand off).
+async fn init() -> Result<App, CliError> {
+    let settings = settings()?;
+    let aws = post_signup::aws::load_config(settings.connect_timeout, settings.budget).await;
+    App::init_with(settings, &aws)
+        .await
+        .map_err(|e| CliError::outside(e.context("cold start failed")))
+}
+
+fn print(value: &impl Serialize) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).expect("JSON serialises")
     );
 }
 
-async fn provision(path: &str) -> Result<(), Failure> {
+fn parse_sub(sub: &str) -> Result<TenantId, CliError> {
+    TenantId::parse(sub).map_err(|e| CliError::input(format!("--sub {e}")))
+}
+
+fn read_event(path: &str) -> Result<Value, CliError> {
     let text = if path == "-" {
         let mut s = String::new();
         std::io::stdin()
             .read_to_string(&mut s)
-            .map_err(|e| Failure::Input(format!("reading stdin: {e}")))?;
+            .map_err(|e| CliError::input(format!("reading stdin: {e}")))?;
         s
     } else {
         std::fs::read_to_string(path)
-            .map_err(|e| Failure::Input(format!("reading event file '{path}': {e}")))?
+            .map_err(|e| CliError::input(format!("reading event file '{path}': {e}")))?
     };
-    let raw: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Failure::Input(format!("event '{path}' is not JSON: {e}")))?;
-    // Refuse bad input before touching any outside system.
-    let action = classify(&raw).map_err(|e| Failure::Input(format!("event '{path}': {e}")))?;
-    let tenant = match action {
-        Action::Skip { trigger_source } => {
-            print(&json!({"action": "skipped", "trigger_source": trigger_source}));
-            return Ok(());
-        }
-        Action::Provision(tenant) => tenant,
-    };
-    let started = tokio::time::Instant::now();
-    let app = init().await?;
-    let init_ms = started.elapsed().as_secs_f64() * 1e3;
-    let start = tokio::time::Instant::now();
-    match app
-        .provisioner
-        .provision(&tenant, start + app.budget())
+    serde_json::from_str(&text)
+        .map_err(|e| CliError::input(format!("event '{path}' is not JSON: {e}")))
+}
+
+/// The trigger, exactly: stdout gets what Lambda would return to Cognito.
+async fn provision_event(path: &str) -> Result<(), CliError> {
+    let raw = read_event(path)?;
+    // Bad input is refused before any setting is read or any outside system touched.
+    if let Err(e) = classify(&raw) {
+        print(&json!({"errorType": "InvalidEvent", "errorMessage": e.to_string()}));
+        return Err(CliError::input(format!("event '{path}': {e}")));
+    }
+    let settings = settings()?;
+    let app = App::init(settings, tokio::time::Instant::now())
         .await
-    {
-        Ok(report) => {
-            print(&json!({"action": "provisioned", "init_ms": init_ms, "report": report}));
+        .map_err(CliError::input)?;
+    let mut context = Context::default();
+    context.request_id = format!("tenantctl-{}", std::process::id());
+    match handler::handle_reporting(&app, LambdaEvent::new(raw, context)).await {
+        Ok((event, finish)) => {
+            print(&event);
+            match finish {
+                Finish::HandedOff => {
+                    eprintln!("tenantctl: not finished in time; handed off to the queue")
+                }
+                Finish::Skipped => eprintln!("tenantctl: nothing to provision for this trigger"),
+                Finish::Provisioned => {}
+            }
             Ok(())
         }
         Err(e) => {
-            print(&json!({"action": "failed", "init_ms": init_ms, "report": e.report}));
-            Err(Failure::Outside(e.to_string()))
+            print(&json!({"errorType": e.kind(), "errorMessage": e.to_string()}));
+            Err(CliError::outside(anyhow::anyhow!("{}: {e}", e.kind())))
         }
     }
 }
 
-fn parse_sub(sub: &str) -> Result<TenantId, Failure> {
-    TenantId::parse(sub)
-        .map_err(|e| Failure::Input(e.to_string().replace("request.userAttributes.sub", "--sub")))
-}
-
-async fn status(sub: &str) -> Result<(), Failure> {
+async fn provision_sub(sub: &str) -> Result<(), CliError> {
     let tenant = parse_sub(sub)?;
     let app = init().await?;
-    let p = &app.provisioner;
-    p.refresh_token(SystemTime::now())
+    let p = app.provisioner().await.map_err(CliError::outside)?;
+    let deadline = tokio::time::Instant::now() + app.budget();
+    match Box::pin(p.provision(&tenant, deadline)).await {
+        Ok(report) => {
+            print(&json!({"action": "provisioned", "report": report}));
+            Ok(())
+        }
+        Err(e) => {
+            print(&json!({"action": "failed", "report": e.report}));
+            Err(CliError::outside(anyhow::anyhow!("{e}")))
+        }
+    }
+}
+
+async fn status(sub: &str) -> Result<(), CliError> {
+    let tenant = parse_sub(sub)?;
+    let app = init().await?;
+    let p = app.provisioner().await.map_err(CliError::outside)?;
+    let status = lifecycle::status(p, &tenant)
         .await
-        .map_err(|e| Failure::Outside(e.to_string()))?;
-    let outside = |e: post_signup::error::StepError| Failure::Outside(e.to_string());
-    let user = p
-        .rabbitmq
-        .get("user", &["users", tenant.rabbitmq_user()])
-        .await
-        .map_err(outside)?;
-    let vhost = p
-        .rabbitmq
-        .get("vhost", &["vhosts", tenant.rabbitmq_vhost()])
-        .await
-        .map_err(outside)?;
-    let permission = p
-        .rabbitmq
-        .get(
-            "permission",
-            &[
-                "permissions",
-                tenant.rabbitmq_vhost(),
-                tenant.rabbitmq_user(),
-            ],
-        )
-        .await
-        .map_err(outside)?;
-    let secret_keys = p
-        .kubernetes
-        .secret_keys(&tenant.secret_name())
-        .await
-        .map_err(outside)?;
-    let deployment = p
-        .kubernetes
-        .get_deployment(&tenant.deployment_name())
-        .await
-        .map_err(outside)?;
-    let sm_name = tenant.secrets_manager_name(&app.settings.secret_prefix);
-    let sm = p.secrets.get_json(&sm_name).await.map_err(outside)?;
-    let sm_keys: Option<Vec<String>> =
-        sm.and_then(|v| v.as_object().map(|o| o.keys().cloned().collect()));
-    let images: Option<Vec<String>> = deployment.as_ref().map(|d| {
-        d.spec
-            .as_ref()
-            .and_then(|s| s.template.spec.as_ref())
-            .map(|p| {
-                p.containers
-                    .iter()
-                    .filter_map(|c| c.image.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
-    });
-    let complete = user.is_some()
-        && vhost.is_some()
-        && permission.is_some()
-        && secret_keys.is_some()
-        && deployment.is_some()
-        && sm_keys.is_some();
-    print(&json!({
-        "tenant": tenant.as_str(),
-        "complete": complete,
-        "rabbitmq": {
-            "user": user.map(|u| json!({"name": u["name"], "tags": u["tags"]})),
-            "vhost": vhost.map(|v| json!({"name": v["name"]})),
-            "permission": permission.map(|p| json!({"configure": p["configure"], "write": p["write"], "read": p["read"]})),
-        },
-        "kubernetes": {
-            "namespace": p.namespace(),
-            "secret": secret_keys.map(|keys| json!({"name": tenant.secret_name(), "keys": keys})),
-            "deployment": deployment.map(|d| json!({
-                "name": d.metadata.name,
-                "labels": d.metadata.labels,
-                "images": images,
-            })),
-        },
-        "secrets_manager": sm_keys.map(|keys| json!({"name": sm_name, "keys": keys})),
-    }));
+        .map_err(CliError::outside)?;
+    print(&status);
     Ok(())
 }
 
-async fn deprovision(sub: &str) -> Result<(), Failure> {
+async fn deprovision(sub: &str, options: DeprovisionOptions) -> Result<(), CliError> {
     let tenant = parse_sub(sub)?;
     let app = init().await?;
-    let p = &app.provisioner;
-    let outside = |e: post_signup::error::StepError| Failure::Outside(e.to_string());
-    p.refresh_token(SystemTime::now()).await.map_err(outside)?;
-    p.kubernetes.delete_tenant(&tenant).await.map_err(outside)?;
-    let sm_deleted = p
-        .secrets
-        .delete(&tenant.secrets_manager_name(&app.settings.secret_prefix))
+    let p = app.provisioner().await.map_err(CliError::outside)?;
+    let report = lifecycle::deprovision(p, &tenant, options)
         .await
-        .map_err(outside)?;
-    let vhost_deleted = p
-        .rabbitmq
-        .delete("vhost", &["vhosts", tenant.rabbitmq_vhost()])
+        .map_err(CliError::outside)?;
+    print(&report);
+    Ok(())
+}
+
+async fn drain() -> Result<(), CliError> {
+    let app = init().await?;
+    let p = app.provisioner().await.map_err(CliError::outside)?;
+    let summary = lifecycle::drain(p, &app.handoff, app.budget(), app.settings.concurrency)
         .await
-        .map_err(outside)?;
-    let user_deleted = p
-        .rabbitmq
-        .delete("user", &["users", tenant.rabbitmq_user()])
-        .await
-        .map_err(outside)?;
-    print(&json!({
-        "tenant": tenant.as_str(),
-        "deleted": {
-            "kubernetes": [tenant.deployment_name(), tenant.secret_name()],
-            "secrets_manager": sm_deleted,
-            "rabbitmq_vhost": vhost_deleted,
-            "rabbitmq_user": user_deleted,
+        .map_err(CliError::outside)?;
+    print(&summary);
+    if summary.failed + summary.malformed > 0 {
+        return Err(CliError::outside(anyhow::anyhow!(
+            "{} hand-off(s) not provisioned; they stay on the queue",
+            summary.failed + summary.malformed
+        )));
+    }
+    Ok(())
+}
+
+async fn reconcile(dry_run: bool, prune: bool, output: Output) -> Result<(), CliError> {
+    let settings = settings()?;
+    let pool_id = settings.user_pool_id.clone().ok_or_else(|| {
+        CliError::input(format!(
+            "setting {}: is required by reconcile",
+            var::USER_POOL_ID
+        ))
+    })?;
+    let app = init().await?;
+    let p = app.provisioner().await.map_err(CliError::outside)?;
+    let pool = UserPool::new(
+        aws_sdk_cognitoidentityprovider::Client::new(&app.aws_config()),
+        &pool_id,
+    );
+    let options = ReconcileOptions {
+        dry_run,
+        prune,
+        concurrency: app.settings.concurrency,
+        budget: app.budget(),
+    };
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} repairing tenants {pos}/{len} {wide_bar} {elapsed}",
+            )
+            .expect("valid template"),
+        );
+        bar
+    });
+    let summary = lifecycle::reconcile(p, &pool, options, |done, total| {
+        if let Some(bar) = &bar {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
         }
-    }));
+    })
+    .await
+    .map_err(CliError::outside)?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string(&summary).expect("JSON serialises")
+        ),
+        Output::Text => {
+            let verb = if dry_run { "would repair" } else { "repaired" };
+            println!(
+                "{} users need a tenant: {} complete, {} {verb}, {} failed; {} orphan(s){}",
+                summary.users,
+                summary.complete,
+                summary.repaired,
+                summary.failed,
+                summary.orphans.len(),
+                if prune {
+                    format!(", {} pruned", summary.pruned)
+                } else {
+                    String::new()
+                },
+            );
+            for line in summary.incomplete.iter().chain(&summary.failures) {
+                println!("  {line}");
+            }
+            for orphan in &summary.orphans {
+                println!("  orphan: {orphan}");
+            }
+        }
+    }
+    if summary.failed > 0 {
+        return Err(CliError::outside(anyhow::anyhow!(
+            "{} tenant(s) failed",
+            summary.failed
+        )));
+    }
     Ok(())
 }

@@ -2,12 +2,10 @@
 //! through aws-iam-authenticator (whose STS calls a SigV4-checking stand-in), maps the
 //! function's role to its group, and enforces deploy/rbac.yaml.
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
+use crate::helpers::*;
 use aws_credential_types::Credentials;
-use common::*;
 use post_signup::eks_token::EksTokenSigner;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};

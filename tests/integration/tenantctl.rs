@@ -1,40 +1,13 @@
 //! tenantctl as a process: `token` as `aws eks get-token` prints it and as a kubectl exec
 //! plugin against the real API server, and `provision` with its exit codes and output.
-
-mod common;
-
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
-use common::*;
+use crate::helpers::*;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tenantctl");
-
-/// tenantctl with a clean environment: only what is given, plus PATH.
-fn tenantctl(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("tenantctl runs")
-}
-
-/// tenantctl with the stack's environment.
-fn tenantctl_on_stack(args: &[&str]) -> Output {
-    let env: Vec<(String, String)> = stack_env()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    tenantctl(args, &env)
-}
-
 fn vectors() -> Vec<Value> {
-    let text = include_str!("data/eks-token-vectors.json");
+    let text = include_str!("../data/eks-token-vectors.json");
     serde_json::from_str::<Value>(text).unwrap()["cases"]
         .as_array()
         .unwrap()
@@ -221,7 +194,7 @@ current-context: stack
 "#,
         server = env["STACK_KUBE_API"],
         ca = env["STACK_CA_FILE"],
-        bin = BIN,
+        bin = TENANTCTL,
         cluster = env["EKS_CLUSTER_NAME"],
         region = env["AWS_REGION"],
         env = pass.join("\n"),
@@ -284,7 +257,13 @@ fn provision_prints_a_summary_without_secrets() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    // What Lambda would return to Cognito: the event, unchanged.
+    let returned: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(returned, signup_event(tenant.as_str()));
+    assert!(stderr.contains("tenant provisioned"), "{stderr}");
+    let out = tenantctl_on_stack(&["provision", "--sub", tenant.as_str()]);
+    assert!(out.status.success());
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["action"], "provisioned");
     assert_eq!(summary["report"]["tenant"], tenant.as_str());
     assert_eq!(summary["report"]["steps"].as_array().unwrap().len(), 7);
@@ -336,7 +315,17 @@ fn provision_refuses_bad_events_with_exit_2_and_skips_forgot_password() {
         assert_eq!(out.status.code(), Some(2), "{file}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expected), "{file}: {stderr}");
-        assert!(out.stdout.is_empty(), "{file}");
+        if file.ends_with(".json") && file != "no-such-file.json" {
+            // What Lambda would answer: an InvalidEvent error.
+            let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(answer["errorType"], "InvalidEvent", "{file}");
+            assert!(
+                answer["errorMessage"].as_str().unwrap().contains(expected),
+                "{file}"
+            );
+        } else {
+            assert!(out.stdout.is_empty(), "{file}");
+        }
     }
     let out = tenantctl_on_stack(&[
         "provision",
@@ -344,15 +333,19 @@ fn provision_refuses_bad_events_with_exit_2_and_skips_forgot_password() {
         &format!("{dir}/forgot-password.json"),
     ]);
     assert!(out.status.success());
+    let forgot: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{dir}/forgot-password.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()["action"],
-        "skipped"
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        forgot
     );
 }
 
 #[test]
 fn provision_reads_stdin_and_reports_settings_errors_by_name() {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(TENANTCTL)
         .env_clear()
         .args(["provision", "--event", "-"])
         .env("RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:1")

@@ -2,25 +2,27 @@
 //! concurrent duplicates converge, that bad events change nothing, and how each outside
 //! system's failure is reported.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::helpers::*;
+use crate::servers::{answering, closed_port, silent};
 use lambda_runtime::{Context, LambdaEvent};
 use post_signup::error::{FailureKind, System};
-use post_signup::handler;
+use post_signup::handler::{self, Finish};
 use post_signup::provision::Outcome;
 use post_signup::tenant::TenantId;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
+/// One invocation of the handler that must finish inside the trigger (a hand-off is an error
+/// here: these tests are about what the trigger itself provisions).
 async fn invoke(app: &post_signup::app::App, event: &Value) -> Result<Value, String> {
-    handler::handle(app, LambdaEvent::new(event.clone(), Context::default()))
-        .await
-        .map_err(|e| e.to_string())
+    match handler::handle_reporting(app, LambdaEvent::new(event.clone(), Context::default())).await
+    {
+        Ok((_, Finish::HandedOff)) => Err("handed off instead of provisioned".to_owned()),
+        Ok((value, _)) => Ok(value),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The password a tenant got, checked to be the same in all three places.
@@ -224,62 +226,26 @@ async fn bad_events_are_refused_and_change_nothing() {
 
 // --- failures of each outside system ------------------------------------------------------
 
-/// A server that answers every request with `status` and a RabbitMQ-style error body.
-async fn answering(status: u16) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = sock.read(&mut buf).await;
-                let body = r#"{"error":"boom","reason":"node is down"}"#;
-                let resp = format!(
-                    "HTTP/1.1 {status} Oops\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
-    format!("http://{addr}")
-}
-
-/// A server that accepts connections and never answers.
-async fn silent() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((sock, _)) = listener.accept().await {
-            held.push(sock);
-        }
-    });
-    format!("http://{addr}")
-}
-
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn provision_err(
     app: &post_signup::app::App,
     tenant: &TenantId,
 ) -> post_signup::provision::ProvisionError {
     let deadline = tokio::time::Instant::now() + app.budget();
-    app.provisioner
+    app.provisioner()
+        .await
+        .unwrap()
         .provision(tenant, deadline)
         .await
         .expect_err("provisioning must fail")
 }
 
-fn assert_no_secret(text: &str, tenant: &TenantId, app: &post_signup::app::App) {
-    let password = app.provisioner.tenant_credentials(tenant).password;
+async fn assert_no_secret(text: &str, tenant: &TenantId, app: &post_signup::app::App) {
+    let password = app
+        .provisioner()
+        .await
+        .unwrap()
+        .tenant_credentials(tenant)
+        .password;
     assert!(
         !text.contains(password.expose_secret()),
         "tenant password leaked: {text}"
@@ -342,7 +308,7 @@ async fn rabbitmq_401_names_the_system_and_step() {
         "{text}"
     );
     assert!(!text.contains("wrong-pass-4711"));
-    assert_no_secret(&text, &tenant, &app);
+    assert_no_secret(&text, &tenant, &app).await;
 }
 
 #[tokio::test]
@@ -365,12 +331,12 @@ async fn kubernetes_403_outside_the_granted_namespace() {
             .contains("kubernetes: apply secret 'default/"),
         "{err}"
     );
-    assert_no_secret(&err.to_string(), &tenant, &app);
+    assert_no_secret(&err.to_string(), &tenant, &app).await;
 }
 
 #[tokio::test]
-async fn rabbitmq_5xx_is_a_server_error() {
-    let url = answering(503).await;
+async fn rabbitmq_500_is_a_server_error_and_not_retried() {
+    let url = answering(500).await;
     let app = app_with(&[("RABBITMQ_MANAGEMENT_URL", &url)]).await;
     let err = provision_err(&app, &fresh_tenant()).await;
     let f = err
@@ -380,9 +346,46 @@ async fn rabbitmq_5xx_is_a_server_error() {
         .expect("a rabbitmq failure");
     assert_eq!(f.kind, FailureKind::ServerError);
     assert!(
-        f.to_string().contains("503") && f.to_string().contains("node is down"),
+        f.to_string().contains("500") && f.to_string().contains("node is down"),
         "{f}"
     );
+    let user = err
+        .report
+        .steps
+        .iter()
+        .find(|s| s.step == "rabbitmq.user")
+        .unwrap();
+    assert_eq!(user.attempts, 1, "a 500 is not transient: {err}");
+}
+
+#[tokio::test]
+async fn a_rabbitmq_that_stays_unavailable_is_retried_until_the_deadline() {
+    let url = answering(503).await;
+    let app = app_with(&[
+        ("RABBITMQ_MANAGEMENT_URL", &url),
+        ("PROVISION_BUDGET_MS", "1200"),
+    ])
+    .await;
+    let started = std::time::Instant::now();
+    let err = provision_err(&app, &fresh_tenant()).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1200 + 700),
+        "{:?}",
+        started.elapsed()
+    );
+    let f = err
+        .failures
+        .iter()
+        .find(|f| f.system == System::Rabbitmq)
+        .unwrap();
+    assert_eq!(f.status, Some(503), "{f}");
+    let user = err
+        .report
+        .steps
+        .iter()
+        .find(|s| s.step == "rabbitmq.user")
+        .unwrap();
+    assert!(user.attempts > 2, "503 is retried with backoff: {err}");
 }
 
 #[tokio::test]
@@ -395,8 +398,7 @@ async fn a_silent_rabbitmq_is_cut_off_at_the_deadline() {
     .await;
     let tenant = fresh_tenant();
     let started = std::time::Instant::now();
-    let event = signup_event(tenant.as_str());
-    let err = invoke(&app, &event).await.expect_err("times out");
+    let err = provision_err(&app, &tenant).await.to_string();
     let took = started.elapsed();
     // The deadline is honoured however long the server stays silent (generous slack for CI).
     assert!(
@@ -439,7 +441,11 @@ async fn the_deadline_report_marks_unfinished_steps() {
 #[tokio::test]
 async fn rabbitmq_connection_refused() {
     let url = format!("http://127.0.0.1:{}", closed_port());
-    let app = app_with(&[("RABBITMQ_MANAGEMENT_URL", &url)]).await;
+    let app = app_with(&[
+        ("RABBITMQ_MANAGEMENT_URL", &url),
+        ("PROVISION_BUDGET_MS", "1000"),
+    ])
+    .await;
     let err = provision_err(&app, &fresh_tenant()).await;
     let f = err
         .failures
@@ -447,6 +453,13 @@ async fn rabbitmq_connection_refused() {
         .find(|f| f.system == System::Rabbitmq)
         .unwrap();
     assert_eq!(f.kind, FailureKind::Connect, "{f}");
+    let user = err
+        .report
+        .steps
+        .iter()
+        .find(|s| s.step == "rabbitmq.user")
+        .unwrap();
+    assert!(user.attempts > 1, "a refused connection is retried: {err}");
 }
 
 #[tokio::test]
@@ -455,7 +468,12 @@ async fn kubernetes_connection_refused() {
     let ca = base64::engine::general_purpose::STANDARD
         .encode(std::fs::read(var("STACK_CA_FILE")).unwrap());
     let endpoint = format!("https://127.0.0.1:{}", closed_port());
-    let app = app_with(&[("EKS_ENDPOINT", &endpoint), ("EKS_CA_DATA", &ca)]).await;
+    let app = app_with(&[
+        ("EKS_ENDPOINT", &endpoint),
+        ("EKS_CA_DATA", &ca),
+        ("PROVISION_BUDGET_MS", "1000"),
+    ])
+    .await;
     let err = provision_err(&app, &fresh_tenant()).await;
     let f = err
         .failures
@@ -541,13 +559,13 @@ async fn secrets_manager_unreachable_fails_the_cold_start_clearly() {
 #[tokio::test]
 async fn secrets_manager_failing_mid_provisioning_is_named() {
     // Cold start against the real stand-in, then Secrets Manager "goes away" (a 500 server).
-    let settings = settings_with(&[]);
+    let settings = settings_with(&[("PROVISION_BUDGET_MS", "1000")]);
     let aws = aws_config(&settings).await;
     let mut app = post_signup::app::App::init_with(settings.clone(), &aws)
         .await
         .unwrap();
     let broken = aws_config_at(&settings, &answering(500).await).await;
-    app.provisioner.secrets = post_signup::secrets_manager::SecretsManager::new(
+    app.provisioner_mut().unwrap().secrets = post_signup::secrets_manager::SecretsManager::new(
         aws_sdk_secretsmanager::Client::new(&broken),
     );
     let tenant = fresh_tenant();
@@ -563,5 +581,5 @@ async fn secrets_manager_failing_mid_provisioning_is_named() {
             .contains("secrets-manager: store tenant secret"),
         "{err}"
     );
-    assert_no_secret(&err.to_string(), &tenant, &app);
+    assert_no_secret(&err.to_string(), &tenant, &app).await;
 }

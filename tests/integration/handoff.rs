@@ -1,0 +1,205 @@
+//! The guaranteed finish: what the trigger cannot finish it hands off and still returns the
+//! event; the worker (`tenantctl drain`, the SQS worker) finishes it; and only when even the
+//! hand-off fails does the person see an error, a generic one.
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use lambda_runtime::{Context, LambdaEvent};
+use post_signup::app::App;
+use post_signup::handler::{self, Finish};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::helpers::*;
+use crate::servers::closed_port;
+
+async fn invoke(app: &App, event: &Value) -> Result<(Value, Finish), String> {
+    let mut context = Context::default();
+    context.request_id = "req-4711".to_owned();
+    handler::handle_reporting(app, LambdaEvent::new(event.clone(), context))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Settings of a lenient (Lambda-like) app: cold-start failures do not fail init.
+async fn lambda_app(overrides: &[(&str, &str)], started: Instant) -> App {
+    let settings = settings_with(overrides);
+    let aws = aws_config(&settings).await;
+    App::new(settings, aws, started).expect("settings and template are fine")
+}
+
+#[tokio::test]
+async fn rabbitmq_down_hands_off_and_drain_finishes_the_tenant() {
+    let queue = fresh_queue().await;
+    let down = format!("http://127.0.0.1:{}", closed_port());
+    let app = lambda_app(
+        &[
+            ("RABBITMQ_MANAGEMENT_URL", &down),
+            ("HANDOFF_QUEUE_URL", &queue),
+            ("PROVISION_BUDGET_MS", "1500"),
+        ],
+        Instant::now(),
+    )
+    .await;
+    let tenant = fresh_tenant();
+    let event = signup_event(tenant.as_str());
+    let started = std::time::Instant::now();
+    let (returned, finish) = invoke(&app, &event)
+        .await
+        .expect("the person is not failed");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500 + 500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(finish, Finish::HandedOff);
+    assert_eq!(returned, event, "Cognito gets its event back");
+    assert_eq!(
+        queue_bodies(&queue).await,
+        [json!({"sub": tenant.as_str(), "userPoolId": event["userPoolId"]})],
+        "the hand-off holds the sub and the pool, nothing else"
+    );
+    assert!(!traces_of(&tenant).await.contains(&"rabbitmq user"));
+
+    // RabbitMQ is back (the real one): the operator drains the queue.
+    let out = tenantctl_with(&["drain"], &[("HANDOFF_QUEUE_URL", &queue)], true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["received"], 1, "{summary}");
+    assert_eq!(summary["provisioned"], 1, "{summary}");
+    assert_eq!(
+        traces_of(&tenant).await.len(),
+        5,
+        "complete: {:?}",
+        traces_of(&tenant).await
+    );
+    assert!(queue_bodies(&queue).await.is_empty(), "the queue is empty");
+}
+
+#[tokio::test]
+async fn when_even_the_handoff_fails_the_person_sees_a_generic_message() {
+    let tenant = fresh_tenant();
+    aws_fault(json!({"target": "AmazonSQS.SendMessage", "match": tenant.as_str(), "count": 1000, "status": 503, "error": "ServiceUnavailable"})).await;
+    let path = std::env::temp_dir().join(format!("event-{tenant}.json"));
+    std::fs::write(&path, signup_event(tenant.as_str()).to_string()).unwrap();
+    let down = format!("http://127.0.0.1:{}", closed_port());
+    let out = tenantctl_with(
+        &["provision", "--event", path.to_str().unwrap()],
+        &[
+            ("RABBITMQ_MANAGEMENT_URL", &down),
+            ("PROVISION_BUDGET_MS", "1500"),
+        ],
+        false,
+    );
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(out.status.code(), Some(1));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["errorType"], "ProvisioningFailed");
+    let message = answer["errorMessage"].as_str().unwrap();
+    assert!(
+        message.starts_with("Your account is confirmed, but setting it up failed."),
+        "{message}"
+    );
+    assert!(
+        message.contains("tenantctl-"),
+        "the reference is the request id: {message}"
+    );
+    for internal in [
+        "127.0.0.1",
+        &down,
+        "rabbitmq",
+        "kubernetes",
+        "sqs",
+        "arn:",
+        "tenants",
+        "http",
+        ".user",
+        tenant.as_str(),
+    ] {
+        assert!(
+            !message.to_lowercase().contains(internal),
+            "'{internal}' leaked: {message}"
+        );
+    }
+    // The detail is in the logs.
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        logs.contains("tenant not provisioned and not handed off"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_secrets_manager_at_cold_start_still_answers_in_time() {
+    // A copy of the admin secret that the stand-in answers only after 6 s.
+    let admin = json!({
+        "username": var("RABBITMQ_ADMIN_USERNAME"),
+        "password": var("RABBITMQ_ADMIN_PASSWORD"),
+        "tenant_password_key": "k".repeat(40),
+    });
+    let id = format!("post-signup/slow-admin-{}", uuid::Uuid::new_v4());
+    secrets_manager()
+        .await
+        .create_secret()
+        .name(&id)
+        .secret_string(admin.to_string())
+        .send()
+        .await
+        .unwrap();
+    aws_fault(json!({"target": "secretsmanager.GetSecretValue", "match": id, "count": 1, "delay_ms": 6000})).await;
+    let queue = fresh_queue().await;
+    let process_start = Instant::now();
+    let settings = settings_with(&[
+        ("RABBITMQ_ADMIN_SECRET_ID", &id),
+        ("HANDOFF_QUEUE_URL", &queue),
+    ]);
+    let aws = aws_config(&settings).await;
+    let app = App::start(settings, aws, process_start)
+        .await
+        .expect("init does not fail on a slow call");
+    let tenant = fresh_tenant();
+    let (_, finish) = invoke(&app, &signup_event(tenant.as_str()))
+        .await
+        .expect("answered");
+    let total = process_start.elapsed();
+    assert!(
+        total < Duration::from_millis(4500 + 300),
+        "init + invocation took {total:?}"
+    );
+    assert_eq!(finish, Finish::HandedOff);
+    assert_eq!(queue_bodies(&queue).await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_worker_reports_only_failed_messages() {
+    let app = App::init_with(settings_with(&[]), &aws_config(&settings_with(&[])).await)
+        .await
+        .unwrap();
+    let good = fresh_tenant();
+    let record = |id: &str, body: String| {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.to_owned());
+        m.body = Some(body);
+        m
+    };
+    let mut event = SqsEvent::default();
+    event.records = vec![
+        record(
+            "m-good",
+            json!({"sub": good.as_str(), "userPoolId": "us-east-1_x"}).to_string(),
+        ),
+        record("m-bad", json!({"sub": "alice"}).to_string()),
+    ];
+    let response = post_signup::worker::handle(&app, LambdaEvent::new(event, Context::default()))
+        .await
+        .unwrap();
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["m-bad"]);
+    assert_eq!(traces_of(&good).await.len(), 5);
+}
