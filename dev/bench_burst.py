@@ -1,0 +1,58 @@
+"""A burst of simultaneous cold sign-ups, one `tenantctl provision --event` process each (the
+trigger exactly, as Lambda's concurrency would run it), against the local stack: how many finish
+inside the trigger, how many are handed off, how many are lost (must be 0 after a drain), and
+how long each process takes (each must answer within Cognito's 5 s)."""
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+
+from benchlib import OPERATOR, STACK, fresh_queue, percentile, signup_event
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--tenantctl", required=True)
+ap.add_argument("--count", type=int, default=50)
+args = ap.parse_args()
+
+queue = fresh_queue()
+env = {**os.environ, **STACK, "HANDOFF_QUEUE_URL": queue}
+work = tempfile.mkdtemp()
+subs = [str(uuid.uuid4()) for _ in range(args.count)]
+procs = []
+for sub in subs:
+    path = os.path.join(work, sub + ".json")
+    with open(path, "w") as f:
+        json.dump(signup_event(sub), f)
+    procs.append((sub, time.perf_counter(), subprocess.Popen(
+        [args.tenantctl, "provision", "--event", path], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+walls, inside, handed, lost = [], 0, 0, []
+for sub, t0, p in procs:
+    out, err = p.communicate()
+    walls.append((time.perf_counter() - t0) * 1e3)
+    if p.returncode != 0:
+        lost.append(sub)
+    elif "handed off" in err:
+        handed += 1
+    else:
+        inside += 1
+drain = subprocess.run([args.tenantctl, "drain"], env={**os.environ, **OPERATOR, "HANDOFF_QUEUE_URL": queue},
+                       capture_output=True, text=True)
+summary = json.loads(drain.stdout) if drain.stdout.strip() else {}
+incomplete = []
+for sub in subs:
+    st = subprocess.run([args.tenantctl, "status", "--sub", sub], env={**os.environ, **OPERATOR},
+                        capture_output=True, text=True)
+    if st.returncode != 0 or not json.loads(st.stdout)["complete"]:
+        incomplete.append(sub)
+result = {"bench": "burst", "count": args.count, "inside_trigger": inside, "handed_off": handed,
+          "errored": len(lost), "drained": summary.get("provisioned"), "lost_after_drain": len(incomplete),
+          "wall_ms_p50": round(percentile(walls, 50)), "wall_ms_p95": round(percentile(walls, 95)),
+          "wall_ms_max": round(max(walls)), "over_5s": sum(w > 5000 for w in walls)}
+print(json.dumps(result))
+print(f"burst of {args.count}: {inside} finished inside the trigger, {handed} handed off, {len(lost)} errors; "
+      f"after drain {len(incomplete)} without a tenant; wall p50 {result['wall_ms_p50']} ms, "
+      f"p95 {result['wall_ms_p95']} ms, max {result['wall_ms_max']} ms ({result['over_5s']} over 5 s)")

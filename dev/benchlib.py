@@ -1,0 +1,44 @@
+"""Helpers shared by the stack benchmarks: the stack's environment, AWS clients of the stand-in,
+and sign-up events (the same fixture the tests use, with a fresh sub)."""
+import json
+import os
+import uuid
+
+import boto3
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_env(name):
+    env = {}
+    with open(os.path.join(ROOT, ".stack", name)) as f:
+        for line in f:
+            if line.startswith("export ") and "=" in line:
+                k, v = line[len("export "):].rstrip("\n").split("=", 1)
+                env[k] = v
+    return env
+
+
+STACK = load_env("env")
+OPERATOR = {**STACK, **load_env("operator.env")}
+
+
+def client(service):
+    return boto3.client(service, endpoint_url=STACK["AWS_ENDPOINT_URL"], region_name=STACK["AWS_REGION"],
+                        aws_access_key_id="bench", aws_secret_access_key="bench")
+
+
+def fresh_queue():
+    return client("sqs").create_queue(QueueName=f"bench-{uuid.uuid4()}")["QueueUrl"]
+
+
+def signup_event(sub):
+    with open(os.path.join(ROOT, "events", "post-confirmation.json")) as f:
+        ev = json.load(f)
+    ev["userName"] = ev["request"]["userAttributes"]["sub"] = sub
+    return ev
+
+
+def percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
