@@ -9,23 +9,19 @@ use std::time::Instant;
 
 use lambda_runtime::{Context, LambdaEvent};
 use post_signup::app::App;
+use post_signup::event::sign_up_event;
 use post_signup::handler::{Finish, handle_reporting};
 use post_signup::settings::Settings;
-
-fn event(sub: &str) -> serde_json::Value {
-    let mut ev: serde_json::Value =
-        serde_json::from_str(include_str!("../events/post-confirmation.json")).unwrap();
-    ev["userName"] = sub.into();
-    ev["request"]["userAttributes"]["sub"] = sub.into();
-    ev
-}
 
 async fn invoke(app: &App) -> f64 {
     let sub = uuid::Uuid::new_v4().to_string();
     let t = Instant::now();
-    let (_, finish) = handle_reporting(app, LambdaEvent::new(event(&sub), Context::default()))
-        .await
-        .expect("provisioned");
+    let (_, finish) = handle_reporting(
+        app,
+        LambdaEvent::new(sign_up_event(&sub), Context::default()),
+    )
+    .await
+    .expect("provisioned");
     assert_eq!(
         finish,
         Finish::Provisioned,

@@ -25,7 +25,7 @@ procs = []
 for sub in subs:
     path = os.path.join(work, sub + ".json")
     with open(path, "w") as f:
-        json.dump(signup_event(sub), f)
+        json.dump(signup_event(args.tenantctl, sub), f)
     procs.append((sub, time.perf_counter(), subprocess.Popen(
         [args.tenantctl, "provision", "--event", path], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))

@@ -2,6 +2,7 @@
 and sign-up events (the same fixture the tests use, with a fresh sub)."""
 import json
 import os
+import subprocess
 import uuid
 
 import boto3
@@ -32,11 +33,10 @@ def fresh_queue():
     return client("sqs").create_queue(QueueName=f"bench-{uuid.uuid4()}")["QueueUrl"]
 
 
-def signup_event(sub):
-    with open(os.path.join(ROOT, "events", "post-confirmation.json")) as f:
-        ev = json.load(f)
-    ev["userName"] = ev["request"]["userAttributes"]["sub"] = sub
-    return ev
+def signup_event(tenantctl, sub):
+    """The one fixture builder: `tenantctl event --sub`."""
+    out = subprocess.run([tenantctl, "event", "--sub", sub], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
 
 
 def percentile(values, p):

@@ -19,12 +19,7 @@ if [ -n "${1:-}" ]; then
   sub=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['request']['userAttributes']['sub'])" "$1")
 else
   sub=$(python3 -c "import uuid; print(uuid.uuid4())")
-  python3 - "$sub" > "$work/event.json" <<'PY'
-import json, sys
-ev = json.load(open("events/post-confirmation.json"))
-ev["userName"] = ev["request"]["userAttributes"]["sub"] = sys.argv[1]
-print(json.dumps(ev))
-PY
+  cargo run -q --bin tenantctl -- event --sub "$sub" > "$work/event.json"
 fi
 
 "$CL" lambda watch --ignore-changes --invoke-address 127.0.0.1 --invoke-port "$port" \

@@ -30,6 +30,18 @@ pub enum EventError {
     Tenant(#[from] TenantIdError),
 }
 
+/// A ConfirmSignUp event for `sub`, shaped like Cognito's: `events/post-confirmation.json` with
+/// the sub (and the user name) replaced. The one fixture builder for tests, benchmarks and
+/// `tenantctl event`.
+pub fn sign_up_event(sub: &str) -> serde_json::Value {
+    let mut event: serde_json::Value =
+        serde_json::from_str(include_str!("../events/post-confirmation.json"))
+            .expect("the shipped fixture is JSON");
+    event["userName"] = sub.into();
+    event["request"]["userAttributes"]["sub"] = sub.into();
+    event
+}
+
 /// Classifies a raw event. The raw JSON is kept by the caller and returned unchanged.
 pub fn classify(raw: &serde_json::Value) -> Result<Action, EventError> {
     if !raw.is_object() {
@@ -84,6 +96,15 @@ mod tests {
             "request": {"userAttributes": attrs},
             "response": {}
         })
+    }
+
+    #[test]
+    fn the_fixture_builder_gives_a_provisioning_event() {
+        let sub = "4f8e2d3c-1b2a-4c5d-9e8f-0a1b2c3d4e5f";
+        assert_eq!(
+            classify(&sign_up_event(sub)),
+            Ok(Action::Provision(TenantId::parse(sub).unwrap()))
+        );
     }
 
     #[test]

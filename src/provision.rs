@@ -370,3 +370,71 @@ impl Provisioner {
         Err(err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{FailureKind, System};
+
+    fn err(kind: FailureKind) -> StepError {
+        StepError::new(System::Rabbitmq, "create user 'x'", kind, "boom")
+    }
+
+    #[tokio::test]
+    async fn the_recorder_keeps_outcomes_attempts_and_unfinished_steps() {
+        let rec = Recorder::new(Instant::now() + Duration::from_secs(5));
+        let _ = rec.step("a", || async { Ok::<_, StepError>(()) }).await;
+        let _ = rec
+            .step("b", || async { Err::<(), _>(err(FailureKind::Forbidden)) })
+            .await;
+        let calls = std::cell::Cell::new(0);
+        let _ = rec
+            .step("c", || {
+                calls.set(calls.get() + 1);
+                let n = calls.get();
+                async move {
+                    if n == 1 {
+                        Err(err(FailureKind::Reset))
+                    } else {
+                        Ok(())
+                    }
+                }
+            })
+            .await;
+        let pending = rec.step("d", std::future::pending::<Result<(), StepError>>);
+        let _ = tokio::time::timeout(Duration::from_millis(10), pending).await;
+        let t = rec.timings();
+        let view: Vec<_> = t.iter().map(|s| (s.step, s.outcome, s.attempts)).collect();
+        assert_eq!(
+            view,
+            [
+                ("a", Outcome::Ok, 1),
+                ("b", Outcome::Failed, 1),
+                ("c", Outcome::Ok, 2),
+                ("d", Outcome::Unfinished, 1),
+            ]
+        );
+        assert!(t[3].duration_ms.is_none());
+        let failures = rec.failures();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].kind, FailureKind::Forbidden);
+    }
+
+    #[test]
+    fn the_error_text_names_failures_unfinished_and_finished_steps() {
+        let text = describe(
+            "t-1",
+            &[err(FailureKind::Unauthorized)],
+            &["kubernetes.deployment"],
+            &4500,
+            &["rabbitmq.vhost"],
+        );
+        assert_eq!(
+            text,
+            "provisioning tenant t-1 failed: rabbitmq: create user 'x': boom; did not finish \
+             within the 4500 ms budget: kubernetes.deployment. Finished steps: rabbitmq.vhost. \
+             Nothing was rolled back; a retry converges."
+        );
+        assert!(describe("t", &[], &["x"], &1, &[]).contains("Finished steps: none."));
+    }
+}

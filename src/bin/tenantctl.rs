@@ -10,7 +10,7 @@ use lambda_runtime::{Context, LambdaEvent};
 use post_signup::app::App;
 use post_signup::cognito::UserPool;
 use post_signup::eks_token::{EksTokenSigner, rfc3339_seconds};
-use post_signup::event::classify;
+use post_signup::event::{classify, sign_up_event};
 use post_signup::handler::{self, Finish};
 use post_signup::lifecycle::{self, DeprovisionOptions, ReconcileOptions};
 use post_signup::settings::{Settings, var};
@@ -48,6 +48,12 @@ enum Command {
         /// Sign as of this RFC 3339 time instead of now (reproducible output).
         #[arg(long)]
         at: Option<String>,
+    },
+    /// Print a ConfirmSignUp event for SUB (the shipped fixture with that sub), for scripts,
+    /// `sam local invoke` and `provision --event -`.
+    Event {
+        #[arg(long)]
+        sub: String,
     },
     /// Provision a tenant: `--event FILE|-` runs the trigger exactly (same budget, same hand-off,
     /// same answer on stdout); `--sub SUB` provisions one tenant directly and prints the report.
@@ -121,7 +127,7 @@ impl CliError {
 async fn main() -> ExitCode {
     post_signup::install_crypto_provider();
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Token { .. }) {
+    if !matches!(cli.command, Command::Token { .. } | Command::Event { .. }) {
         post_signup::telemetry::init(true);
     }
     let result = match cli.command {
@@ -130,6 +136,7 @@ async fn main() -> ExitCode {
             region,
             at,
         } => token(&cluster_name, region, at.as_deref()).await,
+        Command::Event { sub } => parse_sub(&sub).map(|t| print(&sign_up_event(t.as_str()))),
         Command::Provision {
             event: Some(path), ..
         } => provision_event(&path).await,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use post_signup::app::App;
 use post_signup::settings::Settings;
 use post_signup::tenant::TenantId;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// The stack's `.stack/env`, parsed. Panics with how to start the stack if it is not up:
 /// these tests never skip.
@@ -96,14 +96,7 @@ pub fn fresh_tenant() -> TenantId {
     TenantId::parse(&uuid::Uuid::new_v4().to_string()).unwrap()
 }
 
-/// A ConfirmSignUp event for `sub`, shaped like Cognito's.
-pub fn signup_event(sub: &str) -> Value {
-    let mut ev: Value =
-        serde_json::from_str(include_str!("../../events/post-confirmation.json")).unwrap();
-    ev["userName"] = json!(sub);
-    ev["request"]["userAttributes"]["sub"] = json!(sub);
-    ev
-}
+pub use post_signup::event::sign_up_event as signup_event;
 
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
