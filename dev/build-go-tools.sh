@@ -10,12 +10,14 @@ if [ -x "$GO_BIN_DIR/kube-apiserver" ] && [ -x "$GO_BIN_DIR/kubectl" ] \
   exit 0
 fi
 command -v go >/dev/null || { echo "build-go-tools: 'go' is not installed" >&2; exit 1; }
+. "$here/progress.sh"
+echo "build-go-tools: building the Kubernetes and EKS-auth binaries from Go modules, once per machine (about 10 minutes on 2 cores; cached in $GO_BIN_DIR)" >&2
 mkdir -p "$GO_BIN_DIR"
 export GOFLAGS=-mod=mod CGO_ENABLED=0
 
 if [ ! -x "$GO_BIN_DIR/aws-iam-authenticator" ]; then
   echo "build-go-tools: aws-iam-authenticator $IAM_AUTHENTICATOR_VERSION" >&2
-  GOBIN="$GO_BIN_DIR" go install \
+  GOBIN="$GO_BIN_DIR" heartbeat "building aws-iam-authenticator" go install \
     "sigs.k8s.io/aws-iam-authenticator/cmd/aws-iam-authenticator@$IAM_AUTHENTICATOR_VERSION"
 fi
 
@@ -25,6 +27,7 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 staging_version="v0.${K8S_VERSION#v1.}"
+echo "build-go-tools: downloading k8s.io/kubernetes $K8S_VERSION" >&2
 gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
 {
   echo "module post-signup/k8s-tools"
@@ -53,7 +56,7 @@ for target in k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
   name=$(basename "$target"); [ "$name" = v3 ] && name=etcd
   [ -x "$GO_BIN_DIR/$name" ] && continue
   echo "build-go-tools: $name (kubernetes $K8S_VERSION)" >&2
-  go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION" \
+  heartbeat "building $name" go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION" \
     -o "$GO_BIN_DIR/$name.tmp" "$target"
   mv "$GO_BIN_DIR/$name.tmp" "$GO_BIN_DIR/$name"
 done
