@@ -6,6 +6,8 @@ SHELL := /bin/bash
 
 STACK_ENV := .stack/env
 EVENT ?= events/post-confirmation.json
+# sam-invoke: an explicit EVENT=… is sent as it is; without one, the fixture with a fresh sub.
+EVENT_ARG := $(if $(filter command line environment,$(origin EVENT)),$(EVENT),)
 # Lambda's Graviton target; see `build` for the fallback.
 ARM_TARGET := aarch64-unknown-linux-gnu
 
@@ -40,7 +42,14 @@ watch: ## cargo lambda watch with the stack's settings (invoke with `make invoke
 invoke: ## Send EVENT (default events/post-confirmation.json) to a running `make watch`
 	. .stack/tools.base && "$$STACK_VENV/bin/cargo-lambda" lambda invoke post-signup --data-file $(EVENT) --output-format json
 
-deploy: build ## sam deploy --guided (needs AWS credentials)
-	. .stack/tools.lint && "$$LINT_VENV/bin/sam" deploy --guided --template-file template.yml
+package: ## sam build (arm64 release) and check the deployable artifact in .aws-sam/build
+	bash dev/package.sh
 
-.PHONY: help stack-up stack-down demo test bench lint build watch invoke deploy
+deploy: package ## Deploy .aws-sam/build (sam deploy --guided the first time; needs AWS credentials)
+	. .stack/tools.lint && if [ -f samconfig.toml ]; then "$$LINT_VENV/bin/sam" deploy --template-file .aws-sam/build/template.yaml; \
+	  else "$$LINT_VENV/bin/sam" deploy --guided --template-file .aws-sam/build/template.yaml; fi
+
+sam-invoke: ## sam local invoke EVENT (default events/post-confirmation.json with a fresh sub) against the stack, offline; ARCH=x86_64|arm64
+	bash dev/sam-invoke.sh "$(EVENT_ARG)"
+
+.PHONY: help stack-up stack-down demo test bench lint build package watch invoke deploy sam-invoke

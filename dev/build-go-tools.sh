@@ -5,13 +5,14 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/versions.sh"
 
-if [ -x "$GO_BIN_DIR/kube-apiserver" ] && [ -x "$GO_BIN_DIR/kubectl" ] \
-   && [ -x "$GO_BIN_DIR/etcd" ] && [ -x "$GO_BIN_DIR/aws-iam-authenticator" ]; then
-  exit 0
-fi
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd aws-iam-authenticator)
+missing=
+for b in "${BINARIES[@]}"; do [ -x "$GO_BIN_DIR/$b" ] || missing=1; done
+[ -x "$KWOK_BIN_DIR/kwok" ] || missing=1
+[ -n "$missing" ] || exit 0
 command -v go >/dev/null || { echo "build-go-tools: 'go' is not installed" >&2; exit 1; }
 . "$here/progress.sh"
-echo "build-go-tools: building the Kubernetes and EKS-auth binaries from Go modules, once per machine (about 10 minutes on 2 cores; cached in $GO_BIN_DIR)" >&2
+echo "build-go-tools: building the Kubernetes, EKS-auth and kwok binaries from Go modules, once per machine (about 15 minutes on 2 cores; cached in $CACHE_DIR/bin)" >&2
 mkdir -p "$GO_BIN_DIR"
 export GOFLAGS=-mod=mod CGO_ENABLED=0
 
@@ -19,6 +20,12 @@ if [ ! -x "$GO_BIN_DIR/aws-iam-authenticator" ]; then
   echo "build-go-tools: aws-iam-authenticator $IAM_AUTHENTICATOR_VERSION" >&2
   GOBIN="$GO_BIN_DIR" heartbeat "building aws-iam-authenticator" go install \
     "sigs.k8s.io/aws-iam-authenticator/cmd/aws-iam-authenticator@$IAM_AUTHENTICATOR_VERSION"
+fi
+
+if [ ! -x "$KWOK_BIN_DIR/kwok" ]; then
+  mkdir -p "$KWOK_BIN_DIR"
+  echo "build-go-tools: kwok $KWOK_VERSION" >&2
+  GOBIN="$KWOK_BIN_DIR" heartbeat "building kwok" go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 fi
 
 # `go install k8s.io/kubernetes/cmd/...@v` is refused: k8s.io/kubernetes replaces its staging
@@ -47,12 +54,15 @@ package tools
 import (
 	_ "go.etcd.io/etcd/server/v3"
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
 cd "$work"
 go mod tidy -e >/dev/null 2>&1 || true
-for target in k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3; do
+for target in k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3; do
   name=$(basename "$target"); [ "$name" = v3 ] && name=etcd
   [ -x "$GO_BIN_DIR/$name" ] && continue
   echo "build-go-tools: $name (kubernetes $K8S_VERSION)" >&2

@@ -26,7 +26,7 @@ HANDOFF_QUEUE=post-signup-handoff
 USER_POOL=post-signup-local-users
 ADMIN_SECRET_ID=post-signup/rabbitmq-admin
 SECRET_PREFIX=post-signup/tenants/
-SERVICES=(etcd sts iam-authenticator kube-apiserver aws rabbitmq)
+SERVICES=(etcd sts iam-authenticator kube-apiserver kube-controller-manager kube-scheduler kwok aws rabbitmq)
 
 log() { echo "stack: $*" >&2; }
 die() { echo "stack: error: $*" >&2; exit 1; }
@@ -135,7 +135,8 @@ rand() { python3 -c "import secrets; print(secrets.token_urlsafe($1))"; }
 # --- the parts of `up`, in the order it calls them ------------------------------------------
 
 choose_ports() {
-  read -r ETCD_PORT ETCD_PEER_PORT API_PORT IAM_PORT AWS_PORT AMQP_PORT MGMT_PORT DIST_PORT EPMD_PORT < <(free_ports 9)
+  read -r ETCD_PORT ETCD_PEER_PORT API_PORT IAM_PORT AWS_PORT AMQP_PORT MGMT_PORT DIST_PORT EPMD_PORT \
+    CM_PORT SCHED_PORT KWOK_PORT < <(free_ports 12)
   STS_IP=$(free_sts_ip)
   cat > "$S/ports" <<EOT
 ETCD_PORT=$ETCD_PORT
@@ -273,6 +274,35 @@ EOT
     --seed "$S/aws/seed.json" --out "$S/aws/created.json"
 }
 
+# The rest of a control plane, so a tenant's Deployment really rolls out: the controller manager
+# (Deployments → ReplicaSets → Pods, service accounts), the scheduler, and kwok simulating one
+# node that runs the pods (no kubelet, no containers). Pod Security admission in the API server
+# really judges the template's pods.
+start_controllers() {
+  start kube-controller-manager "$GO_BIN_DIR/kube-controller-manager" \
+    --kubeconfig "$S/kubeconfig" --bind-address 127.0.0.1 --secure-port "$CM_PORT" \
+    --service-account-private-key-file "$S/k8s/sa.key" --root-ca-file "$S/tls/ca.pem" \
+    --leader-elect=false --controllers '*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle' \
+    --cert-dir "$S/k8s/cm-certs"
+  start kube-scheduler "$GO_BIN_DIR/kube-scheduler" \
+    --kubeconfig "$S/kubeconfig" --bind-address 127.0.0.1 --secure-port "$SCHED_PORT" \
+    --leader-elect=false --cert-dir "$S/k8s/sched-certs"
+  start kwok "$KWOK_BIN_DIR/kwok" --kubeconfig "$S/kubeconfig" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --cidr=10.0.0.1/24 --node-ip=10.0.0.1 --node-port=0 --server-address "127.0.0.1:$KWOK_PORT"
+  "$GO_BIN_DIR/kubectl" --kubeconfig "$S/kubeconfig" apply -f - >/dev/null <<EOT
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-0
+  annotations: {node.alpha.kubernetes.io/ttl: "0", kwok.x-k8s.io/node: fake}
+  labels: {kubernetes.io/hostname: kwok-node-0, kubernetes.io/os: linux, type: kwok}
+status:
+  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+EOT
+}
+
 write_kubeconfig() {
   cat > "$S/kubeconfig" <<EOT
 apiVersion: v1
@@ -371,6 +401,7 @@ up() {
   wait_for kube-apiserver 120 curl -sf --cacert "$S/tls/ca.pem" -H "Authorization: Bearer $ADMIN_TOKEN" \
     "https://127.0.0.1:$API_PORT/readyz"
   apply_rbac
+  start_controllers
   wait_for aws 60 test -s "$S/aws/created.json"
   write_env
   wait_for sts 30 python3 -c "import socket; socket.create_connection(('$STS_IP', 443), 1)"

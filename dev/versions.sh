@@ -5,9 +5,12 @@
 # k8s.io/kubernetes@$K8S_VERSION itself requires, kubectl comes from the same release.
 K8S_VERSION=v1.36.3
 IAM_AUTHENTICATOR_VERSION=v0.7.2
+# kwok simulates the node the tenants' pods run on (its k8s.io modules are v0.36).
+KWOK_VERSION=v0.8.0
 
 CACHE_DIR=${POST_SIGNUP_CACHE:-$HOME/.cache/post-signup}
 GO_BIN_DIR=$CACHE_DIR/bin/k8s-$K8S_VERSION-iam-$IAM_AUTHENTICATOR_VERSION
+KWOK_BIN_DIR=$CACHE_DIR/bin/kwok-$KWOK_VERSION
 # Python tools, each set in its own virtualenv keyed by the hash of its requirements file.
 STACK_REQUIREMENTS=dev/requirements-stack.txt
 LINT_REQUIREMENTS=dev/requirements-lint.txt

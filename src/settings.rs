@@ -37,6 +37,8 @@ pub mod var {
     pub const FAILURE_MESSAGE: &str = "FAILURE_MESSAGE";
     pub const USER_POOL_ID: &str = "USER_POOL_ID";
     pub const CONCURRENCY: &str = "RECONCILE_CONCURRENCY";
+    /// Read by the AWS SDK itself; checked here because the SDK panics on a blank value.
+    pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -91,6 +93,12 @@ impl Settings {
         let required =
             |name: &'static str| get(name).ok_or_else(|| err(name, "is required but not set"));
 
+        if let Some(raw) = lookup(var::AWS_ENDPOINT_URL) {
+            if raw.trim().is_empty() {
+                return Err(err(var::AWS_ENDPOINT_URL, "is set but empty: unset it or give a URL"));
+            }
+            parse_url(var::AWS_ENDPOINT_URL, raw.trim(), &["http", "https"])?;
+        }
         let cluster_name = ClusterName::parse(&required(var::CLUSTER_NAME)?)
             .map_err(|e| err(var::CLUSTER_NAME, e.to_string()))?;
 
@@ -362,6 +370,8 @@ mod tests {
             (var::HANDOFF_RESERVE_MS, "4500"),
             (var::USER_POOL_ID, "no-underscore"),
             (var::CONCURRENCY, "0"),
+            (var::AWS_ENDPOINT_URL, ""),
+            (var::AWS_ENDPOINT_URL, "not a url"),
         ];
         for (name, value) in cases {
             let mut env = base();

@@ -1,7 +1,17 @@
-//! The Lambda function: cold start once, then one handler call per Cognito event.
+//! The Lambda functions: the PostConfirmation trigger, the hand-off worker and the scheduled
+//! reconciler. One binary serves all three (`POST_SIGNUP_HANDLER`: `trigger`, the default,
+//! `worker` or `reconciler`), so one release build per architecture serves every function and
+//! `sam build`: the three share every dependency and differ only in their entry point.
 
+use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use post_signup::{app::App, handler, settings::Settings, telemetry};
+use post_signup::app::App;
+use post_signup::cognito::UserPool;
+use post_signup::lifecycle::{ReconcileOptions, reconcile};
+use post_signup::settings::{Settings, var};
+use post_signup::{handler, telemetry, worker};
+
+const HANDLER_VAR: &str = "POST_SIGNUP_HANDLER";
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -9,22 +19,71 @@ async fn main() -> Result<(), Error> {
     let started = tokio::time::Instant::now();
     post_signup::install_crypto_provider();
     telemetry::init(false);
-    let app = match Settings::from_env() {
-        Ok(settings) => App::init(settings, started).await,
-        Err(e) => Err(e.into()),
-    };
-    let app = match app {
-        Ok(app) => app,
-        Err(e) => {
-            // Settings or template: no retry can fix these. Lambda reports an init error.
-            tracing::error!(error = format!("{e:#}"), "cold start failed");
-            return Err(format!("{e:#}").into());
+    let role = std::env::var(HANDLER_VAR).unwrap_or_else(|_| "trigger".to_owned());
+    if !matches!(role.as_str(), "trigger" | "worker" | "reconciler") {
+        return Err(cold_start_failed(format!(
+            "setting {HANDLER_VAR}: '{role}' is not one of trigger, worker, reconciler"
+        )));
+    }
+    let settings = Settings::from_env().map_err(|e| cold_start_failed(e.to_string()))?;
+    let pool_id = match (role.as_str(), &settings.user_pool_id) {
+        ("reconciler", None) => {
+            let problem = format!("setting {}: is required by the reconciler", var::USER_POOL_ID);
+            return Err(cold_start_failed(problem));
         }
+        (_, id) => id.clone(),
     };
-    tracing::info!(init_ms = started.elapsed().as_secs_f64() * 1e3, "ready");
+    // Fails only on settings or the template, which no retry can fix: Lambda reports an init
+    // error. Outside calls that fail here are retried by the first invocation instead.
+    let app = App::init(settings, started)
+        .await
+        .map_err(|e| cold_start_failed(format!("{e:#}")))?;
+    tracing::info!(
+        handler = role,
+        init_ms = started.elapsed().as_secs_f64() * 1e3,
+        "ready"
+    );
     let app = &app;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
-        handler::handle(app, event)
-    }))
-    .await
+    match role.as_str() {
+        "worker" => {
+            lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+                worker::handle(app, event)
+            }))
+            .await
+        }
+        "reconciler" => {
+            let pool = UserPool::new(
+                aws_sdk_cognitoidentityprovider::Client::new(&app.aws_config()),
+                &pool_id.unwrap_or_default(),
+            );
+            let pool = &pool;
+            lambda_runtime::run(service_fn(
+                move |_: LambdaEvent<serde_json::Value>| async move {
+                    let provisioner = app.provisioner().await.map_err(|e| format!("{e:#}"))?;
+                    let options = ReconcileOptions {
+                        dry_run: false,
+                        prune: false,
+                        concurrency: app.settings.concurrency,
+                        budget: app.budget(),
+                    };
+                    let summary = reconcile(provisioner, pool, options, |_, _| {})
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok::<_, Error>(serde_json::to_value(summary)?)
+                },
+            ))
+            .await
+        }
+        _ => {
+            lambda_runtime::run(service_fn(
+                move |event: LambdaEvent<serde_json::Value>| handler::handle(app, event),
+            ))
+            .await
+        }
+    }
+}
+
+fn cold_start_failed(problem: String) -> Error {
+    tracing::error!(error = problem, "cold start failed");
+    problem.into()
 }

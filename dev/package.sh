@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# `make package`: `sam build` of template.yml (cargo lambda, zig as the cross linker, for the
+# template's architecture), then a check of the artifact SAM would deploy: every function's code
+# holds `bootstrap` at its root, built for that architecture, and zips to at most 8 MB.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. dev/progress.sh
+bash dev/install.sh --lint >/dev/null
+. .stack/tools.base
+. .stack/tools.lint
+# The template's architecture (its Architecture parameter's default), or ARCH=… to override.
+arch=${ARCH:-$(python3 -c "
+import re; t = open('template.yml').read()
+print(re.search(r'  Architecture:\n(?:    .*\n)*?    Default: (\w+)', t).group(1))")}
+build_dir=${BUILD_DIR:-.aws-sam/build}
+target=$([ "$arch" = arm64 ] && echo aarch64-unknown-linux-gnu || echo x86_64-unknown-linux-gnu)
+rustup target list --installed | grep -qx "$target" || rustup target add "$target" >/dev/null
+echo "package: sam build for $arch (a release build with LTO: several minutes the first time)" >&2
+# cargo-lambda (and its zig) must be on PATH for SAM's rust-cargolambda build method.
+PATH="$STACK_VENV/bin:$PATH" SAM_CLI_TELEMETRY=0 heartbeat "building the $arch release" \
+  "$LINT_VENV/bin/sam" build --template-file template.yml --build-dir "$build_dir" \
+  --parameter-overrides "Architecture=$arch" >/dev/null
+python3 - "$arch" "$build_dir" <<'PY'
+import io, os, re, subprocess, sys, zipfile
+arch, build = sys.argv[1:3]
+template = open(os.path.join(build, "template.yaml")).read()
+machine = {"arm64": "ARM aarch64", "x86_64": "x86-64"}[arch]
+functions = [d for d in os.listdir(build) if os.path.isfile(os.path.join(build, d, "bootstrap"))]
+if not functions:
+    sys.exit("package: no function directory with a bootstrap at its root under .aws-sam/build")
+for fn in sorted(functions):
+    if f"CodeUri: {fn}" not in template:
+        sys.exit(f"package: {build}/template.yaml does not point {fn} at its built code")
+    path = os.path.join(build, fn, "bootstrap")
+    kind = subprocess.run(["file", "-b", path], capture_output=True, text=True).stdout
+    if machine not in kind:
+        sys.exit(f"package: {path} is not built for {arch}: {kind.strip()}")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(path, "bootstrap")
+    mb = len(buf.getvalue()) / 1048576
+    if mb > 8:
+        sys.exit(f"package: {fn} zips to {mb:.2f} MB, over the 8 MB limit")
+    print(f"package: {fn}: bootstrap for {arch} at the code root, {os.path.getsize(path) / 1048576:.1f} MB, {mb:.2f} MB zipped")
+print(f"package: ok ({build}/template.yaml is what `make deploy` deploys)")
+PY
