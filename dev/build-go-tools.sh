@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd aws-iam-authenticator)
 missing=
 for b in "${BINARIES[@]}"; do [ -x "$GO_BIN_DIR/$b" ] || missing=1; done
-[ -x "$KWOK_BIN_DIR/kwok" ] || missing=1
+[ -x "$KWOK_BIN_DIR/kwok" ] && [ -s "$KWOK_BIN_DIR/stages.yaml" ] || missing=1
 [ -n "$missing" ] || exit 0
 command -v go >/dev/null || { echo "build-go-tools: 'go' is not installed" >&2; exit 1; }
 . "$here/progress.sh"
@@ -26,6 +26,17 @@ if [ ! -x "$KWOK_BIN_DIR/kwok" ]; then
   mkdir -p "$KWOK_BIN_DIR"
   echo "build-go-tools: kwok $KWOK_VERSION" >&2
   GOBIN="$KWOK_BIN_DIR" heartbeat "building kwok" go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+fi
+if [ ! -s "$KWOK_BIN_DIR/stages.yaml" ]; then
+  # kwok runs only the stages it is given: its own "fast" ones (a node that initialises and
+  # heartbeats; pods that become ready, complete and go away on deletion), from its module.
+  stages="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
+  [ -d "$stages" ] || go mod download "sigs.k8s.io/kwok@$KWOK_VERSION"
+  for f in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml \
+           pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    echo "---"; cat "$stages/$f"
+  done > "$KWOK_BIN_DIR/stages.yaml.tmp"
+  mv "$KWOK_BIN_DIR/stages.yaml.tmp" "$KWOK_BIN_DIR/stages.yaml"
 fi
 
 # `go install k8s.io/kubernetes/cmd/...@v` is refused: k8s.io/kubernetes replaces its staging

@@ -282,14 +282,15 @@ start_controllers() {
   start kube-controller-manager "$GO_BIN_DIR/kube-controller-manager" \
     --kubeconfig "$S/kubeconfig" --bind-address 127.0.0.1 --secure-port "$CM_PORT" \
     --service-account-private-key-file "$S/k8s/sa.key" --root-ca-file "$S/tls/ca.pem" \
-    --leader-elect=false --controllers '*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle' \
+    --leader-elect=false --controllers '*,-nodeipam,-cloud-node-lifecycle' \
     --cert-dir "$S/k8s/cm-certs"
   start kube-scheduler "$GO_BIN_DIR/kube-scheduler" \
     --kubeconfig "$S/kubeconfig" --bind-address 127.0.0.1 --secure-port "$SCHED_PORT" \
     --leader-elect=false --cert-dir "$S/k8s/sched-certs"
-  start kwok "$KWOK_BIN_DIR/kwok" --kubeconfig "$S/kubeconfig" \
+  start kwok "$KWOK_BIN_DIR/kwok" --kubeconfig "$S/kubeconfig" --config "$KWOK_BIN_DIR/stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --cidr=10.0.0.1/24 --node-ip=10.0.0.1 --node-port=0 --server-address "127.0.0.1:$KWOK_PORT"
+  # Room for every tenant the tests and benchmarks make (kwok pods cost nothing).
   "$GO_BIN_DIR/kubectl" --kubeconfig "$S/kubeconfig" apply -f - >/dev/null <<EOT
 apiVersion: v1
 kind: Node
@@ -298,9 +299,15 @@ metadata:
   annotations: {node.alpha.kubernetes.io/ttl: "0", kwok.x-k8s.io/node: fake}
   labels: {kubernetes.io/hostname: kwok-node-0, kubernetes.io/os: linux, type: kwok}
 status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+  allocatable: {cpu: "2000", memory: 8Ti, pods: "50000"}
+  capacity: {cpu: "2000", memory: 8Ti, pods: "50000"}
 EOT
+}
+
+node_schedulable() {
+  local k=("$GO_BIN_DIR/kubectl" --kubeconfig "$S/kubeconfig")
+  [ "$("${k[@]}" get node kwok-node-0 -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" = True ] &&
+    [ -z "$("${k[@]}" get node kwok-node-0 -o 'jsonpath={.spec.taints}')" ]
 }
 
 write_kubeconfig() {
@@ -406,6 +413,8 @@ up() {
   write_env
   wait_for sts 30 python3 -c "import socket; socket.create_connection(('$STS_IP', 443), 1)"
   wait_for rabbitmq 120 curl -sf -u "$RMQ_USER:$RMQ_PASS" "http://127.0.0.1:$MGMT_PORT/api/overview"
+  # Pods can be scheduled once the node lifecycle controller has lifted the node's not-ready taint.
+  wait_for kwok 90 node_schedulable
   status || die "services started but the stack does not answer"
   log "up in $((SECONDS - t0))s: kube-apiserver :$API_PORT, rabbitmq amqp :$AMQP_PORT mgmt :$MGMT_PORT, aws :$AWS_PORT, sts $STS_IP:443 (env: .stack/env, operator: .stack/operator.env)"
 }

@@ -17,6 +17,7 @@ use crate::aws::{AwsCredentials, load_config, region};
 use crate::eks_token::EksTokenSigner;
 use crate::handoff::HandoffQueue;
 use crate::kubernetes::{Kubernetes, TokenSource};
+use crate::plan::Plans;
 use crate::provision::Provisioner;
 use crate::rabbitmq::RabbitMq;
 use crate::secrets_manager::SecretsManager;
@@ -28,6 +29,7 @@ pub struct App {
     pub handoff: HandoffQueue,
     aws: aws_config::SdkConfig,
     template: BackendTemplate,
+    plans: Plans,
     region: String,
     provisioner: OnceCell<Provisioner>,
     /// When this container started (process start for the Lambda).
@@ -82,6 +84,7 @@ impl App {
         started: Instant,
     ) -> anyhow::Result<Self> {
         let template = BackendTemplate::load(settings.template_path.as_deref())?;
+        let plans = Plans::load(settings.plans_path.as_deref())?;
         let region = region(&aws)?;
         let handoff =
             HandoffQueue::new(aws_sdk_sqs::Client::new(&aws), &settings.handoff_queue_url);
@@ -90,6 +93,7 @@ impl App {
             handoff,
             aws,
             template,
+            plans,
             region,
             provisioner: OnceCell::new(),
             started,
@@ -139,12 +143,17 @@ impl App {
         // Per-request timeouts are a backstop for calls made outside the orchestrator (tenantctl
         // status): inside it, the deadline fires first and reports which steps were unfinished.
         let request_timeout = settings.budget + Duration::from_millis(500);
+        let reload_from = (secrets.clone(), settings.admin_secret_id.clone());
         let rabbitmq = RabbitMq::new(
             settings.management_url.clone(),
             admin.credential,
             settings.connect_timeout,
             request_timeout,
-        )?;
+        )?
+        .with_admin_reload(std::sync::Arc::new(move || {
+            let (secrets, id) = reload_from.clone();
+            Box::pin(async move { secrets.admin_secret(&id).await.map(|a| a.credential) })
+        }));
         let kubernetes = Kubernetes::new(
             &access,
             &settings.namespace,
@@ -166,6 +175,7 @@ impl App {
             amqp_base: settings.amqp_url.clone(),
             secret_prefix: settings.secret_prefix.clone(),
             template: self.template.clone(),
+            plans: self.plans.clone(),
         })
     }
 

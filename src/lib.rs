@@ -14,6 +14,7 @@ pub mod handoff;
 pub mod kubernetes;
 pub mod lifecycle;
 pub mod manifests;
+pub mod plan;
 pub mod provision;
 pub mod rabbitmq;
 pub mod retry;

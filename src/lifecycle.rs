@@ -1,6 +1,7 @@
-//! A tenant's life after sign-up, as library functions beside `provision`: inspect, deprovision,
-//! drain the hand-off queue, and reconcile the user pool against what exists. `tenantctl` and
-//! the worker/reconciler functions only call these and print.
+//! A tenant's life after sign-up, as library functions beside `provision`: inspect and list,
+//! change plan, suspend and resume, rotate the password, deprovision, drain the hand-off queue,
+//! and reconcile the user pool against what exists. `tenantctl` and the worker/reconciler
+//! functions only call these and print.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
@@ -14,6 +15,8 @@ use tokio::time::Instant;
 use crate::cognito::UserPool;
 use crate::error::StepError;
 use crate::handoff::{HandoffMessage, HandoffQueue};
+use crate::plan::TenantState;
+use crate::provision::Report;
 use crate::provision::{Provisioner, vhost_description};
 use crate::rabbitmq::{Permission, User, Vhost};
 use crate::tenant::{TENANT_LABEL, TenantId};
@@ -26,6 +29,13 @@ pub struct TenantStatus {
     pub tenant: String,
     /// Every part exists.
     pub complete: bool,
+    /// `complete` (and not suspended), `suspended`, or `incomplete`.
+    pub state: &'static str,
+    /// The backend has all its replicas available (a suspended tenant has none).
+    pub ready: bool,
+    pub plan: String,
+    pub suspended: bool,
+    pub password_generation: u32,
     /// The parts that do not.
     pub missing: Vec<&'static str>,
     pub rabbitmq: RabbitmqStatus,
@@ -38,6 +48,8 @@ pub struct RabbitmqStatus {
     pub user: Option<User>,
     pub vhost: Option<Vhost>,
     pub permission: Option<Permission>,
+    pub vhost_limits: BTreeMap<String, i64>,
+    pub user_limits: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,6 +78,14 @@ pub struct DeploymentStatus {
 }
 
 impl DeploymentStatus {
+    /// Every wanted replica is updated and available, and the Deployment says Available.
+    pub fn ready(&self) -> bool {
+        self.replicas > 0
+            && self.available_replicas >= self.replicas
+            && self.updated_replicas >= self.replicas
+            && self.conditions.iter().any(|c| c == "Available=True")
+    }
+
     fn of(d: &Deployment) -> Self {
         let spec = d.spec.as_ref();
         let status = d.status.as_ref();
@@ -110,11 +130,17 @@ pub async fn status(p: &Provisioner, tenant: &TenantId) -> Result<TenantStatus, 
         Box::pin(p.secrets.get_json(&sm_name)),
     );
     let (user, vhost, permission) = (user?, vhost?, permission?);
-    let secret = secret?.map(|s| NamedKeys {
+    let (secret, deployment) = (secret?, deployment?);
+    let state = state_of(p, secret.as_ref(), deployment.as_ref());
+    let (vhost_limits, user_limits) = tokio::join!(
+        p.rabbitmq.vhost_limits(tenant.rabbitmq_vhost()),
+        p.rabbitmq.user_limits(tenant.rabbitmq_user()),
+    );
+    let secret = secret.map(|s| NamedKeys {
         name: tenant.secret_name(),
         keys: s.data.unwrap_or_default().into_keys().collect(),
     });
-    let deployment = deployment?.as_ref().map(DeploymentStatus::of);
+    let deployment = deployment.as_ref().map(DeploymentStatus::of);
     let secrets_manager = sm?.map(|v| NamedKeys {
         name: sm_name,
         keys: v
@@ -136,14 +162,23 @@ pub async fn status(p: &Provisioner, tenant: &TenantId) -> Result<TenantStatus, 
             missing.push(part);
         }
     }
+    let complete = missing.is_empty();
+    let ready = deployment.as_ref().is_some_and(DeploymentStatus::ready) && !state.suspended;
     Ok(TenantStatus {
         tenant: tenant.to_string(),
-        complete: missing.is_empty(),
+        complete,
+        state: state_name(complete, state.suspended),
+        ready,
+        plan: state.plan.clone(),
+        suspended: state.suspended,
+        password_generation: state.generation,
         missing,
         rabbitmq: RabbitmqStatus {
             user,
             vhost,
             permission,
+            vhost_limits: vhost_limits?,
+            user_limits: user_limits?,
         },
         kubernetes: KubernetesStatus {
             namespace: p.namespace().to_owned(),
@@ -152,6 +187,231 @@ pub async fn status(p: &Provisioner, tenant: &TenantId) -> Result<TenantStatus, 
         },
         secrets_manager,
     })
+}
+
+fn state_name(complete: bool, suspended: bool) -> &'static str {
+    match (complete, suspended) {
+        (true, false) => "complete",
+        (true, true) => "suspended",
+        (false, _) => "incomplete",
+    }
+}
+
+/// The tenant's state as its objects record it: the Secret's labels and annotations, else the
+/// Deployment's, else a new tenant's.
+fn state_of(
+    p: &Provisioner,
+    secret: Option<&Secret>,
+    deployment: Option<&Deployment>,
+) -> TenantState {
+    let meta = secret
+        .map(|s| &s.metadata)
+        .or(deployment.map(|d| &d.metadata));
+    match meta {
+        Some(m) => TenantState::from_meta(&p.plans, m.labels.as_ref(), m.annotations.as_ref()),
+        None => TenantState::new(&p.plans),
+    }
+}
+
+/// Reads the tenant's recorded state (two reads).
+pub async fn tenant_state(p: &Provisioner, tenant: &TenantId) -> Result<TenantState, StepError> {
+    let secret = p.kubernetes.get::<Secret>(&tenant.secret_name()).await?;
+    if secret.is_some() {
+        return Ok(state_of(p, secret.as_ref(), None));
+    }
+    let deployment = p
+        .kubernetes
+        .get::<Deployment>(&tenant.deployment_name())
+        .await?;
+    Ok(state_of(p, None, deployment.as_ref()))
+}
+
+/// Provisions the tenant again in `state`, failing with the provisioning error's text.
+async fn apply_state(
+    p: &Provisioner,
+    tenant: &TenantId,
+    state: &TenantState,
+    budget: Duration,
+) -> Result<Report, StepError> {
+    Box::pin(p.provision_with(tenant, state, Instant::now() + budget))
+        .await
+        .map_err(|e| {
+            // The first failed step says which system; the text lists them all.
+            let system = e
+                .failures
+                .first()
+                .map_or(crate::error::System::Rabbitmq, |f| f.system);
+            StepError::new(
+                system,
+                "provision",
+                crate::error::FailureKind::Other,
+                e.to_string(),
+            )
+        })
+}
+
+/// Re-provisions the tenant as it is recorded (an operator's `provision --sub`, the worker).
+pub async fn reprovision(
+    p: &Provisioner,
+    tenant: &TenantId,
+    budget: Duration,
+) -> Result<Report, StepError> {
+    let state = tenant_state(p, tenant).await?;
+    apply_state(p, tenant, &state, budget).await
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub tenant: String,
+    pub before: TenantState,
+    pub after: TenantState,
+}
+
+/// Moves the tenant to another plan: limits, replicas and resources follow at once.
+pub async fn set_plan(
+    p: &Provisioner,
+    tenant: &TenantId,
+    plan: &str,
+    budget: Duration,
+) -> Result<Change, StepError> {
+    if p.plans.get(plan).is_none() {
+        let known: Vec<&str> = p.plans.names().collect();
+        return Err(StepError::new(
+            crate::error::System::Kubernetes,
+            "change plan",
+            crate::error::FailureKind::Rejected,
+            format!("no plan '{plan}' (plans: {})", known.join(", ")),
+        ));
+    }
+    let before = tenant_state(p, tenant).await?;
+    let after = TenantState {
+        plan: plan.to_owned(),
+        ..before.clone()
+    };
+    apply_state(p, tenant, &after, budget).await?;
+    Ok(Change {
+        tenant: tenant.to_string(),
+        before,
+        after,
+    })
+}
+
+/// Suspends the tenant: the backend scales to 0, the vhost takes no connections, and the open
+/// ones are closed. Re-provisioning and the reconciler keep it suspended.
+pub async fn suspend(
+    p: &Provisioner,
+    tenant: &TenantId,
+    budget: Duration,
+) -> Result<Change, StepError> {
+    let before = tenant_state(p, tenant).await?;
+    let after = TenantState {
+        suspended: true,
+        ..before.clone()
+    };
+    apply_state(p, tenant, &after, budget).await?;
+    // The limit keeps new connections out; the open ones are closed here.
+    p.rabbitmq
+        .close_user_connections(tenant.rabbitmq_user())
+        .await?;
+    Ok(Change {
+        tenant: tenant.to_string(),
+        before,
+        after,
+    })
+}
+
+/// Lifts a suspension: the plan's replicas and connection limit come back.
+pub async fn resume(
+    p: &Provisioner,
+    tenant: &TenantId,
+    budget: Duration,
+) -> Result<Change, StepError> {
+    let before = tenant_state(p, tenant).await?;
+    let after = TenantState {
+        suspended: false,
+        ..before.clone()
+    };
+    apply_state(p, tenant, &after, budget).await?;
+    Ok(Change {
+        tenant: tenant.to_string(),
+        before,
+        after,
+    })
+}
+
+/// Gives the tenant a new password (the next generation, still derived, so retries converge):
+/// RabbitMQ, the Secret and Secrets Manager (a new version) take it, and the Deployment's
+/// credentials checksum changes, so the backend rolls to pods that read the new one. The old
+/// password stops working at once; open connections keep going until they reconnect.
+pub async fn rotate(
+    p: &Provisioner,
+    tenant: &TenantId,
+    budget: Duration,
+) -> Result<Change, StepError> {
+    let before = tenant_state(p, tenant).await?;
+    let after = TenantState {
+        generation: before.generation + 1,
+        ..before.clone()
+    };
+    apply_state(p, tenant, &after, budget).await?;
+    Ok(Change {
+        tenant: tenant.to_string(),
+        before,
+        after,
+    })
+}
+
+/// One tenant in `list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantRow {
+    pub tenant: String,
+    pub plan: String,
+    /// `complete`, `suspended` or `incomplete`.
+    pub state: &'static str,
+    pub ready: bool,
+    pub missing: Vec<&'static str>,
+}
+
+/// Every tenant of this installation with its plan and state, from bulk listings.
+pub async fn list(p: &Provisioner) -> Result<Vec<TenantRow>, StepError> {
+    let (inventory, secrets, deployments) = tokio::join!(
+        Inventory::load(p),
+        Box::pin(p.kubernetes.list::<Secret>(TENANT_LABEL)),
+        Box::pin(p.kubernetes.list::<Deployment>(TENANT_LABEL)),
+    );
+    let (inventory, secrets, deployments) = (inventory?, secrets?, deployments?);
+    let by_name = |items: &[Secret]| -> BTreeMap<String, Secret> {
+        items
+            .iter()
+            .filter_map(|s| Some((s.metadata.name.clone()?, s.clone())))
+            .collect()
+    };
+    let secrets = by_name(&secrets);
+    let deployments: BTreeMap<String, Deployment> = deployments
+        .into_iter()
+        .filter_map(|d| Some((d.metadata.name.clone()?, d)))
+        .collect();
+    Ok(inventory
+        .tenants(p)
+        .into_iter()
+        .map(|t| {
+            let secret = secrets.get(&t.secret_name());
+            let deployment = deployments.get(&t.deployment_name());
+            let state = state_of(p, secret, deployment);
+            let missing = inventory.missing(p, &t);
+            let ready = !state.suspended
+                && deployment
+                    .map(DeploymentStatus::of)
+                    .is_some_and(|d| d.ready());
+            TenantRow {
+                tenant: t.to_string(),
+                plan: state.plan.clone(),
+                state: state_name(missing.is_empty(), state.suspended),
+                ready,
+                missing,
+            }
+        })
+        .collect())
 }
 
 // --- deprovision ----------------------------------------------------------------------------
@@ -244,7 +504,15 @@ pub async fn process_handoff(p: &Provisioner, body: &str, deadline: Instant) -> 
         Ok((_, tenant)) => tenant,
         Err(e) => return HandoffOutcome::Malformed(e),
     };
-    match Box::pin(p.provision(&tenant, deadline)).await {
+    // A hand-off is usually a new tenant, but may be one an operator changed meanwhile.
+    let state = match tokio::time::timeout_at(deadline, tenant_state(p, &tenant)).await {
+        Ok(Ok(state)) => state,
+        Ok(Err(e)) => return HandoffOutcome::Failed(tenant, e.to_string()),
+        Err(_) => {
+            return HandoffOutcome::Failed(tenant, "ran out of time reading its state".into());
+        }
+    };
+    match Box::pin(p.provision_with(&tenant, &state, deadline)).await {
         Ok(_) => HandoffOutcome::Provisioned(tenant),
         Err(e) => HandoffOutcome::Failed(tenant, e.to_string()),
     }
@@ -338,6 +606,8 @@ pub struct ReconcileSummary {
 /// What exists, from bulk listings (a handful of calls, however many tenants).
 #[derive(Debug, Default)]
 pub struct Inventory {
+    /// Each tenant's recorded state, from its Secret's labels and annotations.
+    states: BTreeMap<String, TenantState>,
     users: HashSet<String>,
     vhosts: BTreeMap<String, Option<String>>,
     permissions: HashSet<(String, String)>,
@@ -357,7 +627,26 @@ impl Inventory {
             Box::pin(p.secrets.list_names(&p.secret_prefix)),
         );
 
+        let secrets = secrets?;
+        let states = secrets
+            .iter()
+            .filter_map(|o| {
+                let name = o
+                    .metadata
+                    .name
+                    .as_deref()?
+                    .strip_prefix("tenant-")?
+                    .to_owned();
+                let state = TenantState::from_meta(
+                    &p.plans,
+                    o.metadata.labels.as_ref(),
+                    o.metadata.annotations.as_ref(),
+                );
+                Some((name, state))
+            })
+            .collect();
         Ok(Self {
+            states,
             users: users?.into_iter().map(|u| u.name).collect(),
             vhosts: vhosts?
                 .into_iter()
@@ -367,7 +656,7 @@ impl Inventory {
                 .into_iter()
                 .map(|p| (p.vhost, p.user))
                 .collect(),
-            kube_secrets: secrets?
+            kube_secrets: secrets
                 .into_iter()
                 .filter_map(|o| o.metadata.name)
                 .collect(),
@@ -377,6 +666,14 @@ impl Inventory {
                 .collect(),
             sm_secrets: sm?.into_iter().collect(),
         })
+    }
+
+    /// The tenant's recorded state (a new tenant's when nothing records it).
+    pub fn state(&self, p: &Provisioner, tenant: &TenantId) -> TenantState {
+        self.states
+            .get(tenant.as_str())
+            .cloned()
+            .unwrap_or_else(|| TenantState::new(&p.plans))
     }
 
     /// The parts of `tenant` that are missing (empty: complete).
@@ -490,7 +787,8 @@ pub async fn reconcile(
             summary
                 .incomplete
                 .push(format!("{tenant}: missing {}", missing.join(", ")));
-            to_repair.push(tenant);
+            let state = inventory.state(p, &tenant);
+            to_repair.push((tenant, state));
         }
     }
     summary.orphans = inventory
@@ -507,9 +805,9 @@ pub async fn reconcile(
         let mut done = 0;
         on_progress(done, total);
         let mut results = futures::stream::iter(to_repair)
-            .map(|tenant| async move {
+            .map(|(tenant, state)| async move {
                 let deadline = Instant::now() + options.budget;
-                let result = Box::pin(p.provision(&tenant, deadline)).await;
+                let result = Box::pin(p.provision_with(&tenant, &state, deadline)).await;
                 (tenant, result)
             })
             .buffer_unordered(options.concurrency.max(1));

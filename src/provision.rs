@@ -2,7 +2,7 @@
 //! by a deadline.
 //!
 //! ```text
-//! rabbitmq:         user ∥ vhost ──▶ permission
+//! rabbitmq:         user ∥ vhost ──▶ permission ∥ plan limits
 //! secrets-manager:  put tenant secret
 //! kubernetes:       sign token (µs) ──▶ apply Secret ∥ apply Deployment
 //! ```
@@ -21,7 +21,8 @@ use url::Url;
 
 use crate::error::StepError;
 use crate::kubernetes::Kubernetes;
-use crate::manifests::{tenant_deployment, tenant_secret};
+use crate::manifests::{credentials_checksum, tenant_deployment, tenant_secret};
+use crate::plan::{Plans, TenantState};
 use crate::rabbitmq::RabbitMq;
 use crate::secrets_manager::SecretsManager;
 use crate::template::BackendTemplate;
@@ -36,6 +37,7 @@ pub struct Provisioner {
     pub amqp_base: Url,
     pub secret_prefix: String,
     pub template: BackendTemplate,
+    pub plans: Plans,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -212,10 +214,56 @@ pub mod step {
     pub const RABBITMQ_USER: &str = "rabbitmq.user";
     pub const RABBITMQ_VHOST: &str = "rabbitmq.vhost";
     pub const RABBITMQ_PERMISSION: &str = "rabbitmq.permission";
+    pub const RABBITMQ_LIMITS: &str = "rabbitmq.limits";
     pub const SECRETS_MANAGER_PUT: &str = "secrets-manager.tenant-secret";
     pub const EKS_TOKEN: &str = "eks.token";
     pub const KUBERNETES_SECRET: &str = "kubernetes.secret";
     pub const KUBERNETES_DEPLOYMENT: &str = "kubernetes.deployment";
+}
+
+impl Provisioner {
+    /// The plan's limits on the tenant's vhost and user, all PUTs (so they converge), at once.
+    /// A suspended tenant's vhost takes no connections.
+    async fn put_limits(
+        &self,
+        tenant: &TenantId,
+        plan: &crate::plan::Plan,
+        state: &TenantState,
+    ) -> Result<(), StepError> {
+        let r = &plan.rabbitmq;
+        let (vhost, user) = (tenant.rabbitmq_vhost(), tenant.rabbitmq_user());
+        let connections = if state.suspended {
+            0
+        } else {
+            i64::from(r.max_connections)
+        };
+        // RabbitMQ keeps all limits of a vhost (or user) in one runtime parameter and each PUT
+        // of one limit reads, changes and writes that whole map: two PUTs for the same vhost
+        // at once lose one of them (seen: a limit silently missing). So one vhost's limits go
+        // one after the other, the user's beside them.
+        let vhost_limits = async {
+            self.rabbitmq
+                .put_vhost_limit(vhost, "max-connections", connections)
+                .await?;
+            self.rabbitmq
+                .put_vhost_limit(vhost, "max-queues", i64::from(r.max_queues))
+                .await
+        };
+        let user_limits = async {
+            if let Some(n) = r.user_max_connections {
+                self.rabbitmq
+                    .put_user_limit(user, "max-connections", i64::from(n))
+                    .await?;
+            }
+            if let Some(n) = r.user_max_channels {
+                self.rabbitmq
+                    .put_user_limit(user, "max-channels", i64::from(n))
+                    .await?;
+            }
+            Ok(())
+        };
+        tokio::try_join!(vhost_limits, user_limits).map(drop)
+    }
 }
 
 /// The vhost's description names the tenant and the installation (the tenant secret prefix),
@@ -240,17 +288,32 @@ impl Provisioner {
         self.kubernetes.namespace()
     }
 
-    pub fn tenant_credentials(&self, tenant: &TenantId) -> TenantCredentials {
-        TenantCredentials::new(tenant, &self.password_key, &self.amqp_base)
+    pub fn tenant_credentials(&self, tenant: &TenantId, generation: u32) -> TenantCredentials {
+        TenantCredentials::new(tenant, &self.password_key, &self.amqp_base, generation)
     }
 
+    /// A new tenant (a sign-up): the default plan, active, first password. Reads nothing first,
+    /// so the trigger's path has no read-before-write round trip.
     pub async fn provision(
         &self,
         tenant: &TenantId,
         deadline: Instant,
     ) -> Result<Report, ProvisionError> {
+        self.provision_with(tenant, &TenantState::new(&self.plans), deadline)
+            .await
+    }
+
+    /// Provisions `tenant` in `state` (its plan, suspension and password generation): what the
+    /// worker, the reconciler and operators use, with the state read back from the tenant.
+    pub async fn provision_with(
+        &self,
+        tenant: &TenantId,
+        state: &TenantState,
+        deadline: Instant,
+    ) -> Result<Report, ProvisionError> {
         let rec = Recorder::new(deadline);
-        let creds = self.tenant_credentials(tenant);
+        let plan = self.plans.for_state(state);
+        let creds = self.tenant_credentials(tenant, state.generation);
         let secret_name = tenant.secrets_manager_name(&self.secret_prefix);
         let budget_ms =
             (deadline.saturating_duration_since(rec.start).as_secs_f64() * 1e3).round() as u128;
@@ -265,16 +328,21 @@ impl Provisioner {
                         .put_user(tenant.rabbitmq_user(), &creds.password)
                 });
                 let vhost = rec.step(step::RABBITMQ_VHOST, || {
-                    self.rabbitmq
-                        .put_vhost(tenant.rabbitmq_vhost(), &description)
+                    self.rabbitmq.put_vhost(
+                        tenant.rabbitmq_vhost(),
+                        &description,
+                        plan.rabbitmq.default_queue_type,
+                    )
                 });
                 if let (Ok(()), Ok(())) = tokio::join!(user, vhost) {
-                    let _ = rec
-                        .step(step::RABBITMQ_PERMISSION, || {
-                            self.rabbitmq
-                                .put_permission(tenant.rabbitmq_vhost(), tenant.rabbitmq_user())
-                        })
-                        .await;
+                    let grant = rec.step(step::RABBITMQ_PERMISSION, || {
+                        self.rabbitmq
+                            .put_permission(tenant.rabbitmq_vhost(), tenant.rabbitmq_user())
+                    });
+                    let limits = rec.step(step::RABBITMQ_LIMITS, || {
+                        self.put_limits(tenant, plan, state)
+                    });
+                    let _ = tokio::join!(grant, limits);
                 }
             }),
         );
@@ -284,7 +352,12 @@ impl Provisioner {
                 let json = creds.to_secret_json();
                 let _ = rec
                     .step(step::SECRETS_MANAGER_PUT, || {
-                        self.secrets.put_tenant_secret(&secret_name, tenant, &json)
+                        self.secrets.put_tenant_secret(
+                            &secret_name,
+                            tenant,
+                            &json,
+                            state.generation,
+                        )
                     })
                     .await;
             }),
@@ -302,8 +375,10 @@ impl Provisioner {
                     return;
                 }
                 let ns = self.namespace();
-                let secret = tenant_secret(tenant, &creds, ns);
-                let deployment = tenant_deployment(&self.template, tenant, ns);
+                let secret = tenant_secret(tenant, &creds, ns, state);
+                let checksum = credentials_checksum(&secret);
+                let deployment =
+                    tenant_deployment(&self.template, tenant, ns, plan, state, &checksum);
                 let _ = tokio::join!(
                     rec.step(step::KUBERNETES_SECRET, || self.kubernetes.apply(&secret)),
                     rec.step(step::KUBERNETES_DEPLOYMENT, || {

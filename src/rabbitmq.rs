@@ -3,12 +3,17 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{FailureKind, StepError, System, chain, transport_kind};
+use crate::plan::QueueType;
 
 /// An administrator's credential for the management API.
 #[derive(Debug, Clone)]
@@ -17,11 +22,30 @@ pub struct AdminCredential {
     pub password: SecretString,
 }
 
-#[derive(Debug, Clone)]
+/// Reads the admin credential again (from Secrets Manager) after a 401: the credential was
+/// rotated while this container was warm.
+pub type AdminReload = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<AdminCredential, StepError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+#[derive(Clone)]
 pub struct RabbitMq {
     http: reqwest::Client,
     base: Url,
-    admin: AdminCredential,
+    admin: Arc<RwLock<AdminCredential>>,
+    reload: Option<AdminReload>,
+    /// Serialises reloads, and counts them so concurrent 401s cause one reload, not many.
+    reloads: Arc<tokio::sync::Mutex<u64>>,
+}
+
+impl std::fmt::Debug for RabbitMq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitMq")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Deserialize)]
@@ -64,7 +88,19 @@ impl RabbitMq {
                     chain(&e),
                 )
             })?;
-        Ok(Self { http, base, admin })
+        Ok(Self {
+            http,
+            base,
+            admin: Arc::new(RwLock::new(admin)),
+            reload: None,
+            reloads: Arc::default(),
+        })
+    }
+
+    /// On a 401, read the admin credential again once and repeat the call.
+    pub fn with_admin_reload(mut self, reload: AdminReload) -> Self {
+        self.reload = Some(reload);
+        self
     }
 
     /// `/api/<segments…>`, each segment percent-encoded (a vhost may contain `/`).
@@ -76,19 +112,42 @@ impl RabbitMq {
         url
     }
 
+    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let admin = self.admin.read().expect("admin credential lock").clone();
+        req.basic_auth(&admin.username, Some(admin.password.expose_secret()))
+    }
+
     async fn send(
         &self,
         action: String,
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, StepError> {
-        let resp = req
-            .basic_auth(
-                &self.admin.username,
-                Some(self.admin.password.expose_secret()),
-            )
+        let seen = *self.reloads.lock().await;
+        let again = req.try_clone();
+        let mut resp = self
+            .authorized(req)
             .send()
             .await
             .map_err(|e| transport_error(&action, &e))?;
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED
+            && let (Some(reload), Some(again)) = (&self.reload, again)
+        {
+            // The admin credential may have been rotated since the cold start: read it again
+            // (once, however many calls saw the 401) and repeat this call once.
+            let mut count = self.reloads.lock().await;
+            if *count == seen {
+                let fresh = reload().await?;
+                *self.admin.write().expect("admin credential lock") = fresh;
+                *count += 1;
+                tracing::warn!("rabbitmq answered 401: admin credential read again");
+            }
+            drop(count);
+            resp = self
+                .authorized(again)
+                .send()
+                .await
+                .map_err(|e| transport_error(&action, &e))?;
+        }
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -144,8 +203,18 @@ impl RabbitMq {
             .await
     }
 
-    pub async fn put_vhost(&self, vhost: &str, description: &str) -> Result<(), StepError> {
-        let body = serde_json::json!({"description": description, "tags": ""});
+    /// Creates or updates the vhost. `default_queue_type` is honoured by RabbitMQ 3.11+; older
+    /// brokers ignore it (status shows what the broker kept).
+    pub async fn put_vhost(
+        &self,
+        vhost: &str,
+        description: &str,
+        default_queue_type: Option<QueueType>,
+    ) -> Result<(), StepError> {
+        let mut body = serde_json::json!({"description": description, "tags": ""});
+        if let Some(q) = default_queue_type {
+            body["default_queue_type"] = q.as_str().into();
+        }
         self.put_converging(format!("create vhost '{vhost}'"), &["vhosts", vhost], &body)
             .await
     }
@@ -161,6 +230,80 @@ impl RabbitMq {
         )
         .await
         .map(drop)
+    }
+
+    /// Sets one limit of a vhost (`max-connections`, `max-queues`): a PUT, so it converges.
+    pub async fn put_vhost_limit(
+        &self,
+        vhost: &str,
+        limit: &str,
+        value: i64,
+    ) -> Result<(), StepError> {
+        let body = serde_json::json!({"value": value});
+        self.send(
+            format!("limit {limit} of vhost '{vhost}' to {value}"),
+            self.http
+                .put(self.url(&["vhost-limits", vhost, limit]))
+                .json(&body),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Sets one limit of a user (`max-connections`, `max-channels`; RabbitMQ 3.8.10+).
+    pub async fn put_user_limit(
+        &self,
+        user: &str,
+        limit: &str,
+        value: i64,
+    ) -> Result<(), StepError> {
+        let body = serde_json::json!({"value": value});
+        self.send(
+            format!("limit {limit} of user '{user}' to {value}"),
+            self.http
+                .put(self.url(&["user-limits", user, limit]))
+                .json(&body),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The vhost's limits, e.g. `{"max-connections": 10}`.
+    pub async fn vhost_limits(&self, vhost: &str) -> Result<BTreeMap<String, i64>, StepError> {
+        let rows: Vec<LimitRow> = self
+            .get(
+                format!("limits of vhost '{vhost}'"),
+                &["vhost-limits", vhost],
+            )
+            .await?
+            .unwrap_or_default();
+        Ok(rows.into_iter().flat_map(|r| r.value).collect())
+    }
+
+    /// The user's limits, e.g. `{"max-channels": 50}`.
+    pub async fn user_limits(&self, user: &str) -> Result<BTreeMap<String, i64>, StepError> {
+        let rows: Vec<LimitRow> = self
+            .get(format!("limits of user '{user}'"), &["user-limits", user])
+            .await?
+            .unwrap_or_default();
+        Ok(rows.into_iter().flat_map(|r| r.value).collect())
+    }
+
+    /// Closes every open connection of the user. The broker's connection tracking answers at
+    /// once (the management database's connection list lags by its statistics interval).
+    pub async fn close_user_connections(&self, user: &str) -> Result<(), StepError> {
+        let request = self
+            .http
+            .delete(self.url(&["connections", "username", user]))
+            .header("X-Reason", "tenant suspended");
+        match self
+            .send(format!("close the connections of '{user}'"), request)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status == Some(404) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// A JSON resource, or `None` when it does not exist.
@@ -281,6 +424,15 @@ pub struct Vhost {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// What the broker kept: "undefined" on brokers that ignore the setting (3.10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_queue_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LimitRow {
+    #[serde(default)]
+    value: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]

@@ -57,9 +57,12 @@ impl SecretsManager {
         name: &str,
         tenant: &TenantId,
         value: &SecretString,
+        generation: u32,
     ) -> Result<(), StepError> {
         let action = format!("store tenant secret '{name}'");
-        let token = version_token(value);
+        // The password generation is part of the token: a rotation always makes a new version,
+        // even if a value ever repeated (Secrets Manager ignores a token it has seen).
+        let token = version_token(value, generation);
         let created = self
             .client
             .create_secret()
@@ -139,9 +142,10 @@ impl SecretsManager {
         match request.send().await {
             Ok(_) => Ok(true),
             Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(false),
+            // Already scheduled for deletion ("marked for deletion" / "marked deleted").
             Err(e)
                 if e.code() == Some("InvalidRequestException")
-                    && e.message().unwrap_or("").contains("deletion") =>
+                    && e.message().unwrap_or("").contains("marked") =>
             {
                 Ok(false)
             }
@@ -214,8 +218,11 @@ pub fn parse_admin_secret(text: &str) -> Result<AdminSecret, String> {
     })
 }
 
-fn version_token(value: &SecretString) -> String {
-    let digest = Sha256::digest(value.expose_secret().as_bytes());
+fn version_token(value: &SecretString, generation: u32) -> String {
+    let mut h = Sha256::new();
+    h.update(value.expose_secret().as_bytes());
+    h.update(generation.to_be_bytes());
+    let digest = h.finalize();
     digest.iter().take(24).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -271,9 +278,10 @@ mod tests {
 
     #[test]
     fn version_tokens_are_stable_and_valid() {
-        let a = version_token(&SecretString::from("v1"));
-        assert_eq!(a, version_token(&SecretString::from("v1")));
-        assert_ne!(a, version_token(&SecretString::from("v2")));
+        let a = version_token(&SecretString::from("v1"), 0);
+        assert_eq!(a, version_token(&SecretString::from("v1"), 0));
+        assert_ne!(a, version_token(&SecretString::from("v2"), 0));
+        assert_ne!(a, version_token(&SecretString::from("v1"), 1));
         assert!((32..=64).contains(&a.len()));
     }
 }

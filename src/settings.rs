@@ -30,6 +30,7 @@ pub mod var {
     pub const ADMIN_SECRET_ID: &str = "RABBITMQ_ADMIN_SECRET_ID";
     pub const SECRET_PREFIX: &str = "TENANT_SECRET_PREFIX";
     pub const TEMPLATE_PATH: &str = "BACKEND_TEMPLATE_PATH";
+    pub const PLANS_PATH: &str = "PLANS_PATH";
     pub const BUDGET_MS: &str = "PROVISION_BUDGET_MS";
     pub const CONNECT_TIMEOUT_MS: &str = "CONNECT_TIMEOUT_MS";
     pub const HANDOFF_QUEUE_URL: &str = "HANDOFF_QUEUE_URL";
@@ -65,6 +66,8 @@ pub struct Settings {
     pub admin_secret_id: String,
     pub secret_prefix: String,
     pub template_path: Option<PathBuf>,
+    /// Another plans file than the embedded `deploy/plans.yaml`.
+    pub plans_path: Option<PathBuf>,
     pub budget: Duration,
     pub connect_timeout: Duration,
     /// Where provisioning that cannot finish in time is handed off (SQS).
@@ -95,7 +98,10 @@ impl Settings {
 
         if let Some(raw) = lookup(var::AWS_ENDPOINT_URL) {
             if raw.trim().is_empty() {
-                return Err(err(var::AWS_ENDPOINT_URL, "is set but empty: unset it or give a URL"));
+                return Err(err(
+                    var::AWS_ENDPOINT_URL,
+                    "is set but empty: unset it or give a URL",
+                ));
             }
             parse_url(var::AWS_ENDPOINT_URL, raw.trim(), &["http", "https"])?;
         }
@@ -158,6 +164,7 @@ impl Settings {
         }
 
         let template_path = get(var::TEMPLATE_PATH).map(PathBuf::from);
+        let plans_path = get(var::PLANS_PATH).map(PathBuf::from);
         let budget = millis(
             var::BUDGET_MS,
             get(var::BUDGET_MS),
@@ -230,6 +237,7 @@ impl Settings {
             admin_secret_id,
             secret_prefix,
             template_path,
+            plans_path,
             budget,
             connect_timeout,
             handoff_queue_url,

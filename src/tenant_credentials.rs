@@ -30,12 +30,18 @@ impl PasswordKey {
         Ok(Self(SecretBox::new(key.as_bytes().into())))
     }
 
-    pub fn derive_password(&self, tenant: &TenantId) -> SecretString {
+    /// The tenant's password of `generation` (0 until the tenant's first `rotate`). Each
+    /// generation is as derivable as the first, so a retry after a rotation converges too.
+    pub fn derive_password(&self, tenant: &TenantId, generation: u32) -> SecretString {
         use base64::Engine as _;
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose_secret())
             .expect("HMAC takes a key of any length");
         mac.update(DERIVATION_CONTEXT);
         mac.update(tenant.as_str().as_bytes());
+        if generation > 0 {
+            mac.update(b"\0generation\0");
+            mac.update(&generation.to_be_bytes());
+        }
         let digest = mac.finalize().into_bytes();
         SecretString::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest))
     }
@@ -58,8 +64,8 @@ pub struct TenantCredentials {
 }
 
 impl TenantCredentials {
-    pub fn new(tenant: &TenantId, key: &PasswordKey, amqp_base: &Url) -> Self {
-        let password = key.derive_password(tenant);
+    pub fn new(tenant: &TenantId, key: &PasswordKey, amqp_base: &Url, generation: u32) -> Self {
+        let password = key.derive_password(tenant, generation);
         let mut url = amqp_base.clone();
         // Setting userinfo and a path segment on a valid amqp URL with a host cannot fail.
         let _ = url.set_username(tenant.rabbitmq_user());
@@ -106,8 +112,8 @@ mod tests {
 
     #[test]
     fn the_same_tenant_always_gets_the_same_password() {
-        let p1 = key().derive_password(&tenant(A));
-        let p2 = key().derive_password(&tenant(A));
+        let p1 = key().derive_password(&tenant(A), 0);
+        let p2 = key().derive_password(&tenant(A), 0);
         assert_eq!(p1.expose_secret(), p2.expose_secret());
         assert_eq!(p1.expose_secret().len(), 43, "256 bits, base64url");
     }
@@ -115,13 +121,24 @@ mod tests {
     #[test]
     fn tenants_and_keys_give_different_passwords() {
         assert_ne!(
-            key().derive_password(&tenant(A)).expose_secret(),
-            key().derive_password(&tenant(B)).expose_secret()
+            key().derive_password(&tenant(A), 0).expose_secret(),
+            key().derive_password(&tenant(B), 0).expose_secret()
         );
         let other = PasswordKey::new("another key that is long enough!!").unwrap();
         assert_ne!(
-            key().derive_password(&tenant(A)).expose_secret(),
-            other.derive_password(&tenant(A)).expose_secret()
+            key().derive_password(&tenant(A), 0).expose_secret(),
+            other.derive_password(&tenant(A), 0).expose_secret()
+        );
+    }
+
+    #[test]
+    fn each_generation_has_its_own_password() {
+        let g0 = key().derive_password(&tenant(A), 0);
+        let g1 = key().derive_password(&tenant(A), 1);
+        assert_ne!(g0.expose_secret(), g1.expose_secret());
+        assert_eq!(
+            g1.expose_secret(),
+            key().derive_password(&tenant(A), 1).expose_secret()
         );
     }
 
@@ -133,7 +150,7 @@ mod tests {
     #[test]
     fn amqp_url_carries_user_password_and_encoded_vhost() {
         let base = Url::parse("amqps://mq.internal:5671").unwrap();
-        let c = TenantCredentials::new(&tenant(A), &key(), &base);
+        let c = TenantCredentials::new(&tenant(A), &key(), &base, 0);
         let url = Url::parse(c.amqp_url.expose_secret()).unwrap();
         assert_eq!(url.scheme(), "amqps");
         assert_eq!(url.host_str(), Some("mq.internal"));
@@ -150,7 +167,7 @@ mod tests {
 
     #[test]
     fn debug_never_shows_secrets() {
-        let c = TenantCredentials::new(&tenant(A), &key(), &Url::parse("amqp://h").unwrap());
+        let c = TenantCredentials::new(&tenant(A), &key(), &Url::parse("amqp://h").unwrap(), 0);
         let shown = format!("{c:?} {:?}", key());
         assert!(!shown.contains(c.password.expose_secret()));
         assert!(!shown.contains("0123456789abcdef"));

@@ -28,7 +28,10 @@ async fn main() -> Result<(), Error> {
     let settings = Settings::from_env().map_err(|e| cold_start_failed(e.to_string()))?;
     let pool_id = match (role.as_str(), &settings.user_pool_id) {
         ("reconciler", None) => {
-            let problem = format!("setting {}: is required by the reconciler", var::USER_POOL_ID);
+            let problem = format!(
+                "setting {}: is required by the reconciler",
+                var::USER_POOL_ID
+            );
             return Err(cold_start_failed(problem));
         }
         (_, id) => id.clone(),
@@ -75,9 +78,9 @@ async fn main() -> Result<(), Error> {
             .await
         }
         _ => {
-            lambda_runtime::run(service_fn(
-                move |event: LambdaEvent<serde_json::Value>| handler::handle(app, event),
-            ))
+            lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
+                handler::handle(app, event)
+            }))
             .await
         }
     }

@@ -82,6 +82,33 @@ enum Command {
         #[arg(long, conflicts_with = "recovery_days")]
         no_recovery: bool,
     },
+    /// Every tenant of this installation with its plan and state (bulk listings).
+    List {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Move a tenant to another plan (limits, replicas, resources).
+    Plan {
+        #[arg(long)]
+        sub: String,
+        /// A plan of deploy/plans.yaml (or PLANS_PATH).
+        name: String,
+    },
+    /// Scale the tenant's backend to 0 and refuse its AMQP connections (open ones are closed).
+    Suspend {
+        #[arg(long)]
+        sub: String,
+    },
+    /// Undo `suspend`: the plan's replicas and connection limit come back.
+    Resume {
+        #[arg(long)]
+        sub: String,
+    },
+    /// Give the tenant a new password everywhere and roll its backend.
+    Rotate {
+        #[arg(long)]
+        sub: String,
+    },
     /// Provision every tenant on the hand-off queue; exits when the queue is empty.
     Drain,
     /// Compare the user pool with what exists: provision missing or incomplete tenants, report
@@ -156,6 +183,11 @@ async fn main() -> ExitCode {
             deprovision(&sub, options).await
         }
         Command::Drain => drain().await,
+        Command::List { output } => list(output).await,
+        Command::Plan { sub, name } => change(&sub, Change::Plan(name)).await,
+        Command::Suspend { sub } => change(&sub, Change::Suspend).await,
+        Command::Resume { sub } => change(&sub, Change::Resume).await,
+        Command::Rotate { sub } => change(&sub, Change::Rotate).await,
         Command::Reconcile {
             dry_run,
             prune,
@@ -370,10 +402,15 @@ async fn provision_sub(sub: &str) -> Result<(), CliError> {
     let tenant = parse_sub(sub)?;
     let app = init().await?;
     let p = app.provisioner().await.map_err(CliError::outside)?;
+    // As the tenant is recorded (plan, suspension, password generation): an operator's
+    // provision never resets what an operator changed.
+    let state = lifecycle::tenant_state(p, &tenant)
+        .await
+        .map_err(CliError::outside)?;
     let deadline = tokio::time::Instant::now() + app.budget();
-    match Box::pin(p.provision(&tenant, deadline)).await {
+    match Box::pin(p.provision_with(&tenant, &state, deadline)).await {
         Ok(report) => {
-            print(&json!({"action": "provisioned", "report": report}));
+            print(&json!({"action": "provisioned", "state": state, "report": report}));
             Ok(())
         }
         Err(e) => {
@@ -402,6 +439,57 @@ async fn deprovision(sub: &str, options: DeprovisionOptions) -> Result<(), CliEr
         .await
         .map_err(CliError::outside)?;
     print(&report);
+    Ok(())
+}
+
+enum Change {
+    Plan(String),
+    Suspend,
+    Resume,
+    Rotate,
+}
+
+async fn change(sub: &str, change: Change) -> Result<(), CliError> {
+    let tenant = parse_sub(sub)?;
+    let app = init().await?;
+    let p = app.provisioner().await.map_err(CliError::outside)?;
+    if let Change::Plan(name) = &change
+        && p.plans.get(name).is_none()
+    {
+        let known: Vec<&str> = p.plans.names().collect();
+        return Err(CliError::input(format!(
+            "no plan '{name}' (plans: {})",
+            known.join(", ")
+        )));
+    }
+    let budget = app.budget();
+    let done = match change {
+        Change::Plan(name) => lifecycle::set_plan(p, &tenant, &name, budget).await,
+        Change::Suspend => lifecycle::suspend(p, &tenant, budget).await,
+        Change::Resume => lifecycle::resume(p, &tenant, budget).await,
+        Change::Rotate => lifecycle::rotate(p, &tenant, budget).await,
+    }
+    .map_err(CliError::outside)?;
+    print(&done);
+    Ok(())
+}
+
+async fn list(output: Output) -> Result<(), CliError> {
+    let app = init().await?;
+    let p = app.provisioner().await.map_err(CliError::outside)?;
+    let rows = lifecycle::list(p).await.map_err(CliError::outside)?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string(&rows).expect("JSON serialises")),
+        Output::Text => {
+            println!("{:<36}  {:<10}  {:<10}  ready", "tenant", "plan", "state");
+            for r in &rows {
+                println!(
+                    "{:<36}  {:<10}  {:<10}  {}",
+                    r.tenant, r.plan, r.state, r.ready
+                );
+            }
+        }
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 mod faults;
 mod handoff;
 mod helpers;
+mod lifecycle;
 mod provision;
 mod reconcile;
 mod servers;

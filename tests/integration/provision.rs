@@ -244,7 +244,7 @@ async fn assert_no_secret(text: &str, tenant: &TenantId, app: &post_signup::app:
         .provisioner()
         .await
         .unwrap()
-        .tenant_credentials(tenant)
+        .tenant_credentials(tenant, 0)
         .password;
     assert!(
         !text.contains(password.expose_secret()),

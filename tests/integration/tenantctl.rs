@@ -266,7 +266,7 @@ fn provision_prints_a_summary_without_secrets() {
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["action"], "provisioned");
     assert_eq!(summary["report"]["tenant"], tenant.as_str());
-    assert_eq!(summary["report"]["steps"].as_array().unwrap().len(), 7);
+    assert_eq!(summary["report"]["steps"].as_array().unwrap().len(), 8);
     // Every log line is JSON with a level and message.
     for line in stderr.lines() {
         let v: Value =
