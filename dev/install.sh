@@ -12,6 +12,7 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v file >/dev/null 2>&1 || need_apt+=(file)
+command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install: apt-get install ${need_apt[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -41,6 +42,21 @@ venv() {
   echo "$dir"
 }
 
+# The RabbitMQ 4.0 root filesystem: Debian trixie minbase plus its rabbitmq-server, made once.
+rabbitmq4_rootfs() {
+  local r=$RABBITMQ4_ROOTFS
+  [ -f "$r/.complete" ] && return 0
+  echo "install: RabbitMQ 4.0 from Debian $RABBITMQ4_SUITE into $r (once per machine, about a minute)" >&2
+  rm -rf "$r.tmp" && mkdir -p "$(dirname "$r")"
+  debootstrap --variant=minbase "$RABBITMQ4_SUITE" "$r.tmp" http://deb.debian.org/debian >/dev/null
+  printf '#!/bin/sh\nexit 101\n' > "$r.tmp/usr/sbin/policy-rc.d" && chmod +x "$r.tmp/usr/sbin/policy-rc.d"
+  unshare --mount --propagation private sh -c 'mount -t proc proc "$0/proc" && exec chroot "$0" sh -c \
+    "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rabbitmq-server" >/dev/null 2>&1' "$r.tmp"
+  printf '127.0.0.1 localhost\n::1 localhost\n' > "$r.tmp/etc/hosts"
+  mkdir -p "$r.tmp/stack"
+  rm -rf "$r" && mv "$r.tmp" "$r" && touch "$r/.complete"
+}
+
 mkdir -p "$CACHE_DIR"
 stack_venv=$(venv "$STACK_REQUIREMENTS")
 lint_venv=
@@ -49,6 +65,7 @@ if [ "${1:-}" = "--lint" ]; then
   lint_venv=$(venv "$LINT_REQUIREMENTS")
 else
   bash dev/build-go-tools.sh
+  rabbitmq4_rootfs
 fi
 
 # For other scripts: where things are.

@@ -26,7 +26,11 @@ HANDOFF_QUEUE=post-signup-handoff
 USER_POOL=post-signup-local-users
 ADMIN_SECRET_ID=post-signup/rabbitmq-admin
 SECRET_PREFIX=post-signup/tenants/
-SERVICES=(etcd sts iam-authenticator kube-apiserver kube-controller-manager kube-scheduler kwok aws rabbitmq)
+SERVICES=(etcd sts iam-authenticator kube-apiserver kube-controller-manager kube-scheduler kwok aws rabbitmq rabbitmq4)
+# Which broker .stack/env's RABBITMQ_* point at (both run; RABBITMQ_3_10_* and RABBITMQ_4_0_*
+# name each): 3.10 (Debian bookworm, end of life) or 4.0 (Debian trixie, Erlang 27).
+STACK_RABBITMQ=${STACK_RABBITMQ:-3.10}
+case "$STACK_RABBITMQ" in 3.10|4.0) ;; *) echo "stack: STACK_RABBITMQ must be 3.10 or 4.0" >&2; exit 2 ;; esac
 
 log() { echo "stack: $*" >&2; }
 die() { echo "stack: error: $*" >&2; exit 1; }
@@ -99,6 +103,7 @@ down() {
   if [ -f "$S/ports" ]; then
     . "$S/ports"
     ERL_EPMD_PORT=$EPMD_PORT epmd -kill >/dev/null 2>&1 || true
+    if [ -n "${EPMD4_PORT:-}" ]; then ERL_EPMD_PORT=$EPMD4_PORT epmd -kill >/dev/null 2>&1 || true; fi
   fi
   find "$S" -mindepth 1 -maxdepth 1 ! -name 'tools.*' -exec rm -rf {} + 2>/dev/null || true
 }
@@ -108,7 +113,8 @@ status() {
   for name in "${SERVICES[@]}"; do alive "$name" || return 1; done
   set -a; . "$S/env"; set +a
   curl -sf --cacert "$S/tls/ca.pem" -H "Authorization: Bearer $(cat "$S/k8s/admin-token")" "$STACK_KUBE_API/readyz" >/dev/null || return 1
-  curl -sf -u "$RABBITMQ_ADMIN_USERNAME:$RABBITMQ_ADMIN_PASSWORD" "$RABBITMQ_MANAGEMENT_URL/api/overview" >/dev/null || return 1
+  curl -sf -u "$RABBITMQ_ADMIN_USERNAME:$RABBITMQ_ADMIN_PASSWORD" "$RABBITMQ_3_10_MANAGEMENT_URL/api/overview" >/dev/null || return 1
+  curl -sf -u "$RABBITMQ_ADMIN_USERNAME:$RABBITMQ_ADMIN_PASSWORD" "$RABBITMQ_4_0_MANAGEMENT_URL/api/overview" >/dev/null || return 1
   curl -sf "$AWS_ENDPOINT_URL/moto-api/" >/dev/null || return 1
 }
 
@@ -136,7 +142,7 @@ rand() { python3 -c "import secrets; print(secrets.token_urlsafe($1))"; }
 
 choose_ports() {
   read -r ETCD_PORT ETCD_PEER_PORT API_PORT IAM_PORT AWS_PORT AMQP_PORT MGMT_PORT DIST_PORT EPMD_PORT \
-    CM_PORT SCHED_PORT KWOK_PORT < <(free_ports 12)
+    CM_PORT SCHED_PORT KWOK_PORT AMQP4_PORT MGMT4_PORT DIST4_PORT EPMD4_PORT < <(free_ports 16)
   STS_IP=$(free_sts_ip)
   cat > "$S/ports" <<EOT
 ETCD_PORT=$ETCD_PORT
@@ -146,6 +152,9 @@ AWS_PORT=$AWS_PORT
 AMQP_PORT=$AMQP_PORT
 MGMT_PORT=$MGMT_PORT
 EPMD_PORT=$EPMD_PORT
+AMQP4_PORT=$AMQP4_PORT
+MGMT4_PORT=$MGMT4_PORT
+EPMD4_PORT=$EPMD4_PORT
 STS_IP=$STS_IP
 EOT
 }
@@ -237,6 +246,24 @@ EOT
     RABBITMQ_MNESIA_BASE="$r/mnesia" RABBITMQ_LOG_BASE="$r/log" RABBITMQ_DIST_PORT="$DIST_PORT" \
     ERL_EPMD_PORT="$EPMD_PORT" RABBITMQ_PID_FILE="$r/pid" \
     /usr/lib/rabbitmq/bin/rabbitmq-server
+}
+
+# RabbitMQ 4.0: the same kind of isolated node, run with chroot in the trixie root filesystem,
+# in a private mount namespace so its /proc, /dev and state mounts go away with it. All state is
+# under .stack/rabbitmq4 (mounted at /stack inside); the admin is the same as 3.10's.
+start_rabbitmq4() {
+  local r=$S/rabbitmq4
+  mkdir -p "$r/mnesia" "$r/log"
+  sed -e "s/127.0.0.1:$AMQP_PORT/127.0.0.1:$AMQP4_PORT/" -e "s/^management.tcp.port = .*/management.tcp.port = $MGMT4_PORT/" \
+    "$S/rabbitmq/rabbitmq.conf" > "$r/rabbitmq.conf"
+  echo "[rabbitmq_management]." > "$r/enabled_plugins"
+  start rabbitmq4 unshare --mount --propagation private sh -c \
+    'mount -t proc proc "$0/proc" && mount --bind /dev "$0/dev" && mount --bind "$1" "$0/stack" && shift && exec chroot "$@"' \
+    "$RABBITMQ4_ROOTFS" "$r" "$RABBITMQ4_ROOTFS" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/stack \
+    RABBITMQ_NODENAME="post-signup4-$AMQP4_PORT@localhost" RABBITMQ_CONFIG_FILE=/stack/rabbitmq.conf \
+    RABBITMQ_ENABLED_PLUGINS_FILE=/stack/enabled_plugins RABBITMQ_MNESIA_BASE=/stack/mnesia \
+    RABBITMQ_LOG_BASE=/stack/log RABBITMQ_DIST_PORT="$DIST4_PORT" ERL_EPMD_PORT="$EPMD4_PORT" \
+    RABBITMQ_PID_FILE=/stack/pid /usr/lib/rabbitmq/bin/rabbitmq-server
 }
 
 start_apiserver() {
@@ -351,8 +378,8 @@ export AWS_CONFIG_FILE=/dev/null
 export AWS_SHARED_CREDENTIALS_FILE=/dev/null
 export EKS_CLUSTER_NAME=$CLUSTER
 export TENANT_NAMESPACE=$NAMESPACE
-export RABBITMQ_MANAGEMENT_URL=http://127.0.0.1:$MGMT_PORT
-export RABBITMQ_AMQP_URL=amqp://127.0.0.1:$AMQP_PORT
+export RABBITMQ_MANAGEMENT_URL=http://127.0.0.1:$([ "$STACK_RABBITMQ" = 4.0 ] && echo "$MGMT4_PORT" || echo "$MGMT_PORT")
+export RABBITMQ_AMQP_URL=amqp://127.0.0.1:$([ "$STACK_RABBITMQ" = 4.0 ] && echo "$AMQP4_PORT" || echo "$AMQP_PORT")
 export RABBITMQ_ADMIN_SECRET_ID=$ADMIN_SECRET_ID
 export TENANT_SECRET_PREFIX=$SECRET_PREFIX
 export HANDOFF_QUEUE_URL=$queue_url
@@ -361,6 +388,11 @@ export USER_POOL_ID=$pool_id
 export KUBECONFIG=$S/kubeconfig
 export RABBITMQ_ADMIN_USERNAME=$RMQ_USER
 export RABBITMQ_ADMIN_PASSWORD=$RMQ_PASS
+export STACK_RABBITMQ=$STACK_RABBITMQ
+export RABBITMQ_3_10_MANAGEMENT_URL=http://127.0.0.1:$MGMT_PORT
+export RABBITMQ_3_10_AMQP_URL=amqp://127.0.0.1:$AMQP_PORT
+export RABBITMQ_4_0_MANAGEMENT_URL=http://127.0.0.1:$MGMT4_PORT
+export RABBITMQ_4_0_AMQP_URL=amqp://127.0.0.1:$AMQP4_PORT
 export STACK_KUBE_API=https://127.0.0.1:$API_PORT
 export STACK_CA_FILE=$S/tls/ca.pem
 export STACK_ADMIN_TOKEN_FILE=$S/k8s/admin-token
@@ -402,6 +434,7 @@ up() {
   start_etcd
   start_authenticator
   start_rabbitmq
+  start_rabbitmq4
   start_apiserver
   start_aws
   write_kubeconfig
@@ -413,10 +446,11 @@ up() {
   write_env
   wait_for sts 30 python3 -c "import socket; socket.create_connection(('$STS_IP', 443), 1)"
   wait_for rabbitmq 120 curl -sf -u "$RMQ_USER:$RMQ_PASS" "http://127.0.0.1:$MGMT_PORT/api/overview"
+  wait_for rabbitmq4 120 curl -sf -u "$RMQ_USER:$RMQ_PASS" "http://127.0.0.1:$MGMT4_PORT/api/overview"
   # Pods can be scheduled once the node lifecycle controller has lifted the node's not-ready taint.
   wait_for kwok 90 node_schedulable
   status || die "services started but the stack does not answer"
-  log "up in $((SECONDS - t0))s: kube-apiserver :$API_PORT, rabbitmq amqp :$AMQP_PORT mgmt :$MGMT_PORT, aws :$AWS_PORT, sts $STS_IP:443 (env: .stack/env, operator: .stack/operator.env)"
+  log "up in $((SECONDS - t0))s: kube-apiserver :$API_PORT, rabbitmq 3.10 amqp :$AMQP_PORT mgmt :$MGMT_PORT, 4.0 amqp :$AMQP4_PORT mgmt :$MGMT4_PORT (env: $STACK_RABBITMQ), aws :$AWS_PORT, sts $STS_IP:443 (env: .stack/env, operator: .stack/operator.env)"
 }
 
 case "${1:-}" in

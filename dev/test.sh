@@ -14,6 +14,19 @@ cleanup() { if [ -n "$started" ]; then bash dev/stack.sh down; fi; }
 trap cleanup EXIT
 
 passed=0 failed=0
+# cargo_tests ARGS...: a cargo test run, its counts added to the closing line (a build that
+# fails counts as a failure).
+cargo_tests() {
+  local log status=0
+  log=$(mktemp)
+  cargo test "$@" 2>&1 | tee "$log" || status=$?
+  local p f
+  p=$(awk '/^test result:/ {s += $4} END {print s + 0}' "$log")
+  f=$(awk '/^test result:/ {s += $6} END {print s + 0}' "$log")
+  if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+  passed=$((passed + p)) failed=$((failed + f))
+  rm -f "$log"
+}
 # check NAME CMD...: one pass/fail check beside the cargo tests, counted in the closing line.
 check() {
   local name=$1; shift
@@ -21,17 +34,16 @@ check() {
   if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $name"; fi
 }
 
-log=$(mktemp)
 # Unit, integration (they share the one stack; each uses its own tenant, so they run in
-# parallel) and doc tests.
-status=0
-cargo test 2>&1 | tee "$log" || status=$?
-passed=$((passed + $(awk '/^test result:/ {s += $4} END {print s + 0}' "$log")))
-failed=$((failed + $(awk '/^test result:/ {s += $6} END {print s + 0}' "$log")))
-if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi  # a build failure counts
-rm -f "$log"
+# parallel) and doc tests, against RabbitMQ 3.10; then the integration suite against 4.0.
+cargo_tests
+export POST_SIGNUP_TEST_BROKER=4.0
+cargo_tests --test integration
+unset POST_SIGNUP_TEST_BROKER
 check "lint: fmt, clippy, cfn-lint, sam validate" bash dev/lint.sh
 check "Lambda runtime smoke test (cargo lambda)" bash dev/lambda-smoke.sh
+check "package: sam build (arm64) and the artifact" bash dev/package.sh
+check "sam local invoke (x86_64): a sign-up and a malformed event" bash dev/sam-invoke.sh --ci
 echo "test: done in $((SECONDS - t0))s"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -14,3 +14,7 @@ KWOK_BIN_DIR=$CACHE_DIR/bin/kwok-$KWOK_VERSION
 # Python tools, each set in its own virtualenv keyed by the hash of its requirements file.
 STACK_REQUIREMENTS=dev/requirements-stack.txt
 LINT_REQUIREMENTS=dev/requirements-lint.txt
+# RabbitMQ 4.0 (with Erlang 27) from Debian trixie, in a root filesystem of its own run with
+# chroot; RabbitMQ 3.10 is the host's own (bookworm). Both run in every stack.
+RABBITMQ4_SUITE=trixie
+RABBITMQ4_ROOTFS=$CACHE_DIR/rootfs/$RABBITMQ4_SUITE-rabbitmq

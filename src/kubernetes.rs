@@ -112,6 +112,24 @@ impl TokenSource {
     }
 }
 
+/// What the client reads and writes: namespaced API objects of a kind known at compile time
+/// (Secrets, Deployments).
+pub trait TenantObject:
+    kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + DeserializeOwned
+    + Clone
+    + std::fmt::Debug
+{
+}
+
+impl<K> TenantObject for K where
+    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug
+{
+}
+
 /// A Kubernetes client for one namespace.
 #[derive(Clone)]
 pub struct Kubernetes {
@@ -187,11 +205,7 @@ impl Kubernetes {
         &self.tokens
     }
 
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = NamespaceResourceScope>,
-        <K as kube::Resource>::DynamicType: Default,
-    {
+    fn api<K: TenantObject>(&self) -> Api<K> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
@@ -199,12 +213,7 @@ impl Kubernetes {
     /// The answer (which for a Secret echoes its data) is dropped unread.
     pub async fn apply<K>(&self, object: &K) -> Result<(), StepError>
     where
-        K: kube::Resource<Scope = NamespaceResourceScope>
-            + Serialize
-            + DeserializeOwned
-            + Clone
-            + std::fmt::Debug,
-        <K as kube::Resource>::DynamicType: Default,
+        K: TenantObject + Serialize,
     {
         let name = object.meta().name.clone().unwrap_or_default();
         let kind = K::kind(&Default::default()).to_lowercase();
@@ -224,11 +233,7 @@ impl Kubernetes {
     /// An object by name, or `None` when it does not exist.
     pub async fn get<K>(&self, name: &str) -> Result<Option<K>, StepError>
     where
-        K: kube::Resource<Scope = NamespaceResourceScope>
-            + DeserializeOwned
-            + Clone
-            + std::fmt::Debug,
-        <K as kube::Resource>::DynamicType: Default,
+        K: TenantObject,
     {
         let kind = K::kind(&Default::default()).to_lowercase();
         self.tokens.ready().await?;
@@ -244,11 +249,7 @@ impl Kubernetes {
         label: &str,
     ) -> Result<Vec<PartialObjectMeta<K>>, StepError>
     where
-        K: kube::Resource<Scope = NamespaceResourceScope>
-            + DeserializeOwned
-            + Clone
-            + std::fmt::Debug,
-        <K as kube::Resource>::DynamicType: Default,
+        K: TenantObject,
     {
         let kind = K::kind(&Default::default()).to_lowercase();
         let action = format!("list {kind}s labelled {label}");
@@ -273,11 +274,7 @@ impl Kubernetes {
     /// Full objects of this kind carrying `label`.
     pub async fn list<K>(&self, label: &str) -> Result<Vec<K>, StepError>
     where
-        K: kube::Resource<Scope = NamespaceResourceScope>
-            + DeserializeOwned
-            + Clone
-            + std::fmt::Debug,
-        <K as kube::Resource>::DynamicType: Default,
+        K: TenantObject,
     {
         let kind = K::kind(&Default::default()).to_lowercase();
         self.tokens.ready().await?;
@@ -291,11 +288,7 @@ impl Kubernetes {
     /// Deletes an object; one that is already gone counts as deleted (`Ok(false)`).
     pub async fn delete<K>(&self, name: &str) -> Result<bool, StepError>
     where
-        K: kube::Resource<Scope = NamespaceResourceScope>
-            + DeserializeOwned
-            + Clone
-            + std::fmt::Debug,
-        <K as kube::Resource>::DynamicType: Default,
+        K: TenantObject,
     {
         let kind = K::kind(&Default::default()).to_lowercase();
         self.tokens.ready().await?;

@@ -283,11 +283,19 @@ pub async fn set_plan(
             format!("no plan '{plan}' (plans: {})", known.join(", ")),
         ));
     }
+    change_state(p, tenant, budget, |s| s.plan = plan.to_owned()).await
+}
+
+/// Reads the tenant's state, changes it, and provisions the tenant in the new state.
+async fn change_state(
+    p: &Provisioner,
+    tenant: &TenantId,
+    budget: Duration,
+    change: impl FnOnce(&mut TenantState),
+) -> Result<Change, StepError> {
     let before = tenant_state(p, tenant).await?;
-    let after = TenantState {
-        plan: plan.to_owned(),
-        ..before.clone()
-    };
+    let mut after = before.clone();
+    change(&mut after);
     apply_state(p, tenant, &after, budget).await?;
     Ok(Change {
         tenant: tenant.to_string(),
@@ -303,21 +311,12 @@ pub async fn suspend(
     tenant: &TenantId,
     budget: Duration,
 ) -> Result<Change, StepError> {
-    let before = tenant_state(p, tenant).await?;
-    let after = TenantState {
-        suspended: true,
-        ..before.clone()
-    };
-    apply_state(p, tenant, &after, budget).await?;
+    let change = change_state(p, tenant, budget, |s| s.suspended = true).await?;
     // The limit keeps new connections out; the open ones are closed here.
     p.rabbitmq
         .close_user_connections(tenant.rabbitmq_user())
         .await?;
-    Ok(Change {
-        tenant: tenant.to_string(),
-        before,
-        after,
-    })
+    Ok(change)
 }
 
 /// Lifts a suspension: the plan's replicas and connection limit come back.
@@ -326,17 +325,7 @@ pub async fn resume(
     tenant: &TenantId,
     budget: Duration,
 ) -> Result<Change, StepError> {
-    let before = tenant_state(p, tenant).await?;
-    let after = TenantState {
-        suspended: false,
-        ..before.clone()
-    };
-    apply_state(p, tenant, &after, budget).await?;
-    Ok(Change {
-        tenant: tenant.to_string(),
-        before,
-        after,
-    })
+    change_state(p, tenant, budget, |s| s.suspended = false).await
 }
 
 /// Gives the tenant a new password (the next generation, still derived, so retries converge):
@@ -348,17 +337,7 @@ pub async fn rotate(
     tenant: &TenantId,
     budget: Duration,
 ) -> Result<Change, StepError> {
-    let before = tenant_state(p, tenant).await?;
-    let after = TenantState {
-        generation: before.generation + 1,
-        ..before.clone()
-    };
-    apply_state(p, tenant, &after, budget).await?;
-    Ok(Change {
-        tenant: tenant.to_string(),
-        before,
-        after,
-    })
+    change_state(p, tenant, budget, |s| s.generation += 1).await
 }
 
 /// One tenant in `list`.

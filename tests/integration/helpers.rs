@@ -21,12 +21,25 @@ pub fn stack_env() -> &'static HashMap<String, String> {
         let text = std::fs::read_to_string(path).unwrap_or_else(|_| {
             panic!("the local stack is not up ({path} is missing): run `make stack-up` (or `make test`, which starts it)")
         });
-        let env: HashMap<String, String> = text
+        let mut env: HashMap<String, String> = text
             .lines()
             .filter_map(|l| l.strip_prefix("export "))
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
+        // The stack runs RabbitMQ 3.10 and 4.0; POST_SIGNUP_TEST_BROKER picks the one the
+        // tests (and every tenantctl they start) use. `make test` runs the suite on both.
+        if let Ok(broker) = std::env::var("POST_SIGNUP_TEST_BROKER") {
+            let key = broker.replace('.', "_");
+            for var in ["MANAGEMENT_URL", "AMQP_URL"] {
+                let url = env
+                    .get(&format!("RABBITMQ_{key}_{var}"))
+                    .unwrap_or_else(|| panic!("POST_SIGNUP_TEST_BROKER={broker}: the stack has no such broker (3.10, 4.0)"))
+                    .clone();
+                env.insert(format!("RABBITMQ_{var}"), url);
+            }
+            env.insert("STACK_RABBITMQ".to_owned(), broker);
+        }
         let api = &env["STACK_KUBE_API"];
         let probe = std::net::TcpStream::connect_timeout(
             &api.trim_start_matches("https://").parse().expect("STACK_KUBE_API is host:port"),

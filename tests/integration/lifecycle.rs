@@ -102,6 +102,15 @@ async fn the_plans_limits_are_set_at_sign_up_and_the_broker_enforces_them() {
     assert_eq!(s["rabbitmq"]["vhost_limits"]["max-connections"], 2, "{s}");
     assert_eq!(s["rabbitmq"]["vhost_limits"]["max-queues"], 3, "{s}");
     assert_eq!(s["rabbitmq"]["user_limits"]["max-channels"], 5, "{s}");
+    // The plan's default queue type: honoured by 4.0, ignored by 3.10 (which says so).
+    let kept = s["rabbitmq"]["vhost"]["default_queue_type"]
+        .as_str()
+        .unwrap_or("");
+    if var("STACK_RABBITMQ") == "4.0" {
+        assert_eq!(kept, "quorum", "{s}");
+    } else {
+        assert_ne!(kept, "quorum", "{s}");
+    }
     let url = amqp_url(&tenant).await;
     let first = connect(&url).await.expect("first connection");
     let second = connect(&url).await.expect("second connection");
