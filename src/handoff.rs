@@ -77,7 +77,9 @@ impl HandoffQueue {
             )
         })?;
         let action = format!("hand off tenant {}", message.sub);
-        let (result, attempts) = crate::retry::until("sqs.handoff", deadline, || async {
+        // The deadline bounds the attempt in flight too, not only the waits between attempts:
+        // an SQS call slower than the time left must not keep Cognito waiting past 5 s.
+        let sending = crate::retry::until("sqs.handoff", deadline, || async {
             self.client
                 .send_message()
                 .queue_url(&self.url)
@@ -86,9 +88,16 @@ impl HandoffQueue {
                 .await
                 .map(drop)
                 .map_err(|e| sdk_error(System::Sqs, &action, e))
-        })
-        .await;
-        result.map(|()| attempts)
+        });
+        match tokio::time::timeout_at(deadline, sending).await {
+            Ok((result, attempts)) => result.map(|()| attempts),
+            Err(_) => Err(StepError::new(
+                System::Sqs,
+                action,
+                FailureKind::Timeout,
+                "no answer before the deadline",
+            )),
+        }
     }
 
     /// Up to `max` messages, waiting at most `wait_seconds` for the first.

@@ -203,3 +203,28 @@ async fn the_worker_reports_only_failed_messages() {
     assert_eq!(failed, ["m-bad"]);
     assert_eq!(traces_of(&good).await.len(), 5);
 }
+
+#[tokio::test]
+async fn a_slow_queue_cannot_hold_the_answer_past_the_budget() {
+    let tenant = fresh_tenant();
+    aws_fault(json!({"target": "AmazonSQS.SendMessage", "match": tenant.as_str(), "count": 1, "delay_ms": 6000})).await;
+    let down = format!("http://127.0.0.1:{}", closed_port());
+    let app = lambda_app(
+        &[
+            ("RABBITMQ_MANAGEMENT_URL", &down),
+            ("PROVISION_BUDGET_MS", "1500"),
+        ],
+        Instant::now(),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let err = invoke(&app, &signup_event(tenant.as_str()))
+        .await
+        .expect_err("neither provisioned nor handed off in time");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500 + 400),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert!(err.starts_with("Your account is confirmed"), "{err}");
+}
