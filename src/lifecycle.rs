@@ -283,7 +283,11 @@ pub async fn set_plan(
             format!("no plan '{plan}' (plans: {})", known.join(", ")),
         ));
     }
-    change_state(p, tenant, budget, |s| s.plan = plan.to_owned()).await
+    let change = change_state(p, tenant, budget, |s| s.plan = plan.to_owned()).await?;
+    p.secrets
+        .tag_plan(&tenant.secrets_manager_name(&p.secret_prefix), plan)
+        .await?;
+    Ok(change)
 }
 
 /// Reads the tenant's state, changes it, and provisions the tenant in the new state.

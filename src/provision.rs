@@ -357,6 +357,7 @@ impl Provisioner {
                             tenant,
                             &json,
                             state.generation,
+                            &plan.name,
                         )
                     })
                     .await;

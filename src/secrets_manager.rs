@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::aws;
 use crate::error::{FailureKind, StepError, System};
+use crate::plan::PLAN_LABEL;
 use crate::rabbitmq::AdminCredential;
 use crate::tenant::{TENANT_LABEL, TenantId};
 use crate::tenant_credentials::PasswordKey;
@@ -58,6 +59,7 @@ impl SecretsManager {
         tenant: &TenantId,
         value: &SecretString,
         generation: u32,
+        plan: &str,
     ) -> Result<(), StepError> {
         let action = format!("store tenant secret '{name}'");
         // The password generation is part of the token: a rotation always makes a new version,
@@ -76,6 +78,7 @@ impl SecretsManager {
                     .value(tenant.as_str())
                     .build(),
             )
+            .tags(Tag::builder().key(PLAN_LABEL).value(plan).build())
             .send()
             .await;
         let err = match created {
@@ -128,6 +131,19 @@ impl SecretsManager {
             }
             Err(e) => Err(aws::sdk_error(System::SecretsManager, &action, e)),
         }
+    }
+
+    /// Records the tenant's plan as the secret's `post-signup/plan` tag (after a plan change; a
+    /// new secret is created with it).
+    pub async fn tag_plan(&self, name: &str, plan: &str) -> Result<(), StepError> {
+        self.client
+            .tag_resource()
+            .secret_id(name)
+            .tags(Tag::builder().key(PLAN_LABEL).value(plan).build())
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| aws::sdk_error(System::SecretsManager, &format!("tag secret '{name}'"), e))
     }
 
     /// Schedules a tenant secret for deletion after `recovery_days` (7–30; the secret can be

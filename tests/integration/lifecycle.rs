@@ -141,6 +141,20 @@ async fn a_plan_change_moves_limits_replicas_and_resources_and_sticks() {
         d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"],
         "128Mi"
     );
+    let described = secrets_manager()
+        .await
+        .describe_secret()
+        .secret_id(tenant.secrets_manager_name(&var("TENANT_SECRET_PREFIX")))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        described
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some("post-signup/plan") && t.value() == Some("roomy")),
+        "the plan is the secret's tag too"
+    );
     // Provisioning again (as the worker or reconciler would) keeps the operator's plan.
     ok(&["provision", "--sub", tenant.as_str()]);
     assert_eq!(status(&tenant)["plan"], "roomy");
