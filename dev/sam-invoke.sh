@@ -106,25 +106,26 @@ start_dockerd() {
   tail -20 "$W/dockerd.log" >&2; die "dockerd did not start"
 }
 
-# SAM's base image for provided.al2023, made here: a Debian minbase root filesystem (glibc and
-# a shell are all a Rust bootstrap needs), cached as a tarball keyed by suite and architecture.
+# SAM's base image for provided.al2023, made here: a Debian minbase root filesystem with what
+# Lambda's image gives a Rust bootstrap (glibc, a shell, the CA certificates that rustls'
+# platform roots load), cached as a tarball keyed by suite, architecture and make-up.
 base_image() {
   local deb_arch tag tarball
   deb_arch=$([ "$ARCH" = arm64 ] && echo arm64 || echo amd64)
   tag=public.ecr.aws/lambda/provided:al2023-$ARCH
-  local version=2  # bump when the image's make-up below changes
+  local version=3  # bump when the image's make-up below changes
   if [ "$(docker image inspect -f '{{index .Config.Labels "post-signup.base"}}' "$tag" 2>/dev/null)" = "$version" ]; then
     return 0
   fi
-  tarball=$IMAGES/debian-bookworm-minbase-$deb_arch.tar
+  tarball=$IMAGES/debian-bookworm-minbase-$deb_arch-v$version.tar
   if [ ! -s "$tarball" ]; then
     mkdir -p "$IMAGES"
     local rootfs=$W/rootfs
     log "building the base image: debootstrap bookworm minbase ($deb_arch), once per machine"
     if [ "$deb_arch" = amd64 ]; then
-      heartbeat "debootstrapping" debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
+      heartbeat "debootstrapping" debootstrap --variant=minbase --include=ca-certificates bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
     else
-      heartbeat "debootstrapping (first stage)" debootstrap --variant=minbase --arch=arm64 --foreign bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
+      heartbeat "debootstrapping (first stage)" debootstrap --variant=minbase --include=ca-certificates --arch=arm64 --foreign bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
       heartbeat "debootstrapping (second stage, emulated)" chroot "$rootfs" /debootstrap/debootstrap --second-stage >/dev/null
     fi
     mkdir -p "$rootfs/var/task" "$rootfs/var/runtime" "$rootfs/opt"
@@ -165,10 +166,23 @@ print(' '.join(str(s.getsockname()[1]) for s in socks))")
 invoke() {
   local name=$1 event=$2 ca t0
   ca=$(base64 -w0 < "$STACK_CA_FILE")
+  # The stack's settings go in through --env-vars (SAM resolves no Fn::If, and these override
+  # only variables the template declares; every one of these is declared).
   python3 - "$W/env.json" <<PY
 import json, sys
 queue = "$HANDOFF_QUEUE_URL".replace("127.0.0.1", "$BRIDGE_IP").replace(":$AWS_PORT/", ":$F_AWS/")
-json.dump({"PostSignupFunction": {"HANDOFF_QUEUE_URL": queue}}, open(sys.argv[1], "w"))
+json.dump({"PostSignupFunction": {
+    "EKS_CLUSTER_NAME": "$EKS_CLUSTER_NAME",
+    "EKS_ENDPOINT": "https://kubernetes:$F_API",
+    "EKS_CA_DATA": "$ca",
+    "TENANT_NAMESPACE": "$TENANT_NAMESPACE",
+    "RABBITMQ_MANAGEMENT_URL": "http://$BRIDGE_IP:$F_MGMT",
+    "RABBITMQ_AMQP_URL": "$RABBITMQ_AMQP_URL",
+    "RABBITMQ_ADMIN_SECRET_ID": "$RABBITMQ_ADMIN_SECRET_ID",
+    "TENANT_SECRET_PREFIX": "$TENANT_SECRET_PREFIX",
+    "HANDOFF_QUEUE_URL": queue,
+    "AWS_ENDPOINT_URL": "http://$BRIDGE_IP:$F_AWS",
+}}, open(sys.argv[1], "w"))
 PY
   t0=$(date +%s%N)
   # A clean environment: SAM lets the shell's value of any variable the template declares win
@@ -180,11 +194,7 @@ PY
     "$LINT_VENV/bin/sam" local invoke PostSignupFunction \
     --template-file ".aws-sam/build-$ARCH/template.yaml" --event "$event" --env-vars "$W/env.json" \
     --skip-pull-image --region "$AWS_REGION" --add-host "kubernetes:$BRIDGE_IP" \
-    --parameter-overrides "Architecture=$ARCH EksClusterName=$EKS_CLUSTER_NAME \
-EksEndpoint=https://kubernetes:$F_API EksCaData=$ca \
-RabbitMqManagementUrl=http://$BRIDGE_IP:$F_MGMT RabbitMqAmqpUrl=$RABBITMQ_AMQP_URL \
-RabbitMqAdminSecretId=$RABBITMQ_ADMIN_SECRET_ID TenantSecretPrefix=$TENANT_SECRET_PREFIX \
-TenantNamespace=$TENANT_NAMESPACE AwsEndpointUrl=http://$BRIDGE_IP:$F_AWS" \
+    --parameter-overrides "Architecture=$ARCH EksClusterName=$EKS_CLUSTER_NAME RabbitMqManagementUrl=http://$BRIDGE_IP:$F_MGMT RabbitMqAmqpUrl=$RABBITMQ_AMQP_URL" \
     > "$W/$name.out" 2> "$W/$name.err" || true
   echo $(( ($(date +%s%N) - t0) / 1000000 )) > "$W/$name.ms"
 }
