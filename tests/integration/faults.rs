@@ -2,7 +2,6 @@
 //! of the API server resets or refuses the first connections, and the AWS stand-in throttles
 //! once. Each time the tenant still completes in one invocation, and the report shows the retry.
 
-use base64::Engine as _;
 use post_signup::provision::{Outcome, Report};
 use post_signup::tenant::TenantId;
 use serde_json::json;
@@ -11,11 +10,7 @@ use crate::helpers::*;
 use crate::servers::{Fault, FaultProxy};
 
 async fn provision(app: &post_signup::app::App, tenant: &TenantId) -> Report {
-    let deadline = tokio::time::Instant::now() + app.budget();
-    app.provisioner()
-        .await
-        .unwrap()
-        .provision(tenant, deadline)
+    provision_once(app, tenant)
         .await
         .unwrap_or_else(|e| panic!("the tenant completes despite the fault: {e}"))
 }
@@ -30,36 +25,35 @@ fn attempts(report: &Report, prefix: &str) -> u32 {
         .unwrap()
 }
 
-fn ca_data() -> String {
-    base64::engine::general_purpose::STANDARD.encode(std::fs::read(var("STACK_CA_FILE")).unwrap())
+/// Provisions a fresh tenant with the app's settings `overrides` pointing at `proxy`, checks
+/// that every fault was served and the tenant is complete, and returns the report.
+async fn through(proxy: FaultProxy, served: usize, overrides: &[(&str, &str)]) -> Report {
+    let app = app_with(overrides).await;
+    let tenant = fresh_tenant();
+    let report = provision(&app, &tenant).await;
+    assert_eq!(proxy.faulted(), served, "every fault was served");
+    let traces = traces_of(&tenant).await;
+    assert_eq!(traces.len(), 5, "complete: {traces:?}");
+    report
 }
 
 async fn through_rabbitmq_proxy(faults: Vec<Fault>) -> Report {
-    let proxy = FaultProxy::http(&var("RABBITMQ_MANAGEMENT_URL"), faults.clone()).await;
-    let app = app_with(&[("RABBITMQ_MANAGEMENT_URL", &proxy.url)]).await;
-    let tenant = fresh_tenant();
-    let report = provision(&app, &tenant).await;
-    assert_eq!(proxy.faulted(), faults.len(), "every fault was served");
-    assert!(
-        traces_of(&tenant).await.len() == 5,
-        "complete: {:?}",
-        traces_of(&tenant).await
-    );
-    report
+    let n = faults.len();
+    let proxy = FaultProxy::http(&var("RABBITMQ_MANAGEMENT_URL"), faults).await;
+    let url = proxy.url.clone();
+    through(proxy, n, &[("RABBITMQ_MANAGEMENT_URL", &url)]).await
 }
 
 async fn through_apiserver_proxy(faults: Vec<Fault>) -> Report {
-    let proxy = FaultProxy::kube_apiserver(faults.clone()).await;
-    let app = app_with(&[("EKS_ENDPOINT", &proxy.url), ("EKS_CA_DATA", &ca_data())]).await;
-    let tenant = fresh_tenant();
-    let report = provision(&app, &tenant).await;
-    assert_eq!(proxy.faulted(), faults.len(), "every fault was served");
-    assert!(
-        traces_of(&tenant).await.len() == 5,
-        "complete: {:?}",
-        traces_of(&tenant).await
-    );
-    report
+    let n = faults.len();
+    let proxy = FaultProxy::kube_apiserver(faults).await;
+    let url = proxy.url.clone();
+    through(
+        proxy,
+        n,
+        &[("EKS_ENDPOINT", &url), ("EKS_CA_DATA", &stack_ca_data())],
+    )
+    .await
 }
 
 #[tokio::test]
@@ -114,13 +108,12 @@ async fn kubernetes_429_retry_after_is_honoured() {
 #[tokio::test]
 async fn a_permanent_kubernetes_refusal_is_not_retried() {
     let proxy = FaultProxy::kube_apiserver(vec![Fault::kubernetes(422, None); 2]).await;
-    let app = app_with(&[("EKS_ENDPOINT", &proxy.url), ("EKS_CA_DATA", &ca_data())]).await;
-    let deadline = tokio::time::Instant::now() + app.budget();
-    let err = app
-        .provisioner()
-        .await
-        .unwrap()
-        .provision(&fresh_tenant(), deadline)
+    let app = app_with(&[
+        ("EKS_ENDPOINT", &proxy.url),
+        ("EKS_CA_DATA", &stack_ca_data()),
+    ])
+    .await;
+    let err = provision_once(&app, &fresh_tenant())
         .await
         .expect_err("422 fails");
     let failed: Vec<_> = err

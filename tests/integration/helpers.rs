@@ -362,3 +362,22 @@ pub async fn queue_bodies(queue: &str) -> Vec<Value> {
         .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
         .collect()
 }
+
+/// One provisioning of `tenant` by the app's provisioner, within the app's budget.
+pub async fn provision_once(
+    app: &App,
+    tenant: &TenantId,
+) -> Result<post_signup::provision::Report, post_signup::provision::ProvisionError> {
+    let deadline = tokio::time::Instant::now() + app.budget();
+    app.provisioner()
+        .await
+        .expect("cold start on the stack")
+        .provision(tenant, deadline)
+        .await
+}
+
+/// The stack CA, base64 as EKS reports `certificateAuthority.data`.
+pub fn stack_ca_data() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(std::fs::read(var("STACK_CA_FILE")).unwrap())
+}

@@ -230,11 +230,7 @@ async fn provision_err(
     app: &post_signup::app::App,
     tenant: &TenantId,
 ) -> post_signup::provision::ProvisionError {
-    let deadline = tokio::time::Instant::now() + app.budget();
-    app.provisioner()
-        .await
-        .unwrap()
-        .provision(tenant, deadline)
+    provision_once(app, tenant)
         .await
         .expect_err("provisioning must fail")
 }
@@ -464,9 +460,7 @@ async fn rabbitmq_connection_refused() {
 
 #[tokio::test]
 async fn kubernetes_connection_refused() {
-    use base64::Engine as _;
-    let ca = base64::engine::general_purpose::STANDARD
-        .encode(std::fs::read(var("STACK_CA_FILE")).unwrap());
+    let ca = stack_ca_data();
     let endpoint = format!("https://127.0.0.1:{}", closed_port());
     let app = app_with(&[
         ("EKS_ENDPOINT", &endpoint),
@@ -485,9 +479,7 @@ async fn kubernetes_connection_refused() {
 
 #[tokio::test]
 async fn a_silent_kubernetes_api_is_cut_off_at_the_deadline() {
-    use base64::Engine as _;
-    let ca = base64::engine::general_purpose::STANDARD
-        .encode(std::fs::read(var("STACK_CA_FILE")).unwrap());
+    let ca = stack_ca_data();
     let endpoint = silent().await.replace("http://", "https://");
     let app = app_with(&[
         ("EKS_ENDPOINT", &endpoint),
