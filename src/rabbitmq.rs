@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -36,8 +37,10 @@ pub struct RabbitMq {
     base: Url,
     admin: Arc<RwLock<AdminCredential>>,
     reload: Option<AdminReload>,
-    /// Serialises reloads, and counts them so concurrent 401s cause one reload, not many.
-    reloads: Arc<tokio::sync::Mutex<u64>>,
+    /// How many reloads there were: read lock-free on every call, so only a 401 waits.
+    reloads: Arc<AtomicU64>,
+    /// Serialises reloads, so concurrent 401s cause one reload, not many.
+    reloading: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for RabbitMq {
@@ -94,6 +97,7 @@ impl RabbitMq {
             admin: Arc::new(RwLock::new(admin)),
             reload: None,
             reloads: Arc::default(),
+            reloading: Arc::default(),
         })
     }
 
@@ -122,7 +126,7 @@ impl RabbitMq {
         action: String,
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, StepError> {
-        let seen = *self.reloads.lock().await;
+        let seen = self.reloads.load(Ordering::Acquire);
         let again = req.try_clone();
         let mut resp = self
             .authorized(req)
@@ -134,14 +138,14 @@ impl RabbitMq {
         {
             // The admin credential may have been rotated since the cold start: read it again
             // (once, however many calls saw the 401) and repeat this call once.
-            let mut count = self.reloads.lock().await;
-            if *count == seen {
+            let guard = self.reloading.lock().await;
+            if self.reloads.load(Ordering::Acquire) == seen {
                 let fresh = reload().await?;
                 *self.admin.write().expect("admin credential lock") = fresh;
-                *count += 1;
+                self.reloads.fetch_add(1, Ordering::Release);
                 tracing::warn!("rabbitmq answered 401: admin credential read again");
             }
-            drop(count);
+            drop(guard);
             resp = self
                 .authorized(again)
                 .send()
@@ -239,15 +243,7 @@ impl RabbitMq {
         limit: &str,
         value: i64,
     ) -> Result<(), StepError> {
-        let body = serde_json::json!({"value": value});
-        self.send(
-            format!("limit {limit} of vhost '{vhost}' to {value}"),
-            self.http
-                .put(self.url(&["vhost-limits", vhost, limit]))
-                .json(&body),
-        )
-        .await
-        .map(drop)
+        self.put_limit(Limited::Vhost, vhost, limit, value).await
     }
 
     /// Sets one limit of a user (`max-connections`, `max-channels`; RabbitMQ 3.8.10+).
@@ -257,33 +253,43 @@ impl RabbitMq {
         limit: &str,
         value: i64,
     ) -> Result<(), StepError> {
+        self.put_limit(Limited::User, user, limit, value).await
+    }
+
+    /// The vhost's limits, e.g. `{"max-connections": 10}`.
+    pub async fn vhost_limits(&self, vhost: &str) -> Result<BTreeMap<String, i64>, StepError> {
+        self.limits(Limited::Vhost, vhost).await
+    }
+
+    /// The user's limits, e.g. `{"max-channels": 50}`.
+    pub async fn user_limits(&self, user: &str) -> Result<BTreeMap<String, i64>, StepError> {
+        self.limits(Limited::User, user).await
+    }
+
+    async fn put_limit(
+        &self,
+        kind: Limited,
+        name: &str,
+        limit: &str,
+        value: i64,
+    ) -> Result<(), StepError> {
         let body = serde_json::json!({"value": value});
         self.send(
-            format!("limit {limit} of user '{user}' to {value}"),
+            format!("limit {limit} of {} '{name}' to {value}", kind.noun()),
             self.http
-                .put(self.url(&["user-limits", user, limit]))
+                .put(self.url(&[kind.collection(), name, limit]))
                 .json(&body),
         )
         .await
         .map(drop)
     }
 
-    /// The vhost's limits, e.g. `{"max-connections": 10}`.
-    pub async fn vhost_limits(&self, vhost: &str) -> Result<BTreeMap<String, i64>, StepError> {
+    async fn limits(&self, kind: Limited, name: &str) -> Result<BTreeMap<String, i64>, StepError> {
         let rows: Vec<LimitRow> = self
             .get(
-                format!("limits of vhost '{vhost}'"),
-                &["vhost-limits", vhost],
+                format!("limits of {} '{name}'", kind.noun()),
+                &[kind.collection(), name],
             )
-            .await?
-            .unwrap_or_default();
-        Ok(rows.into_iter().flat_map(|r| r.value).collect())
-    }
-
-    /// The user's limits, e.g. `{"max-channels": 50}`.
-    pub async fn user_limits(&self, user: &str) -> Result<BTreeMap<String, i64>, StepError> {
-        let rows: Vec<LimitRow> = self
-            .get(format!("limits of user '{user}'"), &["user-limits", user])
             .await?
             .unwrap_or_default();
         Ok(rows.into_iter().flat_map(|r| r.value).collect())
@@ -427,6 +433,29 @@ pub struct Vhost {
     /// What the broker kept: "undefined" on brokers that ignore the setting (3.10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_queue_type: Option<String>,
+}
+
+/// What a limit is set on.
+#[derive(Clone, Copy)]
+enum Limited {
+    Vhost,
+    User,
+}
+
+impl Limited {
+    fn noun(self) -> &'static str {
+        match self {
+            Limited::Vhost => "vhost",
+            Limited::User => "user",
+        }
+    }
+
+    fn collection(self) -> &'static str {
+        match self {
+            Limited::Vhost => "vhost-limits",
+            Limited::User => "user-limits",
+        }
+    }
 }
 
 #[derive(Deserialize)]
