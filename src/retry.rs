@@ -49,7 +49,11 @@ where
     .sleep(tokio::time::sleep)
     .when(StepError::is_transient)
     .adjust(|e: &StepError, planned: Option<Duration>| {
-        let wait = e.retry_after.or(planned)?;
+        // The backoff's plan decides whether there is another attempt at all (its cap); a
+        // server's Retry-After only decides how long to wait, and never less than the minimum
+        // (`Retry-After: 0` from a struggling server must not become a tight loop).
+        let planned = planned?;
+        let wait = e.retry_after.map_or(planned, |asked| asked.max(MIN_DELAY));
         (Instant::now() + wait < deadline).then_some(wait)
     })
     .notify(|e: &StepError, wait: Duration| {
@@ -103,6 +107,47 @@ mod tests {
         .await;
         assert_eq!(result.unwrap_err().kind, FailureKind::Forbidden);
         assert_eq!(attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn retry_after_never_passes_the_attempt_cap() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (result, attempts) = until("s", deadline, || async {
+            Err::<(), _>(failing(FailureKind::Throttled).with_retry_after(Some(Duration::ZERO)))
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(
+            attempts as usize,
+            MAX_RETRIES + 1,
+            "the first try and the capped retries"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_zero_retry_after_still_waits_the_minimum() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let started = Instant::now();
+        let calls = Cell::new(0);
+        let (result, attempts) = until("s", deadline, || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                if n < 4 {
+                    Err(failing(FailureKind::Throttled).with_retry_after(Some(Duration::ZERO)))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(attempts, 4);
+        assert!(
+            started.elapsed() >= MIN_DELAY * 3,
+            "three waits of at least {MIN_DELAY:?}: {:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
