@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The stack's AWS stand-in: moto (Secrets Manager, EKS, SQS, Cognito) behind two small shims.
+"""The stack's AWS stand-in: moto (Secrets Manager, EKS, SQS, Cognito, DynamoDB and its Streams)
+behind two small shims.
 
 - DescribeCluster: moto answers with a made-up endpoint and CA. The shim rewrites exactly those
   two fields, for the stack's own cluster only, to the real kube-apiserver's endpoint and CA, so
@@ -8,13 +9,15 @@
   {"target": "secretsmanager.CreateSecret", "match": "<text in the request body>", "count": 1,
    "status": 400, "error": "ThrottlingException", "delay_ms": 0}
   makes the next `count` matching requests wait `delay_ms` and then (if `status` is set) answer
-  with that AWS JSON-protocol error instead of reaching moto. Matching on body text (a test's own
+  with that AWS JSON-protocol error instead of reaching moto; {"clear": true, "match": "..."}
+  ends the faults of that match. Matching on body text (a test's own
   tenant or secret id) keeps tests that run in parallel out of each other's way.
 Everything else is moto, unchanged.
 
 Usage: aws_standin.py --listen IP:PORT --cluster NAME --endpoint URL --ca-file PEM --seed FILE --out FILE
 The seed file lists what to create once the server is up (the admin secret, the cluster, the
-hand-off queue and its dead-letter queue, the user pool); --out receives the created ids.
+hand-off queue and its dead-letter queue, the user pool, the registry table); --out receives the
+created ids.
 """
 import argparse
 import base64
@@ -71,7 +74,11 @@ class FaultShim:
             rule = json.loads(environ["wsgi.input"].read(length) or b"{}")
             rule.setdefault("count", 1)
             with self.lock:
-                self.rules.append(rule)
+                if rule.get("clear"):
+                    # {"clear": true, "match": "..."}: the fault is over for that text.
+                    self.rules = [r for r in self.rules if r.get("match") != rule.get("match")]
+                else:
+                    self.rules.append(rule)
             start_response("200 OK", [("Content-Type", "application/json")])
             return [b"{}"]
         target = environ.get("HTTP_X_AMZ_TARGET", "")
@@ -128,7 +135,23 @@ def seed(url, region, spec):
     idp = boto3.client("cognito-idp", **kw)
     for p in spec.get("user_pools", []):
         out[p["name"]] = {"id": idp.create_user_pool(PoolName=p["name"])["UserPool"]["Id"]}
+    ddb = boto3.client("dynamodb", **kw)
+    for t in spec.get("tables", []):
+        out[t["name"]] = {"stream_arn": create_registry_table(ddb, t["name"])}
     return out
+
+
+def create_registry_table(ddb, name):
+    """The tenant registry as template.yml declares it: key `sub`, on demand, with a stream of
+    new and old images (the lifecycle events' source). Tests make tables of their own with it."""
+    table = ddb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "sub", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "sub", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    return table["TableDescription"]["LatestStreamArn"]
 
 
 def main():

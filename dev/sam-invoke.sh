@@ -181,6 +181,7 @@ json.dump({"PostSignupFunction": {
     "RABBITMQ_ADMIN_SECRET_ID": "$RABBITMQ_ADMIN_SECRET_ID",
     "TENANT_SECRET_PREFIX": "$TENANT_SECRET_PREFIX",
     "HANDOFF_QUEUE_URL": queue,
+    "REGISTRY_TABLE": "$REGISTRY_TABLE",
     "AWS_ENDPOINT_URL": "http://$BRIDGE_IP:$F_AWS",
 }}, open(sys.argv[1], "w"))
 PY

@@ -24,6 +24,7 @@ OPERATOR_ROLE=post-signup-operator
 OPERATOR_GROUP=post-signup:operators
 HANDOFF_QUEUE=post-signup-handoff
 USER_POOL=post-signup-local-users
+REGISTRY_TABLE=post-signup-local-tenants
 ADMIN_SECRET_ID=post-signup/rabbitmq-admin
 SECRET_PREFIX=post-signup/tenants/
 SERVICES=(etcd sts iam-authenticator kube-apiserver kube-controller-manager kube-scheduler kwok aws rabbitmq rabbitmq4)
@@ -286,15 +287,17 @@ start_apiserver() {
     --cert-dir "$S/k8s/certs"
 }
 
-# moto (Secrets Manager, EKS, SQS, Cognito) behind the DescribeCluster and fault shims, seeded
-# with the admin secret, the cluster, the hand-off queue (+ dead-letter queue) and a user pool.
+# moto (Secrets Manager, EKS, SQS, Cognito, DynamoDB with Streams) behind the DescribeCluster and
+# fault shims, seeded with the admin secret, the cluster, the hand-off queue (+ dead-letter
+# queue), a user pool and the tenant registry (a table with its stream, as template.yml has it).
 start_aws() {
   cat > "$S/aws/seed.json" <<EOT
 {"secrets": [{"name": "$ADMIN_SECRET_ID",
               "value": {"username": "$RMQ_USER", "password": "$RMQ_PASS", "tenant_password_key": "$PW_KEY"}}],
  "clusters": [{"name": "$CLUSTER", "role_arn": "arn:aws:iam::$ACCOUNT:role/eks-cluster"}],
  "queues": [{"name": "$HANDOFF_QUEUE", "visibility_timeout": 30, "max_receive_count": 3}],
- "user_pools": [{"name": "$USER_POOL"}]}
+ "user_pools": [{"name": "$USER_POOL"}],
+ "tables": [{"name": "$REGISTRY_TABLE"}]}
 EOT
   start aws "$STACK_VENV/bin/python" dev/aws_standin.py --listen "127.0.0.1:$AWS_PORT" --region "$REGION" \
     --cluster "$CLUSTER" --endpoint "https://127.0.0.1:$API_PORT" --ca-file "$S/tls/ca.pem" \
@@ -360,10 +363,11 @@ EOT
 # .stack/env: the function's identity and settings; .stack/operator.env (sourced after it):
 # the operator's identity, for the worker, the reconciler and tenantctl.
 write_env() {
-  local created=$S/aws/created.json queue_url dlq_url pool_id
+  local created=$S/aws/created.json queue_url dlq_url pool_id stream_arn
   queue_url=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]]['url'])" "$created" "$HANDOFF_QUEUE")
   dlq_url=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]]['dlq_url'])" "$created" "$HANDOFF_QUEUE")
   pool_id=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]]['id'])" "$created" "$USER_POOL")
+  stream_arn=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]]['stream_arn'])" "$created" "$REGISTRY_TABLE")
   cat > "$S/env" <<EOT
 # The local stack ($(date -u +%FT%TZ)). Load with: set -a; . .stack/env; set +a
 # --- the function and tenantctl ---
@@ -384,6 +388,7 @@ export RABBITMQ_ADMIN_SECRET_ID=$ADMIN_SECRET_ID
 export TENANT_SECRET_PREFIX=$SECRET_PREFIX
 export HANDOFF_QUEUE_URL=$queue_url
 export USER_POOL_ID=$pool_id
+export REGISTRY_TABLE=$REGISTRY_TABLE
 # --- inspection ---
 export KUBECONFIG=$S/kubeconfig
 export RABBITMQ_ADMIN_USERNAME=$RMQ_USER
@@ -399,6 +404,7 @@ export STACK_ADMIN_TOKEN_FILE=$S/k8s/admin-token
 export STACK_FUNCTION_GROUP=$FUNCTION_GROUP
 export STACK_OPERATOR_GROUP=$OPERATOR_GROUP
 export STACK_DLQ_URL=$dlq_url
+export STACK_REGISTRY_STREAM_ARN=$stream_arn
 export STACK_AWS_STANDIN=http://127.0.0.1:$AWS_PORT
 export STACK_KUBECTL=$GO_BIN_DIR/kubectl
 export STACK_VENV=$STACK_VENV

@@ -20,6 +20,7 @@ use crate::kubernetes::{Kubernetes, TokenSource};
 use crate::plan::Plans;
 use crate::provision::Provisioner;
 use crate::rabbitmq::RabbitMq;
+use crate::registry::Registry;
 use crate::secrets_manager::SecretsManager;
 use crate::settings::Settings;
 use crate::template::BackendTemplate;
@@ -27,9 +28,11 @@ use crate::template::BackendTemplate;
 pub struct App {
     pub settings: Settings,
     pub handoff: HandoffQueue,
+    /// Needs no cold-start call: the trigger records the tenant even while those are running.
+    pub registry: Registry,
     aws: aws_config::SdkConfig,
     template: BackendTemplate,
-    plans: Plans,
+    pub plans: Plans,
     region: String,
     provisioner: OnceCell<Provisioner>,
     /// When this container started (process start for the Lambda).
@@ -88,9 +91,14 @@ impl App {
         let region = region(&aws)?;
         let handoff =
             HandoffQueue::new(aws_sdk_sqs::Client::new(&aws), &settings.handoff_queue_url);
+        let registry = Registry::new(
+            aws_sdk_dynamodb::Client::new(&aws),
+            &settings.registry_table,
+        );
         Ok(Self {
             settings,
             handoff,
+            registry,
             aws,
             template,
             plans,
@@ -176,6 +184,7 @@ impl App {
             secret_prefix: settings.secret_prefix.clone(),
             template: self.template.clone(),
             plans: self.plans.clone(),
+            registry: self.registry.clone(),
         })
     }
 

@@ -5,8 +5,11 @@ use aws_sdk_cognitoidentityprovider::Client;
 use aws_sdk_cognitoidentityprovider::types::UserStatusType;
 use serde::Serialize;
 
+use tokio::time::Instant;
+
 use crate::aws::sdk_error;
 use crate::error::{StepError, System};
+use crate::tenant::TenantId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PoolUser {
@@ -46,42 +49,79 @@ impl UserPool {
     }
 
     /// Every user of the pool, page by page; `on_page` hears the running count (progress).
-    pub async fn users(&self, mut on_page: impl FnMut(usize)) -> Result<Vec<PoolUser>, StepError> {
+    /// Each page is retried on throttling and other transient failures until `deadline`: one
+    /// throttled page of thousands must not end the run.
+    pub async fn users(
+        &self,
+        deadline: Instant,
+        mut on_page: impl FnMut(usize),
+    ) -> Result<Vec<PoolUser>, StepError> {
         let action = format!("list users of pool '{}'", self.id);
         let mut users = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let out = self
-                .client
-                .list_users()
-                .user_pool_id(&self.id)
-                .attributes_to_get("sub")
-                .limit(60)
-                .set_pagination_token(token.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error(System::Cognito, &action, e))?;
-            for u in out.users() {
-                users.push(PoolUser {
-                    username: u.username().unwrap_or_default().to_owned(),
-                    sub: u
-                        .attributes()
-                        .iter()
-                        .find(|a| a.name() == "sub")
-                        .and_then(|a| a.value())
-                        .map(str::to_owned),
-                    status: u
-                        .user_status()
-                        .map(|s| s.as_str().to_owned())
-                        .unwrap_or_default(),
-                    enabled: u.enabled(),
-                });
-            }
+            let (out, _) = crate::retry::until("cognito.list-users", deadline, || async {
+                self.client
+                    .list_users()
+                    .user_pool_id(&self.id)
+                    .attributes_to_get("sub")
+                    .limit(60)
+                    .set_pagination_token(token.clone())
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(System::Cognito, &action, e))
+            })
+            .await;
+            let out = out?;
+            users.extend(out.users().iter().map(pool_user));
             on_page(users.len());
             match out.pagination_token() {
                 Some(t) if !t.is_empty() => token = Some(t.to_owned()),
                 _ => return Ok(users),
             }
         }
+    }
+
+    /// The one user whose `sub` this is, asked of the pool directly (the prune's re-check).
+    pub async fn find_by_sub(
+        &self,
+        tenant: &TenantId,
+        deadline: Instant,
+    ) -> Result<Option<PoolUser>, StepError> {
+        let action = format!("find user {tenant} in pool '{}'", self.id);
+        let filter = format!("sub = \"{}\"", tenant.as_str());
+        let (out, _) = crate::retry::until("cognito.find-user", deadline, || async {
+            self.client
+                .list_users()
+                .user_pool_id(&self.id)
+                .filter(&filter)
+                .limit(2)
+                .send()
+                .await
+                .map_err(|e| sdk_error(System::Cognito, &action, e))
+        })
+        .await;
+        Ok(out?
+            .users()
+            .iter()
+            .map(pool_user)
+            .find(|u| u.sub.as_deref() == Some(tenant.as_str())))
+    }
+}
+
+fn pool_user(u: &aws_sdk_cognitoidentityprovider::types::UserType) -> PoolUser {
+    PoolUser {
+        username: u.username().unwrap_or_default().to_owned(),
+        sub: u
+            .attributes()
+            .iter()
+            .find(|a| a.name() == "sub")
+            .and_then(|a| a.value())
+            .map(str::to_owned),
+        status: u
+            .user_status()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default(),
+        enabled: u.enabled(),
     }
 }

@@ -15,6 +15,8 @@ pub enum System {
     Sqs,
     /// The user pool (the reconciler's list of users).
     Cognito,
+    /// The tenant registry (DynamoDB).
+    Registry,
 }
 
 impl fmt::Display for System {
@@ -27,6 +29,7 @@ impl fmt::Display for System {
             System::Aws => "aws",
             System::Sqs => "sqs",
             System::Cognito => "cognito",
+            System::Registry => "registry",
         })
     }
 }
@@ -54,6 +57,8 @@ pub enum FailureKind {
     Reset,
     /// An answer we could not use (e.g. a malformed secret).
     BadResponse,
+    /// The record changed since it was read (a version condition failed): read and retry.
+    Conflict,
     /// Anything else.
     Other,
 }
@@ -98,7 +103,11 @@ impl StepError {
         match self.kind {
             FailureKind::Connect | FailureKind::Reset | FailureKind::Throttled => true,
             FailureKind::ServerError => match self.system {
-                System::SecretsManager | System::Eks | System::Sqs | System::Cognito => true,
+                System::SecretsManager
+                | System::Eks
+                | System::Sqs
+                | System::Cognito
+                | System::Registry => true,
                 _ => matches!(self.status, Some(502..=504)),
             },
             _ => false,

@@ -6,9 +6,16 @@ use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use futures::FutureExt as _;
+
 use crate::app::App;
+use crate::error::{FailureKind, StepError, System};
 use crate::event::{Action, EventError, classify};
 use crate::handoff::HandoffMessage;
+use crate::plan::TenantState;
+use crate::provision::Mode;
+use crate::registry::{Created, LastOutcome, Lifecycle, TenantRecord};
+use crate::tenant::TenantId;
 
 /// Kept back from the Lambda deadline so the error still reaches the runtime API in time.
 const LAMBDA_DEADLINE_MARGIN: Duration = Duration::from_millis(100);
@@ -74,6 +81,9 @@ pub enum Finish {
     Skipped,
     Provisioned,
     HandedOff,
+    /// Not finished and the hand-off failed, but the tenant's record is written: the
+    /// reconciler finishes it.
+    Recorded,
 }
 
 /// Cognito requires the event back, unchanged: it is returned as received (raw JSON), not
@@ -111,32 +121,147 @@ pub async fn handle_reporting(
         cold_start_ms = Instant::now().saturating_duration_since(start).as_millis() as u64,
         "provisioning"
     );
-    let provisioned = tokio::time::timeout_at(work_deadline, async {
-        let provisioner = app.provisioner().await.map_err(|e| format!("{e:#}"))?;
-        Box::pin(provisioner.provision(&tenant, work_deadline))
+    let pool = payload
+        .get("userPoolId")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+
+    // The record first: a conditional create, beside every other step (it needs no cold-start
+    // call), so a duplicate or a retry converges on one item and an operator's earlier decision
+    // (a tombstone, a rotation) is what gets provisioned. Once it is written the tenant's intent
+    // is durable: whatever is not finished now is finished without the person.
+    let fresh = TenantRecord::new(&tenant, pool.as_deref(), &app.plans, "sign-up");
+    let created = Box::pin(record_first(app, &fresh, work_deadline)).shared();
+    let gate = {
+        let created = created.clone();
+        let (wait, plans) = (app.settings.registry_wait, &app.plans);
+        async move {
+            match tokio::time::timeout(wait, created).await {
+                Ok(Ok(c)) => c.record().desired(),
+                // The registry is slow or down: go on as the new tenant this sign-up is; the
+                // worker or the reconciler writes the record.
+                _ => Some(TenantState::new(plans)),
+            }
+        }
+    };
+    let provisioning = tokio::time::timeout_at(work_deadline, async {
+        let provisioner = app
+            .provisioner()
+            .await
+            .map_err(|e| (format!("{e:#}"), "cold start: unfinished".to_owned()))?;
+        Box::pin(provisioner.provision_gated(&tenant, gate, Mode::SignUp, work_deadline))
             .await
             .map(drop)
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .unwrap_or_else(|_| Err("the cold-start calls did not finish in time".to_owned()));
-    let Err(problem) = provisioned else {
-        return Ok((payload, Finish::Provisioned));
+            .map_err(|e| (e.to_string(), e.outcome_detail()))
+    });
+    let (created, provisioned) = tokio::join!(created, provisioning);
+    let provisioned = provisioned.unwrap_or_else(|_| {
+        Err((
+            "the cold-start calls did not finish in time".to_owned(),
+            "cold start: unfinished".to_owned(),
+        ))
+    });
+    let record = match created {
+        Ok(c) => Some(c.record().clone()),
+        Err(e) => {
+            tracing::warn!(request_id, tenant = %tenant, error = %e, "tenant not recorded; the worker or the reconciler records it");
+            None
+        }
     };
-    // Not finished: hand off, so the worker finishes it. The person is confirmed either way.
-    let pool = payload.get("userPoolId").and_then(Value::as_str);
-    let message = HandoffMessage::new(&tenant, pool);
-    match app.handoff.send(&message, deadline).await {
+    if let Some(r) = record.as_ref().filter(|r| r.state == Lifecycle::Offboarded) {
+        tombstoned(app, &tenant, r, deadline).await;
+        tracing::warn!(request_id, tenant = %tenant, "the tenant is offboarded: not provisioned (tenantctl restore brings it back)");
+        return Ok((payload, Finish::Skipped));
+    }
+    let problem = match provisioned {
+        Ok(()) => {
+            if let Some(r) = &record {
+                let marking = app.registry.record_converged(&tenant, r.version, true);
+                match tokio::time::timeout_at(deadline, marking).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(request_id, tenant = %tenant, error = %e, "outcome not recorded; the reconciler records it")
+                    }
+                    Err(_) => {
+                        tracing::warn!(request_id, tenant = %tenant, "outcome not recorded in time; the reconciler records it")
+                    }
+                }
+            }
+            return Ok((payload, Finish::Provisioned));
+        }
+        Err(problem) => problem,
+    };
+    let (problem, detail) = problem;
+    // Not finished: hand off, so the worker finishes it within seconds. The person is
+    // confirmed either way.
+    let message = HandoffMessage::new(&tenant, pool.as_deref());
+    let handoff = app.handoff.send(&message, deadline).await;
+    let (outcome, finish) = match &handoff {
         Ok(attempts) => {
             tracing::warn!(request_id, tenant = %tenant, problem, attempts, "tenant handed off");
-            Ok((payload, Finish::HandedOff))
+            (LastOutcome::HandedOff, Finish::HandedOff)
         }
         Err(e) => {
             tracing::error!(request_id, tenant = %tenant, problem, handoff_error = %e, "tenant not provisioned and not handed off");
-            Err(InvocationError::ProvisioningFailed(
-                app.settings.failure_message_for(request_id),
-            ))
+            (LastOutcome::Failed, Finish::Recorded)
         }
+    };
+    if record.is_some() {
+        let recording = app
+            .registry
+            .record_unfinished(&tenant, outcome, Some(&detail));
+        match tokio::time::timeout_at(deadline, recording).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(request_id, tenant = %tenant, error = %e, "outcome not recorded")
+            }
+            Err(_) => tracing::warn!(request_id, tenant = %tenant, "outcome not recorded in time"),
+        }
+        // The record is durable intent: the reconciler finishes this tenant even if the
+        // hand-off failed, so the person is not told it failed.
+        return Ok((payload, finish));
+    }
+    match handoff {
+        Ok(_) => Ok((payload, finish)),
+        Err(_) => Err(InvocationError::ProvisioningFailed(
+            app.settings.failure_message_for(request_id),
+        )),
+    }
+}
+
+/// The conditional create, retried on transient failures and bounded by `deadline` (the
+/// attempt in flight too).
+async fn record_first(
+    app: &App,
+    record: &TenantRecord,
+    deadline: Instant,
+) -> Result<Created, StepError> {
+    let writing = crate::retry::until("registry.create", deadline, || app.registry.create(record));
+    match tokio::time::timeout_at(deadline, writing).await {
+        Ok((result, _)) => result,
+        Err(_) => Err(StepError::new(
+            System::Registry,
+            format!("record tenant {}", record.sub),
+            FailureKind::Timeout,
+            "no answer before the deadline",
+        )),
+    }
+}
+
+/// A sign-up event for a tenant the record says is offboarded (a late retry, a replayed event):
+/// nothing that grants access was written; the vhost PUT, which does not wait for the record,
+/// may have made an empty vhost, removed here unless the record keeps the tenant's data.
+async fn tombstoned(app: &App, tenant: &TenantId, record: &TenantRecord, deadline: Instant) {
+    if record.retain_data {
+        return;
+    }
+    let Ok(Ok(p)) = tokio::time::timeout_at(deadline, app.provisioner()).await else {
+        return;
+    };
+    if let Ok(Err(e)) =
+        tokio::time::timeout_at(deadline, p.rabbitmq.delete_vhost(tenant.rabbitmq_vhost())).await
+    {
+        tracing::warn!(tenant = %tenant, error = %e, "could not remove the vhost of an offboarded tenant; the reconciler does");
     }
 }
 

@@ -17,6 +17,8 @@ pub mod manifests;
 pub mod plan;
 pub mod provision;
 pub mod rabbitmq;
+pub mod reconcile;
+pub mod registry;
 pub mod retry;
 pub mod secrets_manager;
 pub mod settings;

@@ -1,9 +1,11 @@
 //! A tenant's life after sign-up, as library functions beside `provision`: inspect and list,
-//! change plan, suspend and resume, rotate the password, deprovision, drain the hand-off queue,
-//! and reconcile the user pool against what exists. `tenantctl` and the worker/reconciler
-//! functions only call these and print.
+//! change plan, suspend and resume, rotate the password, offboard and restore, drain the
+//! hand-off queue. Every change is a guarded transition of the tenant's record first
+//! (`crate::registry`), then a convergence of every system to the record; nothing here reads
+//! desired state from the objects it repairs. `tenantctl` and the worker only call these.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -12,14 +14,13 @@ use k8s_openapi::api::core::v1::Secret;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::cognito::UserPool;
-use crate::error::StepError;
+use crate::error::{FailureKind, StepError, System};
 use crate::handoff::{HandoffMessage, HandoffQueue};
-use crate::plan::TenantState;
-use crate::provision::Report;
-use crate::provision::{Provisioner, vhost_description};
+use crate::plan::{GENERATION_ANNOTATION, Plans, TenantState};
+use crate::provision::{Provisioner, Report, desired_limits};
 use crate::rabbitmq::{Permission, User, Vhost};
-use crate::tenant::{TENANT_LABEL, TenantId};
+use crate::registry::{Change, Created, LastOutcome, Lifecycle, ListFilter, TenantRecord};
+use crate::tenant::TenantId;
 
 // --- status ---------------------------------------------------------------------------------
 
@@ -27,9 +28,14 @@ use crate::tenant::{TENANT_LABEL, TenantId};
 #[derive(Debug, Clone, Serialize)]
 pub struct TenantStatus {
     pub tenant: String,
+    /// The tenant's record (the intent); `None` for a tenant the registry does not know.
+    pub record: Option<TenantRecord>,
+    /// Where what exists differs from the record (empty: as recorded).
+    pub drift: Vec<String>,
     /// Every part exists.
     pub complete: bool,
-    /// `complete` (and not suspended), `suspended`, or `incomplete`.
+    /// `complete` (and not suspended), `suspended`, `offboarded`, `incomplete`, or
+    /// `unrecorded`.
     pub state: &'static str,
     /// The backend has all its replicas available (a suspended tenant has none).
     pub ready: bool,
@@ -56,6 +62,8 @@ pub struct RabbitmqStatus {
 pub struct KubernetesStatus {
     pub namespace: String,
     pub secret: Option<NamedKeys>,
+    /// The password generation the Secret holds (its annotation).
+    pub secret_generation: Option<u32>,
     pub deployment: Option<DeploymentStatus>,
 }
 
@@ -75,6 +83,9 @@ pub struct DeploymentStatus {
     pub updated_replicas: i32,
     /// `type=status` of each condition (`Available=True`, `Progressing=True`, …).
     pub conditions: Vec<String>,
+    /// The first container's resources, as the API server keeps them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<serde_json::Value>,
 }
 
 impl DeploymentStatus {
@@ -86,7 +97,7 @@ impl DeploymentStatus {
             && self.conditions.iter().any(|c| c == "Available=True")
     }
 
-    fn of(d: &Deployment) -> Self {
+    pub fn of(d: &Deployment) -> Self {
         let spec = d.spec.as_ref();
         let status = d.status.as_ref();
         Self {
@@ -112,15 +123,21 @@ impl DeploymentStatus {
                         .collect()
                 })
                 .unwrap_or_default(),
+            resources: spec
+                .and_then(|s| s.template.spec.as_ref())
+                .and_then(|p| p.containers.first())
+                .and_then(|c| c.resources.as_ref())
+                .and_then(|r| serde_json::to_value(r).ok()),
         }
     }
 }
 
-/// Reads every part of one tenant (seven reads, concurrently).
+/// Reads the record and every part of one tenant (concurrently), and names the drift.
 pub async fn status(p: &Provisioner, tenant: &TenantId) -> Result<TenantStatus, StepError> {
     let sm_name = tenant.secrets_manager_name(&p.secret_prefix);
     let (secret_name, deployment_name) = (tenant.secret_name(), tenant.deployment_name());
-    let (user, vhost, permission, secret, deployment, sm) = tokio::join!(
+    let (record, user, vhost, permission, secret, deployment, sm) = tokio::join!(
+        Box::pin(p.registry.get(tenant)),
         p.rabbitmq.user(tenant.rabbitmq_user()),
         p.rabbitmq.vhost(tenant.rabbitmq_vhost()),
         p.rabbitmq
@@ -129,13 +146,15 @@ pub async fn status(p: &Provisioner, tenant: &TenantId) -> Result<TenantStatus, 
         Box::pin(p.kubernetes.get::<Deployment>(&deployment_name)),
         Box::pin(p.secrets.get_json(&sm_name)),
     );
+    let record = record?;
     let (user, vhost, permission) = (user?, vhost?, permission?);
     let (secret, deployment) = (secret?, deployment?);
-    let state = state_of(p, secret.as_ref(), deployment.as_ref());
     let (vhost_limits, user_limits) = tokio::join!(
         p.rabbitmq.vhost_limits(tenant.rabbitmq_vhost()),
         p.rabbitmq.user_limits(tenant.rabbitmq_user()),
     );
+    let (vhost_limits, user_limits) = (vhost_limits?, user_limits?);
+    let secret_generation = secret.as_ref().and_then(|s| generation_of(&s.metadata));
     let secret = secret.map(|s| NamedKeys {
         name: tenant.secret_name(),
         keys: s.data.unwrap_or_default().into_keys().collect(),
@@ -148,26 +167,41 @@ pub async fn status(p: &Provisioner, tenant: &TenantId) -> Result<TenantStatus, 
             .map(|o| o.keys().cloned().collect())
             .unwrap_or_default(),
     });
-    let mut missing = Vec::new();
-    let parts: [(&'static str, bool); 6] = [
-        ("rabbitmq user", user.is_some()),
-        ("rabbitmq vhost", vhost.is_some()),
-        ("rabbitmq permission", permission.is_some()),
-        ("kubernetes secret", secret.is_some()),
-        ("kubernetes deployment", deployment.is_some()),
-        ("secrets manager secret", secrets_manager.is_some()),
-    ];
-    for (part, present) in parts {
-        if !present {
-            missing.push(part);
-        }
-    }
+    let observed = Observed {
+        user: user.is_some(),
+        vhost: vhost.is_some(),
+        permission: permission.is_some(),
+        secret: secret.is_some(),
+        deployment: deployment.is_some(),
+        secrets_manager: secrets_manager.is_some(),
+        vhost_limits: Some(vhost_limits.clone()),
+        user_limits: Some(user_limits.clone()),
+        secret_generation,
+        deployment_replicas: deployment.as_ref().map(|d| d.replicas),
+        deployment_resources: deployment.as_ref().and_then(|d| d.resources.clone()),
+    };
+    let missing = observed.missing();
     let complete = missing.is_empty();
+    let drift = match &record {
+        Some(r) => drift(&p.plans, r, &observed),
+        None => vec!["no record: `tenantctl adopt` records it from what exists".to_owned()],
+    };
+    let state = record
+        .as_ref()
+        .and_then(TenantRecord::desired)
+        .unwrap_or_else(|| TenantState::new(&p.plans));
     let ready = deployment.as_ref().is_some_and(DeploymentStatus::ready) && !state.suspended;
+    let name = match record.as_ref().map(|r| r.state) {
+        None => "unrecorded",
+        Some(Lifecycle::Offboarded) => "offboarded",
+        Some(_) => state_name(complete, state.suspended),
+    };
     Ok(TenantStatus {
         tenant: tenant.to_string(),
+        record,
+        drift,
         complete,
-        state: state_name(complete, state.suspended),
+        state: name,
         ready,
         plan: state.plan.clone(),
         suspended: state.suspended,
@@ -177,12 +211,13 @@ pub async fn status(p: &Provisioner, tenant: &TenantId) -> Result<TenantStatus, 
             user,
             vhost,
             permission,
-            vhost_limits: vhost_limits?,
-            user_limits: user_limits?,
+            vhost_limits,
+            user_limits,
         },
         kubernetes: KubernetesStatus {
             namespace: p.namespace().to_owned(),
             secret,
+            secret_generation,
             deployment,
         },
         secrets_manager,
@@ -197,235 +232,443 @@ fn state_name(complete: bool, suspended: bool) -> &'static str {
     }
 }
 
-/// The tenant's state as its objects record it: the Secret's labels and annotations, else the
-/// Deployment's, else a new tenant's.
-fn state_of(
-    p: &Provisioner,
-    secret: Option<&Secret>,
-    deployment: Option<&Deployment>,
-) -> TenantState {
-    let meta = secret
-        .map(|s| &s.metadata)
-        .or(deployment.map(|d| &d.metadata));
-    match meta {
-        Some(m) => TenantState::from_meta(&p.plans, m.labels.as_ref(), m.annotations.as_ref()),
-        None => TenantState::new(&p.plans),
+fn generation_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<u32> {
+    meta.annotations
+        .as_ref()?
+        .get(GENERATION_ANNOTATION)?
+        .parse()
+        .ok()
+}
+
+// --- observed state and drift -------------------------------------------------------------
+
+/// What exists of one tenant, from single reads (`status`) or bulk listings (the reconciler).
+/// `None` where a value is not known.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    pub user: bool,
+    pub vhost: bool,
+    pub permission: bool,
+    pub secret: bool,
+    pub deployment: bool,
+    pub secrets_manager: bool,
+    pub vhost_limits: Option<BTreeMap<String, i64>>,
+    pub user_limits: Option<BTreeMap<String, i64>>,
+    pub secret_generation: Option<u32>,
+    pub deployment_replicas: Option<i32>,
+    pub deployment_resources: Option<serde_json::Value>,
+}
+
+impl Observed {
+    fn parts(&self) -> [(&'static str, bool); 6] {
+        [
+            ("rabbitmq user", self.user),
+            ("rabbitmq vhost", self.vhost),
+            ("rabbitmq permission", self.permission),
+            ("kubernetes secret", self.secret),
+            ("kubernetes deployment", self.deployment),
+            ("secrets manager secret", self.secrets_manager),
+        ]
+    }
+
+    /// The parts that do not exist (empty: complete).
+    pub fn missing(&self) -> Vec<&'static str> {
+        self.parts()
+            .into_iter()
+            .filter(|(_, present)| !present)
+            .map(|(part, _)| part)
+            .collect()
+    }
+
+    /// Whether anything at all exists.
+    pub fn any(&self) -> bool {
+        self.parts().iter().any(|(_, present)| *present)
     }
 }
 
-/// Reads the tenant's recorded state (two reads).
-pub async fn tenant_state(p: &Provisioner, tenant: &TenantId) -> Result<TenantState, StepError> {
-    let secret = p.kubernetes.get::<Secret>(&tenant.secret_name()).await?;
-    if secret.is_some() {
-        return Ok(state_of(p, secret.as_ref(), None));
+/// Where `observed` differs from what `record` asks for, one line each (pure: the reconciler's
+/// and `status`'s judgement, table-tested below).
+pub fn drift(plans: &Plans, record: &TenantRecord, observed: &Observed) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(state) = record.desired() else {
+        // Offboarded: everything that grants access must be gone; the vhost too unless kept.
+        for (part, present) in observed.parts() {
+            let kept = part == "rabbitmq vhost" && record.retain_data;
+            if present && !kept {
+                out.push(format!("offboarded, but its {part} exists"));
+            }
+        }
+        return out;
+    };
+    for part in observed.missing() {
+        out.push(format!("missing {part}"));
     }
-    let deployment = p
-        .kubernetes
-        .get::<Deployment>(&tenant.deployment_name())
-        .await?;
-    Ok(state_of(p, None, deployment.as_ref()))
-}
-
-/// Provisions the tenant again in `state`, failing with the provisioning error's text.
-async fn apply_state(
-    p: &Provisioner,
-    tenant: &TenantId,
-    state: &TenantState,
-    budget: Duration,
-) -> Result<Report, StepError> {
-    Box::pin(p.provision_with(tenant, state, Instant::now() + budget))
-        .await
-        .map_err(|e| {
-            // The first failed step says which system; the text lists them all.
-            let system = e
-                .failures
-                .first()
-                .map_or(crate::error::System::Rabbitmq, |f| f.system);
-            StepError::new(
-                system,
-                "provision",
-                crate::error::FailureKind::Other,
-                e.to_string(),
-            )
-        })
-}
-
-/// Re-provisions the tenant as it is recorded (an operator's `provision --sub`, the worker).
-pub async fn reprovision(
-    p: &Provisioner,
-    tenant: &TenantId,
-    budget: Duration,
-) -> Result<Report, StepError> {
-    let state = tenant_state(p, tenant).await?;
-    apply_state(p, tenant, &state, budget).await
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Change {
-    pub tenant: String,
-    pub before: TenantState,
-    pub after: TenantState,
-}
-
-/// Moves the tenant to another plan: limits, replicas and resources follow at once.
-pub async fn set_plan(
-    p: &Provisioner,
-    tenant: &TenantId,
-    plan: &str,
-    budget: Duration,
-) -> Result<Change, StepError> {
-    if p.plans.get(plan).is_none() {
-        let known: Vec<&str> = p.plans.names().collect();
-        return Err(StepError::new(
-            crate::error::System::Kubernetes,
-            "change plan",
-            crate::error::FailureKind::Rejected,
-            format!("no plan '{plan}' (plans: {})", known.join(", ")),
+    let plan = plans.for_state(&state);
+    let (vhost_limits, user_limits) = desired_limits(plan, &state);
+    if observed.vhost
+        && let Some(now) = &observed.vhost_limits
+        && now != &vhost_limits
+    {
+        out.push(format!(
+            "vhost limits {} (plan {}: {})",
+            limits_text(now),
+            plan.name,
+            limits_text(&vhost_limits)
         ));
     }
-    let change = change_state(p, tenant, budget, |s| s.plan = plan.to_owned()).await?;
-    p.secrets
-        .tag_plan(&tenant.secrets_manager_name(&p.secret_prefix), plan)
-        .await?;
-    Ok(change)
+    if observed.user
+        && let Some(now) = &observed.user_limits
+        && now != &user_limits
+    {
+        out.push(format!(
+            "user limits {} (plan {}: {})",
+            limits_text(now),
+            plan.name,
+            limits_text(&user_limits)
+        ));
+    }
+    if observed.secret
+        && let Some(g) = observed.secret_generation
+        && g != state.generation
+    {
+        out.push(format!(
+            "kubernetes secret holds password generation {g} (recorded: {})",
+            state.generation
+        ));
+    }
+    if let Some(replicas) = observed.deployment_replicas {
+        let wanted = if state.suspended {
+            0
+        } else {
+            plan.backend.replicas
+        };
+        if replicas != wanted {
+            out.push(format!("backend replicas {replicas} (wanted {wanted})"));
+        }
+    }
+    if observed.deployment
+        && let Some(wanted) = &plan.backend.resources
+    {
+        let wanted = serde_json::to_value(wanted).ok();
+        if observed.deployment_resources != wanted {
+            out.push(format!("backend resources differ from plan {}", plan.name));
+        }
+    }
+    if !record.converged() {
+        out.push(format!(
+            "change not applied everywhere yet: {}",
+            record.pending.as_deref().unwrap_or("provision")
+        ));
+    } else if record.outcome != LastOutcome::Provisioned {
+        out.push(
+            format!("recorded outcome is {:?}, not provisioned", record.outcome).to_lowercase(),
+        );
+    }
+    out
 }
 
-/// Reads the tenant's state, changes it, and provisions the tenant in the new state.
-async fn change_state(
-    p: &Provisioner,
-    tenant: &TenantId,
-    budget: Duration,
-    change: impl FnOnce(&mut TenantState),
-) -> Result<Change, StepError> {
-    let before = tenant_state(p, tenant).await?;
-    let mut after = before.clone();
-    change(&mut after);
-    apply_state(p, tenant, &after, budget).await?;
-    Ok(Change {
-        tenant: tenant.to_string(),
-        before,
-        after,
+fn limits_text(limits: &BTreeMap<String, i64>) -> String {
+    if limits.is_empty() {
+        return "none".to_owned();
+    }
+    limits
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+// --- the record -----------------------------------------------------------------------------
+
+fn rejected(system: System, action: &str, detail: impl Into<String>) -> StepError {
+    StepError::new(system, action, FailureKind::Rejected, detail)
+}
+
+/// The tenant's record; a tenant without one is an error that says what to do.
+pub async fn record_of(p: &Provisioner, tenant: &TenantId) -> Result<TenantRecord, StepError> {
+    p.registry.get(tenant).await?.ok_or_else(|| {
+        rejected(
+            System::Registry,
+            &format!("read tenant {tenant}"),
+            "no record of this tenant: `tenantctl provision --sub` records a new one, `tenantctl adopt` records existing tenants",
+        )
     })
 }
 
-/// Suspends the tenant: the backend scales to 0, the vhost takes no connections, and the open
-/// ones are closed. Re-provisioning and the reconciler keep it suspended.
-pub async fn suspend(
+/// The tenant's record, created as a new tenant's when it has none (the registry was down at
+/// sign-up, or an admin-created user): whoever finishes a tenant writes its record.
+pub async fn record_or_new(
     p: &Provisioner,
     tenant: &TenantId,
-    budget: Duration,
-) -> Result<Change, StepError> {
-    let change = change_state(p, tenant, budget, |s| s.suspended = true).await?;
-    // The limit keeps new connections out; the open ones are closed here.
-    p.rabbitmq
-        .close_user_connections(tenant.rabbitmq_user())
-        .await?;
-    Ok(change)
+    user_pool_id: Option<&str>,
+    origin: &str,
+) -> Result<TenantRecord, StepError> {
+    if let Some(r) = p.registry.get(tenant).await? {
+        return Ok(r);
+    }
+    let fresh = TenantRecord::new(tenant, user_pool_id, &p.plans, origin);
+    Ok(match p.registry.create(&fresh).await? {
+        Created::New(r) | Created::Existing(r) => r,
+    })
 }
 
-/// Lifts a suspension: the plan's replicas and connection limit come back.
-pub async fn resume(
-    p: &Provisioner,
-    tenant: &TenantId,
-    budget: Duration,
-) -> Result<Change, StepError> {
-    change_state(p, tenant, budget, |s| s.suspended = false).await
-}
-
-/// Gives the tenant a new password (the next generation, still derived, so retries converge):
-/// RabbitMQ, the Secret and Secrets Manager (a new version) take it, and the Deployment's
-/// credentials checksum changes, so the backend rolls to pods that read the new one. The old
-/// password stops working at once; open connections keep going until they reconnect.
-pub async fn rotate(
-    p: &Provisioner,
-    tenant: &TenantId,
-    budget: Duration,
-) -> Result<Change, StepError> {
-    change_state(p, tenant, budget, |s| s.generation += 1).await
-}
-
-/// One tenant in `list`.
-#[derive(Debug, Clone, Serialize)]
-pub struct TenantRow {
-    pub tenant: String,
-    pub plan: String,
-    /// `complete`, `suspended` or `incomplete`.
-    pub state: &'static str,
-    pub ready: bool,
-    pub missing: Vec<&'static str>,
-}
-
-/// Every tenant of this installation with its plan and state, from bulk listings.
-pub async fn list(p: &Provisioner) -> Result<Vec<TenantRow>, StepError> {
-    let (inventory, secrets, deployments) = tokio::join!(
-        Inventory::load(p),
-        Box::pin(p.kubernetes.list::<Secret>(TENANT_LABEL)),
-        Box::pin(p.kubernetes.list::<Deployment>(TENANT_LABEL)),
-    );
-    let (inventory, secrets, deployments) = (inventory?, secrets?, deployments?);
-    let by_name = |items: &[Secret]| -> BTreeMap<String, Secret> {
-        items
-            .iter()
-            .filter_map(|s| Some((s.metadata.name.clone()?, s.clone())))
-            .collect()
-    };
-    let secrets = by_name(&secrets);
-    let deployments: BTreeMap<String, Deployment> = deployments
-        .into_iter()
-        .filter_map(|d| Some((d.metadata.name.clone()?, d)))
-        .collect();
-    Ok(inventory
-        .tenants(p)
-        .into_iter()
-        .map(|t| {
-            let secret = secrets.get(&t.secret_name());
-            let deployment = deployments.get(&t.deployment_name());
-            let state = state_of(p, secret, deployment);
-            let missing = inventory.missing(p, &t);
-            let ready = !state.suspended
-                && deployment
-                    .map(DeploymentStatus::of)
-                    .is_some_and(|d| d.ready());
-            TenantRow {
-                tenant: t.to_string(),
-                plan: state.plan.clone(),
-                state: state_name(missing.is_empty(), state.suspended),
-                ready,
-                missing,
-            }
-        })
-        .collect())
-}
-
-// --- deprovision ----------------------------------------------------------------------------
+// --- converge -------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy)]
-pub struct DeprovisionOptions {
-    /// Keep the vhost (its queues and messages); only the user and its access go.
-    pub retain_data: bool,
-    /// Days Secrets Manager keeps the secret recoverable (7–30); `None` deletes at once.
+pub struct ConvergeOptions {
+    /// Budget of the provisioning (or removal) itself.
+    pub budget: Duration,
+    /// How long a rotation waits for the backend to roll before it closes the connections
+    /// still using the old password (0: check once, finish on a later run).
+    pub rollout_wait: Duration,
+    /// Days Secrets Manager keeps a removed tenant secret recoverable; `None`: at once.
     pub recovery_days: Option<i64>,
 }
 
+impl ConvergeOptions {
+    pub fn new(budget: Duration) -> Self {
+        Self {
+            budget,
+            rollout_wait: Duration::ZERO,
+            recovery_days: Some(7),
+        }
+    }
+}
+
+/// What a convergence did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Converged {
+    pub tenant: String,
+    /// The record version now applied everywhere.
+    pub version: u64,
+    pub state: Lifecycle,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<Report>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removed: Option<RemovalReport>,
+    /// Connections closed because they used an old password (rotation) or the tenant is
+    /// suspended.
+    pub closed_connections: usize,
+}
+
+/// Makes every system what `record` says, then records it as converged. If the record moved
+/// on meanwhile (another change), converges again to the newer one (a few times at most), so
+/// an older intent never lands after a newer one unnoticed.
+pub async fn converge(
+    p: &Provisioner,
+    record: &TenantRecord,
+    options: ConvergeOptions,
+) -> Result<Converged, StepError> {
+    let tenant = record.tenant()?;
+    let mut record = record.clone();
+    for _ in 0..3 {
+        let done = converge_once(p, &tenant, &record, options).await?;
+        let marked = p
+            .registry
+            .record_converged(
+                &tenant,
+                record.version,
+                record.state != Lifecycle::Offboarded,
+            )
+            .await?;
+        if marked {
+            return Ok(done);
+        }
+        match p.registry.get(&tenant).await? {
+            Some(newer) if newer.version != record.version => record = newer,
+            _ => return Ok(done),
+        }
+    }
+    Err(StepError::new(
+        System::Registry,
+        format!("converge tenant {tenant}"),
+        FailureKind::Conflict,
+        "the record kept changing while it was applied; run it again",
+    ))
+}
+
+async fn converge_once(
+    p: &Provisioner,
+    tenant: &TenantId,
+    record: &TenantRecord,
+    options: ConvergeOptions,
+) -> Result<Converged, StepError> {
+    let mut done = Converged {
+        tenant: tenant.to_string(),
+        version: record.version,
+        state: record.state,
+        report: None,
+        removed: None,
+        closed_connections: 0,
+    };
+    let Some(state) = record.desired() else {
+        done.removed = Some(remove(p, tenant, record.retain_data, options.recovery_days).await?);
+        return Ok(done);
+    };
+    let report = Box::pin(p.provision_with(tenant, &state, Instant::now() + options.budget))
+        .await
+        .map_err(|e| {
+            let system = e.failures.first().map_or(System::Rabbitmq, |f| f.system);
+            StepError::new(system, "provision", FailureKind::Other, e.to_string())
+        })?;
+    done.report = Some(report);
+    if record.pending.as_deref() == Some("plan") {
+        let name = tenant.secrets_manager_name(&p.secret_prefix);
+        p.secrets.tag_plan(&name, &state.plan).await?;
+    }
+    if state.suspended {
+        // The limit keeps new connections out; the open ones are closed here.
+        p.rabbitmq
+            .close_user_connections(tenant.rabbitmq_user())
+            .await?;
+    } else if let Some(rotated) = record
+        .rotated()
+        .filter(|_| matches!(record.pending.as_deref(), Some("rotate" | "restore")))
+    {
+        done.closed_connections =
+            close_old_connections(p, tenant, rotated, options.rollout_wait).await?;
+    }
+    Ok(done)
+}
+
+/// After a rotation: once the backend's new pods (which read the new password) are available,
+/// closes the user's connections — RabbitMQ keeps connections open across a password change.
+/// Connection tracking (exact, immediate) does not say when a connection was opened, and the
+/// management database that does lags by its statistics interval, so every connection of the
+/// user is closed: the new pods reconnect once, with the new password; anything still holding
+/// the old one cannot. A backend that has not rolled yet is an error that names the re-run.
+async fn close_old_connections(
+    p: &Provisioner,
+    tenant: &TenantId,
+    rotated: jiff::Timestamp,
+    wait: Duration,
+) -> Result<usize, StepError> {
+    let started = Instant::now();
+    loop {
+        let d = p
+            .kubernetes
+            .get::<Deployment>(&tenant.deployment_name())
+            .await?;
+        // The status must be of the applied spec (observedGeneration), not the one before it.
+        let rolled = d.as_ref().is_some_and(|d| {
+            let observed = d.status.as_ref().and_then(|s| s.observed_generation);
+            let current = observed.is_some() && observed >= d.metadata.generation;
+            let status = DeploymentStatus::of(d);
+            current && (status.replicas == 0 || status.ready())
+        });
+        if rolled {
+            break;
+        }
+        if started.elapsed() >= wait {
+            return Err(StepError::new(
+                System::Kubernetes,
+                format!("roll the backend of tenant {tenant}"),
+                FailureKind::Timeout,
+                format!(
+                    "the backend has not rolled to the new password within {} s; connections with the old one stay open until a re-run finishes the rotation",
+                    wait.as_secs()
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let open = p
+        .rabbitmq
+        .user_connections(tenant.rabbitmq_user())
+        .await?
+        .len();
+    p.rabbitmq
+        .close_user_connections(tenant.rabbitmq_user())
+        .await?;
+    tracing::info!(tenant = %tenant, rotated = %rotated, closed = open, "connections closed after rotation");
+    Ok(open)
+}
+
+// --- changes --------------------------------------------------------------------------------
+
+/// A change and what it did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeReport {
+    pub tenant: String,
+    pub change: &'static str,
+    /// The record changed (`false`: it already said so; this run finished applying it).
+    pub changed: bool,
+    pub before: TenantRecord,
+    pub after: TenantRecord,
+    pub converged: Converged,
+}
+
+/// An operator's change: a guarded transition of the record (a concurrent change is refused
+/// with "changed meanwhile" and nothing is done), then every system converges to it. A change
+/// the record already holds but has not applied everywhere (a half-done rotate) is finished.
+pub async fn change(
+    p: &Provisioner,
+    tenant: &TenantId,
+    change: Change,
+    options: ConvergeOptions,
+) -> Result<ChangeReport, StepError> {
+    let action = format!("{} tenant {tenant}", change.name());
+    if let Change::Plan(plan) = &change
+        && p.plans.get(plan).is_none()
+    {
+        let known: Vec<&str> = p.plans.names().collect();
+        return Err(rejected(
+            System::Registry,
+            &action,
+            format!("no plan '{plan}' (plans: {})", known.join(", ")),
+        ));
+    }
+    let before = record_of(p, tenant).await?;
+    let next = crate::registry::transition(&before, &change, &crate::registry::now())
+        .map_err(|e| rejected(System::Registry, &action, e.to_string()))?;
+    let (after, changed) = match next {
+        Some(after) => {
+            p.registry.transition(&before, &after).await?;
+            (after, true)
+        }
+        None => (before.clone(), false),
+    };
+    let converged = converge(p, &after, options).await?;
+    tracing::info!(tenant = %tenant, change = change.name(), changed, version = after.version, "tenant changed");
+    Ok(ChangeReport {
+        tenant: tenant.to_string(),
+        change: change.name(),
+        changed,
+        before,
+        after,
+        converged,
+    })
+}
+
+// --- removal --------------------------------------------------------------------------------
+
 /// What was deleted (`true`) or already gone (`false`); `None` for what was kept.
 #[derive(Debug, Clone, Serialize)]
-pub struct DeprovisionReport {
+pub struct RemovalReport {
     pub tenant: String,
+    pub rabbitmq_permission: bool,
+    pub rabbitmq_user: bool,
     pub kubernetes_deployment: bool,
     pub kubernetes_secret: bool,
     pub secrets_manager_secret: bool,
-    pub rabbitmq_user: bool,
-    pub rabbitmq_permission: bool,
     pub rabbitmq_vhost: Option<bool>,
 }
 
-/// Removes a tenant everywhere. Idempotent: what is already gone counts as done. The backend
-/// goes first (it stops using the credentials), then the stored credentials, then RabbitMQ.
-pub async fn deprovision(
+/// Removes an offboarded tenant's parts. Access goes first — the permission, then the user
+/// (which closes its connections) — so a failure half-way never leaves a working login; then
+/// the backend, the stored credentials and, unless kept, the vhost with its messages.
+/// Idempotent: what is already gone counts as done.
+async fn remove(
     p: &Provisioner,
     tenant: &TenantId,
-    options: DeprovisionOptions,
-) -> Result<DeprovisionReport, StepError> {
+    retain_data: bool,
+    recovery_days: Option<i64>,
+) -> Result<RemovalReport, StepError> {
+    let rabbitmq_permission = p
+        .rabbitmq
+        .delete_permission(tenant.rabbitmq_vhost(), tenant.rabbitmq_user())
+        .await?;
+    let rabbitmq_user = p.rabbitmq.delete_user(tenant.rabbitmq_user()).await?;
     let kubernetes_deployment = p
         .kubernetes
         .delete::<Deployment>(&tenant.deployment_name())
@@ -435,30 +678,94 @@ pub async fn deprovision(
         .secrets
         .delete(
             &tenant.secrets_manager_name(&p.secret_prefix),
-            options.recovery_days,
+            recovery_days,
         )
         .await?;
-    let rabbitmq_permission = p
-        .rabbitmq
-        .delete_permission(tenant.rabbitmq_vhost(), tenant.rabbitmq_user())
-        .await?;
-    // Deleting the user closes its connections.
-    let rabbitmq_user = p.rabbitmq.delete_user(tenant.rabbitmq_user()).await?;
-    let rabbitmq_vhost = if options.retain_data {
+    let rabbitmq_vhost = if retain_data {
         None
     } else {
         Some(p.rabbitmq.delete_vhost(tenant.rabbitmq_vhost()).await?)
     };
-    tracing::info!(tenant = %tenant, retain_data = options.retain_data, "tenant deprovisioned");
-    Ok(DeprovisionReport {
+    tracing::info!(tenant = %tenant, retain_data, "tenant removed");
+    Ok(RemovalReport {
         tenant: tenant.to_string(),
+        rabbitmq_permission,
+        rabbitmq_user,
         kubernetes_deployment,
         kubernetes_secret,
         secrets_manager_secret,
-        rabbitmq_user,
-        rabbitmq_permission,
         rabbitmq_vhost,
     })
+}
+
+// --- provision (operator) -------------------------------------------------------------------
+
+/// An operator's `provision --sub`: converges the tenant to its record, recording a new
+/// tenant's first if it has none. An offboarded tenant is refused: `restore` brings it back.
+pub async fn provision_recorded(
+    p: &Provisioner,
+    tenant: &TenantId,
+    user_pool_id: Option<&str>,
+    options: ConvergeOptions,
+) -> Result<Converged, StepError> {
+    let record = record_or_new(p, tenant, user_pool_id, "operator").await?;
+    if record.state == Lifecycle::Offboarded && record.converged() {
+        return Err(rejected(
+            System::Registry,
+            &format!("provision tenant {tenant}"),
+            "the tenant is offboarded: `tenantctl restore --sub` brings it back on purpose",
+        ));
+    }
+    converge(p, &record, options).await
+}
+
+// --- list -----------------------------------------------------------------------------------
+
+/// One tenant in `list`: its record, in short.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantRow {
+    pub tenant: String,
+    pub state: Lifecycle,
+    pub plan: String,
+    pub generation: u32,
+    pub cell: String,
+    pub outcome: LastOutcome,
+    /// Its latest change is applied everywhere.
+    pub converged: bool,
+    pub created_at: String,
+}
+
+impl From<&TenantRecord> for TenantRow {
+    fn from(r: &TenantRecord) -> Self {
+        Self {
+            tenant: r.sub.clone(),
+            state: r.state,
+            plan: r.plan.clone(),
+            generation: r.generation,
+            cell: r.cell.clone(),
+            outcome: r.outcome,
+            converged: r.converged(),
+            created_at: r.created_at.clone(),
+        }
+    }
+}
+
+/// Every recorded tenant matching `filter`, from the registry alone (no broker or cluster
+/// call), sorted by tenant id.
+pub async fn list(
+    p: &Provisioner,
+    filter: &ListFilter,
+    deadline: Instant,
+) -> Result<Vec<TenantRow>, StepError> {
+    let mut rows: Vec<TenantRow> = p
+        .registry
+        .all(filter, deadline)
+        .await?
+        .iter()
+        .map(TenantRow::from)
+        .collect();
+    rows.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    Ok(rows)
 }
 
 // --- drain ----------------------------------------------------------------------------------
@@ -467,6 +774,8 @@ pub async fn deprovision(
 pub struct DrainSummary {
     pub received: usize,
     pub provisioned: usize,
+    /// Offboarded meanwhile: acknowledged, not provisioned.
+    pub skipped: usize,
     pub failed: usize,
     pub malformed: usize,
     /// `sub: error` of each failure (no secrets: step errors never hold one).
@@ -477,27 +786,46 @@ pub struct DrainSummary {
 #[derive(Debug)]
 pub enum HandoffOutcome {
     Provisioned(TenantId),
+    /// The record says the tenant is offboarded: nothing to provision.
+    Skipped(TenantId),
     Malformed(String),
     Failed(TenantId, String),
 }
 
-/// Provisions the tenant of one hand-off message by `deadline`.
+/// Finishes the tenant of one hand-off message by `deadline`: converges it to its record,
+/// writing the record first if the registry was down at sign-up.
 pub async fn process_handoff(p: &Provisioner, body: &str, deadline: Instant) -> HandoffOutcome {
-    let tenant = match HandoffMessage::parse(body) {
-        Ok((_, tenant)) => tenant,
+    let (message, tenant) = match HandoffMessage::parse(body) {
+        Ok(parsed) => parsed,
         Err(e) => return HandoffOutcome::Malformed(e),
     };
-    // A hand-off is usually a new tenant, but may be one an operator changed meanwhile.
-    let state = match tokio::time::timeout_at(deadline, tenant_state(p, &tenant)).await {
-        Ok(Ok(state)) => state,
-        Ok(Err(e)) => return HandoffOutcome::Failed(tenant, e.to_string()),
-        Err(_) => {
-            return HandoffOutcome::Failed(tenant, "ran out of time reading its state".into());
-        }
-    };
-    match Box::pin(p.provision_with(&tenant, &state, deadline)).await {
+    let pool = message.user_pool_id.as_deref();
+    let record =
+        match tokio::time::timeout_at(deadline, record_or_new(p, &tenant, pool, "worker")).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return HandoffOutcome::Failed(tenant, e.to_string()),
+            Err(_) => {
+                return HandoffOutcome::Failed(tenant, "ran out of time reading its record".into());
+            }
+        };
+    if record.state == Lifecycle::Offboarded && record.converged() {
+        tracing::info!(tenant = %tenant, "hand-off of an offboarded tenant: nothing to do");
+        return HandoffOutcome::Skipped(tenant);
+    }
+    let budget = deadline.saturating_duration_since(Instant::now());
+    match converge(p, &record, ConvergeOptions::new(budget)).await {
         Ok(_) => HandoffOutcome::Provisioned(tenant),
-        Err(e) => HandoffOutcome::Failed(tenant, e.to_string()),
+        Err(e) => {
+            let detail = format!("{}: {:?}", e.system, e.kind).to_lowercase();
+            if let Err(re) = p
+                .registry
+                .record_unfinished(&tenant, LastOutcome::Failed, Some(&detail))
+                .await
+            {
+                tracing::warn!(tenant = %tenant, error = %re, "could not record the failure");
+            }
+            HandoffOutcome::Failed(tenant, e.to_string())
+        }
     }
 }
 
@@ -537,6 +865,10 @@ pub async fn drain(
                     queue.delete(&m.receipt_handle).await?;
                     summary.provisioned += 1;
                 }
+                HandoffOutcome::Skipped(_) => {
+                    queue.delete(&m.receipt_handle).await?;
+                    summary.skipped += 1;
+                }
                 HandoffOutcome::Malformed(e) => {
                     tracing::error!(message_id = m.message_id, error = e, "malformed hand-off");
                     summary.malformed += 1;
@@ -553,287 +885,127 @@ pub async fn drain(
     }
 }
 
-// --- reconcile ------------------------------------------------------------------------------
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::transition;
 
-#[derive(Debug, Clone, Copy)]
-pub struct ReconcileOptions {
-    /// Report only; change nothing.
-    pub dry_run: bool,
-    /// Also remove orphans (tenants whose user is gone).
-    pub prune: bool,
-    pub concurrency: usize,
-    /// Budget of each tenant's provisioning.
-    pub budget: Duration,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ReconcileSummary {
-    /// Users in the pool.
-    pub pool_users: usize,
-    /// Users that need a tenant (confirmed).
-    pub users: usize,
-    pub complete: usize,
-    /// Incomplete or missing tenants provisioned in this run (in a dry run: would be).
-    pub repaired: usize,
-    pub failed: usize,
-    /// Tenants of this installation whose user no longer exists.
-    pub orphans: Vec<String>,
-    pub pruned: usize,
-    pub dry_run: bool,
-    /// `sub: missing parts` of each tenant that was (or would be) repaired.
-    pub incomplete: Vec<String>,
-    pub failures: Vec<String>,
-    pub elapsed_ms: f64,
-}
-
-/// What exists, from bulk listings (a handful of calls, however many tenants).
-#[derive(Debug, Default)]
-pub struct Inventory {
-    /// Each tenant's recorded state, from its Secret's labels and annotations.
-    states: BTreeMap<String, TenantState>,
-    users: HashSet<String>,
-    vhosts: BTreeMap<String, Option<String>>,
-    permissions: HashSet<(String, String)>,
-    kube_secrets: HashSet<String>,
-    kube_deployments: HashSet<String>,
-    sm_secrets: HashSet<String>,
-}
-
-impl Inventory {
-    pub async fn load(p: &Provisioner) -> Result<Self, StepError> {
-        let (users, vhosts, permissions, secrets, deployments, sm) = tokio::join!(
-            p.rabbitmq.users(),
-            p.rabbitmq.vhosts(),
-            p.rabbitmq.permissions(),
-            Box::pin(p.kubernetes.list_metadata::<Secret>(TENANT_LABEL)),
-            Box::pin(p.kubernetes.list_metadata::<Deployment>(TENANT_LABEL)),
-            Box::pin(p.secrets.list_names(&p.secret_prefix)),
-        );
-
-        let secrets = secrets?;
-        let states = secrets
-            .iter()
-            .filter_map(|o| {
-                let name = o
-                    .metadata
-                    .name
-                    .as_deref()?
-                    .strip_prefix("tenant-")?
-                    .to_owned();
-                let state = TenantState::from_meta(
-                    &p.plans,
-                    o.metadata.labels.as_ref(),
-                    o.metadata.annotations.as_ref(),
-                );
-                Some((name, state))
-            })
-            .collect();
-        Ok(Self {
-            states,
-            users: users?.into_iter().map(|u| u.name).collect(),
-            vhosts: vhosts?
-                .into_iter()
-                .map(|v| (v.name, v.description))
-                .collect(),
-            permissions: permissions?
-                .into_iter()
-                .map(|p| (p.vhost, p.user))
-                .collect(),
-            kube_secrets: secrets
-                .into_iter()
-                .filter_map(|o| o.metadata.name)
-                .collect(),
-            kube_deployments: deployments?
-                .into_iter()
-                .filter_map(|o| o.metadata.name)
-                .collect(),
-            sm_secrets: sm?.into_iter().collect(),
-        })
+    fn plans() -> Plans {
+        Plans::embedded().unwrap()
     }
 
-    /// The tenant's recorded state (a new tenant's when nothing records it).
-    pub fn state(&self, p: &Provisioner, tenant: &TenantId) -> TenantState {
-        self.states
-            .get(tenant.as_str())
-            .cloned()
-            .unwrap_or_else(|| TenantState::new(&p.plans))
+    fn record() -> TenantRecord {
+        let t = TenantId::parse("4f8e2b1a-0c3d-4e5f-8a9b-0c1d2e3f4a5b").unwrap();
+        let mut r = TenantRecord::new(&t, None, &plans(), "sign-up");
+        r.converged_version = r.version;
+        r.outcome = LastOutcome::Provisioned;
+        r
     }
 
-    /// The parts of `tenant` that are missing (empty: complete).
-    pub fn missing(&self, p: &Provisioner, tenant: &TenantId) -> Vec<&'static str> {
-        let mut missing = Vec::new();
-        let checks: [(&'static str, bool); 6] = [
-            ("rabbitmq user", self.users.contains(tenant.rabbitmq_user())),
-            (
-                "rabbitmq vhost",
-                self.vhosts.contains_key(tenant.rabbitmq_vhost()),
-            ),
-            (
-                "rabbitmq permission",
-                self.permissions.contains(&(
-                    tenant.rabbitmq_vhost().to_owned(),
-                    tenant.rabbitmq_user().to_owned(),
-                )),
-            ),
-            (
-                "kubernetes secret",
-                self.kube_secrets.contains(&tenant.secret_name()),
-            ),
-            (
-                "kubernetes deployment",
-                self.kube_deployments.contains(&tenant.deployment_name()),
-            ),
-            (
-                "secrets manager secret",
-                self.sm_secrets
-                    .contains(&tenant.secrets_manager_name(&p.secret_prefix)),
-            ),
-        ];
-        for (part, present) in checks {
-            if !present {
-                missing.push(part);
-            }
+    /// What a tenant provisioned exactly as `record` says looks like.
+    fn as_recorded(record: &TenantRecord) -> Observed {
+        let plans = plans();
+        let state = record.desired().unwrap();
+        let plan = plans.for_state(&state);
+        let (v, u) = desired_limits(plan, &state);
+        Observed {
+            user: true,
+            vhost: true,
+            permission: true,
+            secret: true,
+            deployment: true,
+            secrets_manager: true,
+            vhost_limits: Some(v),
+            user_limits: Some(u),
+            secret_generation: Some(state.generation),
+            deployment_replicas: Some(if state.suspended {
+                0
+            } else {
+                plan.backend.replicas
+            }),
+            deployment_resources: plan
+                .backend
+                .resources
+                .as_ref()
+                .map(|r| serde_json::to_value(r).unwrap()),
         }
-        missing
     }
 
-    /// Every tenant of this installation that has any part: vhosts marked with this
-    /// installation, tenant-labelled objects in the namespace, secrets under the prefix.
-    pub fn tenants(&self, p: &Provisioner) -> BTreeSet<TenantId> {
-        let mut out = BTreeSet::new();
-        for (name, description) in &self.vhosts {
-            if let Ok(t) = TenantId::parse(name)
-                && description.as_deref() == Some(vhost_description(&t, &p.secret_prefix).as_str())
-            {
-                out.insert(t);
-            }
-        }
-        let strip = |name: &str, prefix: &str| name.strip_prefix(prefix).map(str::to_owned);
-        let from_kube = self
-            .kube_secrets
-            .iter()
-            .filter_map(|n| strip(n, "tenant-"))
-            .chain(
-                self.kube_deployments
-                    .iter()
-                    .filter_map(|n| strip(n, "backend-")),
-            );
-        let from_sm = self
-            .sm_secrets
-            .iter()
-            .filter_map(|n| strip(n, &p.secret_prefix));
-        out.extend(
-            from_kube
-                .chain(from_sm)
-                .filter_map(|s| TenantId::parse(&s).ok()),
-        );
-        out
+    #[test]
+    fn a_tenant_as_recorded_has_no_drift() {
+        let r = record();
+        assert_eq!(drift(&plans(), &r, &as_recorded(&r)), Vec::<String>::new());
     }
-}
 
-/// Compares the user pool with what exists: provisions every confirmed user's missing or
-/// incomplete tenant (`concurrency` at a time), reports orphans and, with `prune`, removes them.
-/// `on_progress(done, total)` hears progress through the repairs.
-pub async fn reconcile(
-    p: &Provisioner,
-    pool: &UserPool,
-    options: ReconcileOptions,
-    mut on_progress: impl FnMut(usize, usize),
-) -> Result<ReconcileSummary, StepError> {
-    let started = Instant::now();
-    let (users, inventory) = tokio::join!(pool.users(|_| {}), Inventory::load(p));
-    let (users, inventory) = (users?, inventory?);
-    let mut summary = ReconcileSummary {
-        pool_users: users.len(),
-        dry_run: options.dry_run,
-        ..Default::default()
-    };
-    let all_subs: HashSet<TenantId> = users
-        .iter()
-        .filter_map(|u| u.sub.as_deref())
-        .filter_map(|s| TenantId::parse(s).ok())
-        .collect();
-    let mut to_repair = Vec::new();
-    for user in users.iter().filter(|u| u.needs_tenant()) {
-        let Some(tenant) = user.sub.as_deref().and_then(|s| TenantId::parse(s).ok()) else {
-            summary
-                .failures
-                .push(format!("user '{}': no valid sub", user.username));
-            summary.failed += 1;
-            continue;
+    #[test]
+    fn drift_names_each_difference() {
+        let plans = plans();
+        let r = record();
+        let suspended = {
+            let mut s = transition(&r, &Change::Suspend, "t").unwrap().unwrap();
+            s.converged_version = s.version;
+            s
         };
-        summary.users += 1;
-        let missing = inventory.missing(p, &tenant);
-        if missing.is_empty() {
-            summary.complete += 1;
-        } else {
-            summary
-                .incomplete
-                .push(format!("{tenant}: missing {}", missing.join(", ")));
-            let state = inventory.state(p, &tenant);
-            to_repair.push((tenant, state));
-        }
-    }
-    summary.orphans = inventory
-        .tenants(p)
-        .into_iter()
-        .filter(|t| !all_subs.contains(t))
-        .map(|t| t.to_string())
-        .collect();
+        // A suspended tenant whose objects still say active (a repair from defaults did that).
+        let active_objects = as_recorded(&r);
+        let lines = drift(&plans, &suspended, &active_objects);
+        assert!(
+            lines.iter().any(|l| l.starts_with("vhost limits")),
+            "{lines:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with("backend replicas")),
+            "{lines:?}"
+        );
 
-    if options.dry_run {
-        summary.repaired = to_repair.len();
-    } else {
-        let total = to_repair.len();
-        let mut done = 0;
-        on_progress(done, total);
-        let mut results = futures::stream::iter(to_repair)
-            .map(|(tenant, state)| async move {
-                let deadline = Instant::now() + options.budget;
-                let result = Box::pin(p.provision_with(&tenant, &state, deadline)).await;
-                (tenant, result)
-            })
-            .buffer_unordered(options.concurrency.max(1));
-        while let Some((tenant, result)) = results.next().await {
-            done += 1;
-            on_progress(done, total);
-            match result {
-                Ok(_) => summary.repaired += 1,
-                Err(e) => {
-                    summary.failed += 1;
-                    summary.failures.push(format!("{tenant}: {e}"));
-                }
-            }
-        }
-        if options.prune {
-            for orphan in &summary.orphans {
-                let Ok(tenant) = TenantId::parse(orphan) else {
-                    continue;
-                };
-                let opts = DeprovisionOptions {
-                    retain_data: false,
-                    recovery_days: Some(7),
-                };
-                match deprovision(p, &tenant, opts).await {
-                    Ok(_) => summary.pruned += 1,
-                    Err(e) => {
-                        summary.failed += 1;
-                        summary.failures.push(format!("prune {tenant}: {e}"));
-                    }
-                }
-            }
-        }
+        let mut extra_limit = as_recorded(&r);
+        extra_limit
+            .vhost_limits
+            .as_mut()
+            .unwrap()
+            .insert("max-channels".into(), 9);
+        assert_eq!(drift(&plans, &r, &extra_limit).len(), 1);
+
+        let mut old_password = as_recorded(&r);
+        let rotated = {
+            let mut x = transition(&r, &Change::Rotate, "t").unwrap().unwrap();
+            x.converged_version = x.version;
+            x
+        };
+        old_password.secret_generation = Some(0);
+        let lines = drift(&plans, &rotated, &old_password);
+        assert!(lines[0].contains("generation 0 (recorded: 1)"), "{lines:?}");
+
+        let mut lost = as_recorded(&r);
+        lost.secret = false;
+        assert_eq!(drift(&plans, &r, &lost), ["missing kubernetes secret"]);
+
+        let pending = transition(&r, &Change::Rotate, "t").unwrap().unwrap();
+        let lines = drift(&plans, &pending, &as_recorded(&pending));
+        assert_eq!(lines, ["change not applied everywhere yet: rotate"]);
     }
-    summary.elapsed_ms = (started.elapsed().as_secs_f64() * 1e3 * 10.0).round() / 10.0;
-    tracing::info!(
-        users = summary.users,
-        complete = summary.complete,
-        repaired = summary.repaired,
-        failed = summary.failed,
-        orphans = summary.orphans.len(),
-        pruned = summary.pruned,
-        dry_run = summary.dry_run,
-        "reconciled"
-    );
-    Ok(summary)
+
+    #[test]
+    fn an_offboarded_tenant_drifts_by_what_is_left() {
+        let plans = plans();
+        let r = record();
+        let everything = as_recorded(&r);
+        let gone = transition(&r, &Change::Offboard { retain_data: true }, "t")
+            .unwrap()
+            .unwrap();
+        let lines = drift(&plans, &gone, &everything);
+        assert_eq!(lines.len(), 5, "all but the kept vhost: {lines:?}");
+        let only_vhost = Observed {
+            vhost: true,
+            ..Default::default()
+        };
+        assert!(drift(&plans, &gone, &only_vhost).is_empty());
+        let dropped = transition(&gone, &Change::Offboard { retain_data: false }, "t")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            drift(&plans, &dropped, &only_vhost),
+            ["offboarded, but its rabbitmq vhost exists"]
+        );
+    }
 }

@@ -38,6 +38,7 @@ pub struct Provisioner {
     pub secret_prefix: String,
     pub template: BackendTemplate,
     pub plans: Plans,
+    pub registry: crate::registry::Registry,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -86,6 +87,33 @@ pub struct ProvisionError {
     pub finished: Vec<&'static str>,
     pub budget_ms: u128,
     pub report: Report,
+}
+
+impl ProvisionError {
+    /// The failing steps and their kinds, and the steps the deadline cut off, for the tenant's
+    /// record: `rabbitmq.vhost: timeout; unfinished: kubernetes.deployment` (no messages, so
+    /// never a secret or a host).
+    pub fn outcome_detail(&self) -> String {
+        let failed = self
+            .report
+            .steps
+            .iter()
+            .filter(|s| s.outcome == Outcome::Failed)
+            .zip(&self.failures)
+            .map(|(s, f)| format!("{}: {}", s.step, kind_name(f.kind)));
+        let mut parts: Vec<String> = failed.collect();
+        if !self.unfinished.is_empty() {
+            parts.push(format!("unfinished: {}", self.unfinished.join(", ")));
+        }
+        parts.join("; ")
+    }
+}
+
+fn kind_name(kind: crate::error::FailureKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "other".to_owned())
 }
 
 fn describe(
@@ -222,48 +250,84 @@ pub mod step {
 }
 
 impl Provisioner {
-    /// The plan's limits on the tenant's vhost and user, all PUTs (so they converge), at once.
-    /// A suspended tenant's vhost takes no connections.
+    /// The plan's limits on the tenant's vhost and user, all PUTs (so they converge). A
+    /// suspended tenant's vhost takes no connections.
     async fn put_limits(
         &self,
         tenant: &TenantId,
         plan: &crate::plan::Plan,
         state: &TenantState,
+        mode: Mode,
     ) -> Result<(), StepError> {
-        let r = &plan.rabbitmq;
         let (vhost, user) = (tenant.rabbitmq_vhost(), tenant.rabbitmq_user());
-        let connections = if state.suspended {
-            0
-        } else {
-            i64::from(r.max_connections)
-        };
+        let (wanted_vhost, wanted_user) = desired_limits(plan, state);
         // RabbitMQ keeps all limits of a vhost (or user) in one runtime parameter and each PUT
         // of one limit reads, changes and writes that whole map: two PUTs for the same vhost
         // at once lose one of them (seen: a limit silently missing). So one vhost's limits go
         // one after the other, the user's beside them.
         let vhost_limits = async {
-            self.rabbitmq
-                .put_vhost_limit(vhost, "max-connections", connections)
-                .await?;
-            self.rabbitmq
-                .put_vhost_limit(vhost, "max-queues", i64::from(r.max_queues))
-                .await
+            for (name, value) in &wanted_vhost {
+                self.rabbitmq.put_vhost_limit(vhost, name, *value).await?;
+            }
+            Ok::<_, StepError>(())
         };
         let user_limits = async {
-            if let Some(n) = r.user_max_connections {
-                self.rabbitmq
-                    .put_user_limit(user, "max-connections", i64::from(n))
-                    .await?;
-            }
-            if let Some(n) = r.user_max_channels {
-                self.rabbitmq
-                    .put_user_limit(user, "max-channels", i64::from(n))
-                    .await?;
+            for (name, value) in &wanted_user {
+                self.rabbitmq.put_user_limit(user, name, *value).await?;
             }
             Ok(())
         };
-        tokio::try_join!(vhost_limits, user_limits).map(drop)
+        tokio::try_join!(vhost_limits, user_limits)?;
+        if mode == Mode::Converge {
+            // A new vhost has no other limits; an existing one may hold limits its plan no
+            // longer has (or an operator's by hand): the plan is the whole truth.
+            let (vhost_now, user_now) = tokio::try_join!(
+                self.rabbitmq.vhost_limits(vhost),
+                self.rabbitmq.user_limits(user),
+            )?;
+            for name in vhost_now.keys().filter(|k| !wanted_vhost.contains_key(*k)) {
+                self.rabbitmq.delete_vhost_limit(vhost, name).await?;
+            }
+            for name in user_now.keys().filter(|k| !wanted_user.contains_key(*k)) {
+                self.rabbitmq.delete_user_limit(user, name).await?;
+            }
+        }
+        Ok(())
     }
+}
+
+/// The vhost's and the user's limits as the plan (and a suspension) want them.
+pub fn desired_limits(
+    plan: &crate::plan::Plan,
+    state: &TenantState,
+) -> (BTreeMap<String, i64>, BTreeMap<String, i64>) {
+    let r = &plan.rabbitmq;
+    let connections = if state.suspended {
+        0
+    } else {
+        i64::from(r.max_connections)
+    };
+    let vhost = BTreeMap::from([
+        ("max-connections".to_owned(), connections),
+        ("max-queues".to_owned(), i64::from(r.max_queues)),
+    ]);
+    let mut user = BTreeMap::new();
+    if let Some(n) = r.user_max_connections {
+        user.insert("max-connections".to_owned(), i64::from(n));
+    }
+    if let Some(n) = r.user_max_channels {
+        user.insert("max-channels".to_owned(), i64::from(n));
+    }
+    (vhost, user)
+}
+
+/// A new tenant's first provisioning, or a convergence of an existing one to its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The trigger: nothing exists yet, so nothing is read back.
+    SignUp,
+    /// Everyone else: limits the plan does not have are removed too.
+    Converge,
 }
 
 /// The vhost's description names the tenant and the installation (the tenant secret prefix),
@@ -299,48 +363,83 @@ impl Provisioner {
         tenant: &TenantId,
         deadline: Instant,
     ) -> Result<Report, ProvisionError> {
-        self.provision_with(tenant, &TenantState::new(&self.plans), deadline)
+        let state = TenantState::new(&self.plans);
+        self.provision_gated(tenant, async { Some(state) }, Mode::SignUp, deadline)
             .await
     }
 
-    /// Provisions `tenant` in `state` (its plan, suspension and password generation): what the
-    /// worker, the reconciler and operators use, with the state read back from the tenant.
+    /// Provisions `tenant` in `state` (its plan, suspension and password generation, as its
+    /// record says): what the worker, the reconciler and operators converge to.
     pub async fn provision_with(
         &self,
         tenant: &TenantId,
         state: &TenantState,
         deadline: Instant,
     ) -> Result<Report, ProvisionError> {
+        let state = state.clone();
+        self.provision_gated(tenant, async { Some(state) }, Mode::Converge, deadline)
+            .await
+    }
+
+    /// The orchestrator. `state` is the tenant's recorded state as it becomes known: the
+    /// trigger passes its conditional create, which runs beside the vhost PUT. Every step that
+    /// writes a credential (user, Secrets Manager, Kubernetes) waits for it — the password
+    /// depends on the recorded generation — while the vhost, which holds none and is the
+    /// slowest call, starts at once; the record's round trip hides under it. `None` means the
+    /// record says the tenant is offboarded: nothing that grants access is written.
+    pub async fn provision_gated(
+        &self,
+        tenant: &TenantId,
+        state: impl Future<Output = Option<TenantState>>,
+        mode: Mode,
+        deadline: Instant,
+    ) -> Result<Report, ProvisionError> {
+        use futures::FutureExt as _;
         let rec = Recorder::new(deadline);
-        let plan = self.plans.for_state(state);
-        let creds = self.tenant_credentials(tenant, state.generation);
+        let state = state.shared();
         let secret_name = tenant.secrets_manager_name(&self.secret_prefix);
         let budget_ms =
             (deadline.saturating_duration_since(rec.start).as_secs_f64() * 1e3).round() as u128;
+        // A sign-up's vhost takes the default plan's queue type; anyone else's, its own plan's.
+        let vhost_plan = match mode {
+            Mode::SignUp => self.plans.default_plan(),
+            Mode::Converge => match state.clone().now_or_never() {
+                Some(Some(s)) => self.plans.for_state(&s),
+                _ => self.plans.default_plan(),
+            },
+        };
 
         // Boxed: the SDK and kube futures are large, and a Lambda worker thread has a 2 MiB stack.
         let rabbitmq = timed(
             "rabbitmq",
             Box::pin(async {
                 let description = vhost_description(tenant, &self.secret_prefix);
-                let user = rec.step(step::RABBITMQ_USER, || {
-                    self.rabbitmq
-                        .put_user(tenant.rabbitmq_user(), &creds.password)
-                });
                 let vhost = rec.step(step::RABBITMQ_VHOST, || {
                     self.rabbitmq.put_vhost(
                         tenant.rabbitmq_vhost(),
                         &description,
-                        plan.rabbitmq.default_queue_type,
+                        vhost_plan.rabbitmq.default_queue_type,
                     )
                 });
-                if let (Ok(()), Ok(())) = tokio::join!(user, vhost) {
+                let user = async {
+                    let state = state.clone().await?;
+                    let creds = self.tenant_credentials(tenant, state.generation);
+                    rec.step(step::RABBITMQ_USER, || {
+                        self.rabbitmq
+                            .put_user(tenant.rabbitmq_user(), &creds.password)
+                    })
+                    .await
+                    .ok()
+                    .map(|()| state)
+                };
+                if let (Ok(()), Some(state)) = tokio::join!(vhost, user) {
+                    let plan = self.plans.for_state(&state);
                     let grant = rec.step(step::RABBITMQ_PERMISSION, || {
                         self.rabbitmq
                             .put_permission(tenant.rabbitmq_vhost(), tenant.rabbitmq_user())
                     });
                     let limits = rec.step(step::RABBITMQ_LIMITS, || {
-                        self.put_limits(tenant, plan, state)
+                        self.put_limits(tenant, plan, &state, mode)
                     });
                     let _ = tokio::join!(grant, limits);
                 }
@@ -349,6 +448,11 @@ impl Provisioner {
         let secrets = timed(
             "secrets-manager",
             Box::pin(async {
+                let Some(state) = state.clone().await else {
+                    return;
+                };
+                let plan = self.plans.for_state(&state);
+                let creds = self.tenant_credentials(tenant, state.generation);
                 let json = creds.to_secret_json();
                 let _ = rec
                     .step(step::SECRETS_MANAGER_PUT, || {
@@ -375,17 +479,31 @@ impl Provisioner {
                 {
                     return;
                 }
+                let Some(state) = state.clone().await else {
+                    return;
+                };
+                let plan = self.plans.for_state(&state);
+                let creds = self.tenant_credentials(tenant, state.generation);
                 let ns = self.namespace();
-                let secret = tenant_secret(tenant, &creds, ns, state);
+                let secret = tenant_secret(tenant, &creds, ns, &state);
                 let checksum = credentials_checksum(&secret);
                 let deployment =
-                    tenant_deployment(&self.template, tenant, ns, plan, state, &checksum);
-                let _ = tokio::join!(
-                    rec.step(step::KUBERNETES_SECRET, || self.kubernetes.apply(&secret)),
-                    rec.step(step::KUBERNETES_DEPLOYMENT, || {
-                        self.kubernetes.apply(&deployment)
-                    }),
-                );
+                    tenant_deployment(&self.template, tenant, ns, plan, &state, &checksum);
+                // The Secret first, then the Deployment: pods rolled for a new password must
+                // find it, and a Secret that failed leaves the Deployment (and its checksum)
+                // as it was, so a re-run still sees the roll to do. Off the critical path:
+                // both together take less than the vhost PUT.
+                if rec
+                    .step(step::KUBERNETES_SECRET, || self.kubernetes.apply(&secret))
+                    .await
+                    .is_ok()
+                {
+                    let _ = rec
+                        .step(step::KUBERNETES_DEPLOYMENT, || {
+                            self.kubernetes.apply(&deployment)
+                        })
+                        .await;
+                }
             }),
         );
 

@@ -295,13 +295,63 @@ impl RabbitMq {
         Ok(rows.into_iter().flat_map(|r| r.value).collect())
     }
 
+    /// Removes one limit of a vhost (a plan that no longer has it); already gone is fine.
+    pub async fn delete_vhost_limit(&self, vhost: &str, limit: &str) -> Result<bool, StepError> {
+        self.delete(
+            format!("limit {limit} of vhost '{vhost}'"),
+            &["vhost-limits", vhost, limit],
+        )
+        .await
+    }
+
+    /// Removes one limit of a user; already gone is fine.
+    pub async fn delete_user_limit(&self, user: &str, limit: &str) -> Result<bool, StepError> {
+        self.delete(
+            format!("limit {limit} of user '{user}'"),
+            &["user-limits", user, limit],
+        )
+        .await
+    }
+
+    /// Every vhost's limits, by vhost: one request.
+    pub async fn all_vhost_limits(
+        &self,
+    ) -> Result<BTreeMap<String, BTreeMap<String, i64>>, StepError> {
+        let rows: Vec<NamedLimits> = self.list("vhost limits", &["vhost-limits"]).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| Some((r.vhost?, r.value)))
+            .collect())
+    }
+
+    /// Every user's limits, by user: one request.
+    pub async fn all_user_limits(
+        &self,
+    ) -> Result<BTreeMap<String, BTreeMap<String, i64>>, StepError> {
+        let rows: Vec<NamedLimits> = self.list("user limits", &["user-limits"]).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| Some((r.user?, r.value)))
+            .collect())
+    }
+
+    /// The user's open connections, from the broker's connection tracking.
+    pub async fn user_connections(&self, user: &str) -> Result<Vec<Connection>, StepError> {
+        self.get(
+            format!("connections of '{user}'"),
+            &["connections", "username", user],
+        )
+        .await
+        .map(Option::unwrap_or_default)
+    }
+
     /// Closes every open connection of the user. The broker's connection tracking answers at
     /// once (the management database's connection list lags by its statistics interval).
     pub async fn close_user_connections(&self, user: &str) -> Result<(), StepError> {
         let request = self
             .http
             .delete(self.url(&["connections", "username", user]))
-            .header("X-Reason", "tenant suspended");
+            .header("X-Reason", "tenant suspended or password rotated");
         match self
             .send(format!("close the connections of '{user}'"), request)
             .await
@@ -456,6 +506,22 @@ impl Limited {
             Limited::User => "user-limits",
         }
     }
+}
+
+#[derive(Deserialize)]
+struct NamedLimits {
+    #[serde(default)]
+    vhost: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    value: BTreeMap<String, i64>,
+}
+
+/// An open AMQP connection, as connection tracking reports it (name, node, user, vhost).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Connection {
+    pub name: String,
 }
 
 #[derive(Deserialize)]

@@ -86,9 +86,13 @@ impl SecretsManager {
             Err(e) => e,
         };
         match err.code() {
-            Some("ResourceExistsException") => {}
-            // A deprovisioned tenant that signs up again: its old secret may await deletion.
-            Some("InvalidRequestException") if err.message().unwrap_or("").contains("deletion") => {
+            // A secret that exists may await deletion (an offboarded tenant being restored):
+            // restoring one that does not is a no-op, and some implementations answer
+            // "exists" rather than "scheduled for deletion" for those.
+            Some("ResourceExistsException") | Some("InvalidRequestException")
+                if err.code() == Some("ResourceExistsException")
+                    || err.message().unwrap_or("").contains("deletion") =>
+            {
                 self.client
                     .restore_secret()
                     .secret_id(name)

@@ -17,6 +17,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// with room for one retry).
 pub const DEFAULT_HANDOFF_RESERVE: Duration = Duration::from_millis(600);
 /// What a person sees when even the hand-off failed. `{reference}` becomes the request id.
+/// How long the trigger's credential steps wait for the registry's answer (the tenant's
+/// recorded state) before going on with a new tenant's: a slow registry must not cost a sign-up.
+pub const DEFAULT_REGISTRY_WAIT: Duration = Duration::from_millis(500);
 pub const DEFAULT_FAILURE_MESSAGE: &str = "Your account is confirmed, but setting it up failed. Please contact support with reference {reference}.";
 
 /// Every variable the function reads, for docs and errors.
@@ -38,6 +41,8 @@ pub mod var {
     pub const FAILURE_MESSAGE: &str = "FAILURE_MESSAGE";
     pub const USER_POOL_ID: &str = "USER_POOL_ID";
     pub const CONCURRENCY: &str = "RECONCILE_CONCURRENCY";
+    pub const REGISTRY_TABLE: &str = "REGISTRY_TABLE";
+    pub const REGISTRY_WAIT_MS: &str = "REGISTRY_WAIT_MS";
     /// Read by the AWS SDK itself; checked here because the SDK panics on a blank value.
     pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
 }
@@ -79,6 +84,9 @@ pub struct Settings {
     pub user_pool_id: Option<String>,
     /// How many tenants the reconciler provisions at once.
     pub concurrency: usize,
+    /// The tenant registry's DynamoDB table.
+    pub registry_table: String,
+    pub registry_wait: Duration,
 }
 
 impl Settings {
@@ -228,6 +236,26 @@ impl Settings {
                 .ok_or_else(|| err(var::CONCURRENCY, format!("'{v}' is not a number in 1..=64")))?,
         };
 
+        let registry_table = required(var::REGISTRY_TABLE)?;
+        let table_ok = (3..=255).contains(&registry_table.len())
+            && registry_table
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        if !table_ok {
+            return Err(err(
+                var::REGISTRY_TABLE,
+                format!(
+                    "'{registry_table}' is not a DynamoDB table name (3-255 of a-z A-Z 0-9 _ - .)"
+                ),
+            ));
+        }
+        let registry_wait = millis(
+            var::REGISTRY_WAIT_MS,
+            get(var::REGISTRY_WAIT_MS),
+            DEFAULT_REGISTRY_WAIT,
+            10..=5_000,
+        )?;
+
         Ok(Self {
             cluster_name,
             cluster_access,
@@ -245,6 +273,8 @@ impl Settings {
             failure_message,
             user_pool_id,
             concurrency,
+            registry_table,
+            registry_wait,
         })
     }
 
@@ -326,6 +356,7 @@ mod tests {
                 var::HANDOFF_QUEUE_URL,
                 "https://sqs.us-east-1.amazonaws.com/111122223333/post-signup-handoff".to_owned(),
             ),
+            (var::REGISTRY_TABLE, "post-signup-tenants".to_owned()),
         ])
     }
 
@@ -351,6 +382,7 @@ mod tests {
             var::AMQP_URL,
             var::ADMIN_SECRET_ID,
             var::HANDOFF_QUEUE_URL,
+            var::REGISTRY_TABLE,
         ] {
             let mut env = base();
             env.remove(name);
@@ -378,6 +410,8 @@ mod tests {
             (var::HANDOFF_RESERVE_MS, "4500"),
             (var::USER_POOL_ID, "no-underscore"),
             (var::CONCURRENCY, "0"),
+            (var::REGISTRY_TABLE, "a b"),
+            (var::REGISTRY_WAIT_MS, "0"),
             (var::AWS_ENDPOINT_URL, ""),
             (var::AWS_ENDPOINT_URL, "not a url"),
         ];

@@ -59,6 +59,9 @@ pub async fn handle(
             HandoffOutcome::Provisioned(tenant) => {
                 tracing::info!(message_id, tenant = %tenant, "hand-off provisioned")
             }
+            HandoffOutcome::Skipped(tenant) => {
+                tracing::info!(message_id, tenant = %tenant, "hand-off of an offboarded tenant: skipped")
+            }
             HandoffOutcome::Malformed(error) => {
                 tracing::error!(message_id, error, "malformed hand-off");
                 response.add_failure(message_id);

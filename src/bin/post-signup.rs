@@ -7,11 +7,14 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use post_signup::app::App;
 use post_signup::cognito::UserPool;
-use post_signup::lifecycle::{ReconcileOptions, reconcile};
+use post_signup::reconcile::{ReconcileOptions, reconcile};
 use post_signup::settings::{Settings, var};
 use post_signup::{handler, telemetry, worker};
 
 const HANDLER_VAR: &str = "POST_SIGNUP_HANDLER";
+/// The reconciler's listings (and their retries) get at most this long, or until shortly before
+/// the function's own timeout: the repairs need the rest.
+const LIST_BUDGET: std::time::Duration = std::time::Duration::from_secs(240);
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -61,17 +64,27 @@ async fn main() -> Result<(), Error> {
             );
             let pool = &pool;
             lambda_runtime::run(service_fn(
-                move |_: LambdaEvent<serde_json::Value>| async move {
+                move |event: LambdaEvent<serde_json::Value>| async move {
                     let provisioner = app.provisioner().await.map_err(|e| format!("{e:#}"))?;
-                    let options = ReconcileOptions {
-                        dry_run: false,
-                        prune: false,
-                        concurrency: app.settings.concurrency,
-                        budget: app.budget(),
-                    };
+                    // The scheduled run never prunes: that takes an operator (tenantctl).
+                    let mut options = ReconcileOptions::new(app.budget(), app.settings.concurrency);
+                    options.list_deadline = handler::deadline(
+                        tokio::time::Instant::now(),
+                        LIST_BUDGET,
+                        event.context.deadline,
+                    );
                     let summary = reconcile(provisioner, pool, options, |_, _| {})
                         .await
                         .map_err(|e| e.to_string())?;
+                    // A run that could not repair everything is a failed invocation: the
+                    // function's Errors metric (and its alarm) is how anyone hears of it.
+                    if summary.failed > 0 {
+                        return Err(Error::from(format!(
+                            "reconcile: {} tenant(s) failed: {}",
+                            summary.failed,
+                            summary.failures.join("; ")
+                        )));
+                    }
                     Ok::<_, Error>(serde_json::to_value(summary)?)
                 },
             ))

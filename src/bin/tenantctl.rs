@@ -12,7 +12,9 @@ use post_signup::cognito::UserPool;
 use post_signup::eks_token::{EksTokenSigner, rfc3339_seconds};
 use post_signup::event::{classify, sign_up_event};
 use post_signup::handler::{self, Finish};
-use post_signup::lifecycle::{self, DeprovisionOptions, ReconcileOptions};
+use post_signup::lifecycle::{self, ConvergeOptions};
+use post_signup::reconcile::{self, ReconcileOptions};
+use post_signup::registry::{Change, Lifecycle, ListFilter};
 use post_signup::settings::{Settings, var};
 use post_signup::tenant::TenantId;
 use secrecy::ExposeSecret;
@@ -68,7 +70,8 @@ enum Command {
         #[arg(long)]
         sub: String,
     },
-    /// Remove a tenant everywhere (needs the operator identity).
+    /// Offboard a tenant: record it offboarded (a tombstone: nothing brings it back but
+    /// `restore`), then revoke its access and remove its parts (needs the operator identity).
     Deprovision {
         #[arg(long)]
         sub: String,
@@ -82,10 +85,25 @@ enum Command {
         #[arg(long, conflicts_with = "recovery_days")]
         no_recovery: bool,
     },
-    /// Every tenant of this installation with its plan and state (bulk listings).
+    /// Lift an offboarding on purpose: the tenant is provisioned again, with a new password.
+    Restore {
+        #[arg(long)]
+        sub: String,
+    },
+    /// Every recorded tenant with its state and plan, from the registry (paginated).
     List {
+        #[arg(long, value_enum)]
+        state: Option<StateArg>,
+        #[arg(long)]
+        plan: Option<String>,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+    },
+    /// Record every tenant of this installation that exists but has no record, from what its
+    /// objects carry (once: recorded tenants are never adopted again).
+    Adopt {
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Move a tenant to another plan (limits, replicas, resources).
     Plan {
@@ -104,10 +122,14 @@ enum Command {
         #[arg(long)]
         sub: String,
     },
-    /// Give the tenant a new password everywhere and roll its backend.
+    /// Give the tenant a new password everywhere, roll its backend, then close the connections
+    /// still using the old password. Run again, it finishes a rotation left half-done.
     Rotate {
         #[arg(long)]
         sub: String,
+        /// Seconds to wait for the backend to roll before closing old connections.
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
     },
     /// Provision every tenant on the hand-off queue; exits when the queue is empty.
     Drain,
@@ -117,12 +139,59 @@ enum Command {
         /// Report only; change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Also remove tenants whose user no longer exists.
+        /// Also offboard recorded tenants whose user no longer exists (guarded: each user is
+        /// checked again, records younger than --min-age are kept, and a run that would prune
+        /// more than --max-fraction of the tenants is refused whole).
         #[arg(long, conflicts_with = "dry_run")]
         prune: bool,
+        /// Minimum age of a record before it may be pruned (e.g. 24h, 30m, 0s).
+        #[arg(long, default_value = "24h", value_parser = parse_age)]
+        min_age: std::time::Duration,
+        /// Largest fraction of this installation's tenants one run may prune (0-1).
+        #[arg(long, default_value_t = 0.1, value_parser = parse_fraction)]
+        max_fraction: f64,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StateArg {
+    Active,
+    Suspended,
+    Offboarded,
+}
+
+impl From<StateArg> for Lifecycle {
+    fn from(s: StateArg) -> Self {
+        match s {
+            StateArg::Active => Lifecycle::Active,
+            StateArg::Suspended => Lifecycle::Suspended,
+            StateArg::Offboarded => Lifecycle::Offboarded,
+        }
+    }
+}
+
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not an age such as 24h, 30m or 0s"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("'{s}': the unit is one of s, m, h, d")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| (0.0..=1.0).contains(f))
+        .ok_or_else(|| format!("'{s}' is not a fraction between 0 and 1"))
 }
 
 /// Exit codes: 0 done (or nothing to do), 1 an outside system failed, 2 bad input or settings.
@@ -176,23 +245,34 @@ async fn main() -> ExitCode {
             recovery_days,
             no_recovery,
         } => {
-            let options = DeprovisionOptions {
-                retain_data,
-                recovery_days: (!no_recovery).then_some(recovery_days),
-            };
-            deprovision(&sub, options).await
+            let days = (!no_recovery).then_some(recovery_days);
+            change(&sub, Change::Offboard { retain_data }, days, 0).await
         }
+        Command::Restore { sub } => change(&sub, Change::Restore, Some(7), 120).await,
         Command::Drain => drain().await,
-        Command::List { output } => list(output).await,
-        Command::Plan { sub, name } => change(&sub, Change::Plan(name)).await,
-        Command::Suspend { sub } => change(&sub, Change::Suspend).await,
-        Command::Resume { sub } => change(&sub, Change::Resume).await,
-        Command::Rotate { sub } => change(&sub, Change::Rotate).await,
+        Command::List {
+            state,
+            plan,
+            output,
+        } => {
+            let filter = ListFilter {
+                state: state.map(Lifecycle::from),
+                plan,
+            };
+            list(&filter, output).await
+        }
+        Command::Adopt { dry_run } => adopt(dry_run).await,
+        Command::Plan { sub, name } => change(&sub, Change::Plan(name), Some(7), 0).await,
+        Command::Suspend { sub } => change(&sub, Change::Suspend, Some(7), 0).await,
+        Command::Resume { sub } => change(&sub, Change::Resume, Some(7), 0).await,
+        Command::Rotate { sub, wait } => change(&sub, Change::Rotate, Some(7), wait).await,
         Command::Reconcile {
             dry_run,
             prune,
+            min_age,
+            max_fraction,
             output,
-        } => reconcile(dry_run, prune, output).await,
+        } => reconcile_cmd(dry_run, prune, min_age, max_fraction, output).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -386,7 +466,10 @@ async fn provision_event(path: &str) -> Result<(), CliError> {
                 Finish::HandedOff => {
                     eprintln!("tenantctl: not finished in time; handed off to the queue")
                 }
-                Finish::Skipped => eprintln!("tenantctl: nothing to provision for this trigger"),
+                Finish::Skipped => eprintln!("tenantctl: nothing to provision for this event"),
+                Finish::Recorded => eprintln!(
+                    "tenantctl: not finished and not handed off; recorded, so the reconciler finishes it"
+                ),
                 Finish::Provisioned => {}
             }
             Ok(())
@@ -403,20 +486,21 @@ async fn provision_sub(sub: &str) -> Result<(), CliError> {
     let app = init().await?;
     let p = app.provisioner().await.map_err(CliError::outside)?;
     // As the tenant is recorded (plan, suspension, password generation): an operator's
-    // provision never resets what an operator changed.
-    let state = lifecycle::tenant_state(p, &tenant)
+    // provision never resets what an operator changed, nor brings back an offboarded tenant.
+    let pool = app.settings.user_pool_id.as_deref();
+    let done = lifecycle::provision_recorded(p, &tenant, pool, ConvergeOptions::new(app.budget()))
         .await
-        .map_err(CliError::outside)?;
-    let deadline = tokio::time::Instant::now() + app.budget();
-    match Box::pin(p.provision_with(&tenant, &state, deadline)).await {
-        Ok(report) => {
-            print(&json!({"action": "provisioned", "state": state, "report": report}));
-            Ok(())
-        }
-        Err(e) => {
-            print(&json!({"action": "failed", "report": e.report}));
-            Err(CliError::outside(anyhow::anyhow!("{e}")))
-        }
+        .map_err(step_error)?;
+    print(&json!({"action": "provisioned", "converged": done}));
+    Ok(())
+}
+
+/// A refused request (a conflict, an invalid transition) is the operator's to fix: exit 2.
+fn step_error(e: post_signup::error::StepError) -> CliError {
+    use post_signup::error::FailureKind;
+    match e.kind {
+        FailureKind::Conflict | FailureKind::Rejected => CliError::input(e),
+        _ => CliError::outside(e),
     }
 }
 
@@ -431,25 +515,12 @@ async fn status(sub: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn deprovision(sub: &str, options: DeprovisionOptions) -> Result<(), CliError> {
-    let tenant = parse_sub(sub)?;
-    let app = init().await?;
-    let p = app.provisioner().await.map_err(CliError::outside)?;
-    let report = lifecycle::deprovision(p, &tenant, options)
-        .await
-        .map_err(CliError::outside)?;
-    print(&report);
-    Ok(())
-}
-
-enum Change {
-    Plan(String),
-    Suspend,
-    Resume,
-    Rotate,
-}
-
-async fn change(sub: &str, change: Change) -> Result<(), CliError> {
+async fn change(
+    sub: &str,
+    change: Change,
+    recovery_days: Option<i64>,
+    wait_secs: u64,
+) -> Result<(), CliError> {
     let tenant = parse_sub(sub)?;
     let app = init().await?;
     let p = app.provisioner().await.map_err(CliError::outside)?;
@@ -462,33 +533,66 @@ async fn change(sub: &str, change: Change) -> Result<(), CliError> {
             known.join(", ")
         )));
     }
-    let budget = app.budget();
-    let done = match change {
-        Change::Plan(name) => lifecycle::set_plan(p, &tenant, &name, budget).await,
-        Change::Suspend => lifecycle::suspend(p, &tenant, budget).await,
-        Change::Resume => lifecycle::resume(p, &tenant, budget).await,
-        Change::Rotate => lifecycle::rotate(p, &tenant, budget).await,
-    }
-    .map_err(CliError::outside)?;
+    let options = ConvergeOptions {
+        budget: app.budget(),
+        rollout_wait: std::time::Duration::from_secs(wait_secs),
+        recovery_days,
+    };
+    let done = lifecycle::change(p, &tenant, change, options)
+        .await
+        .map_err(step_error)?;
     print(&done);
     Ok(())
 }
 
-async fn list(output: Output) -> Result<(), CliError> {
+async fn list(filter: &ListFilter, output: Output) -> Result<(), CliError> {
     let app = init().await?;
     let p = app.provisioner().await.map_err(CliError::outside)?;
-    let rows = lifecycle::list(p).await.map_err(CliError::outside)?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(300);
+    let rows = lifecycle::list(p, filter, deadline)
+        .await
+        .map_err(CliError::outside)?;
     match output {
         Output::Json => println!("{}", serde_json::to_string(&rows).expect("JSON serialises")),
         Output::Text => {
-            println!("{:<36}  {:<10}  {:<10}  ready", "tenant", "plan", "state");
+            println!(
+                "{:<36}  {:<10}  {:<10}  {:>3}  {:<12}  converged",
+                "tenant", "state", "plan", "gen", "outcome"
+            );
             for r in &rows {
+                let outcome = serde_json::to_value(r.outcome)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
                 println!(
-                    "{:<36}  {:<10}  {:<10}  {}",
-                    r.tenant, r.plan, r.state, r.ready
+                    "{:<36}  {:<10}  {:<10}  {:>3}  {:<12}  {}",
+                    r.tenant,
+                    r.state.as_str(),
+                    r.plan,
+                    r.generation,
+                    outcome,
+                    r.converged
                 );
             }
+            eprintln!("{} tenant(s)", rows.len());
         }
+    }
+    Ok(())
+}
+
+async fn adopt(dry_run: bool) -> Result<(), CliError> {
+    let app = init().await?;
+    let p = app.provisioner().await.map_err(CliError::outside)?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    let report = reconcile::adopt(p, app.settings.user_pool_id.as_deref(), dry_run, deadline)
+        .await
+        .map_err(CliError::outside)?;
+    print(&report);
+    if !report.failures.is_empty() {
+        return Err(CliError::outside(anyhow::anyhow!(
+            "{} tenant(s) not recorded; run adopt again",
+            report.failures.len()
+        )));
     }
     Ok(())
 }
@@ -509,7 +613,13 @@ async fn drain() -> Result<(), CliError> {
     Ok(())
 }
 
-async fn reconcile(dry_run: bool, prune: bool, output: Output) -> Result<(), CliError> {
+async fn reconcile_cmd(
+    dry_run: bool,
+    prune: bool,
+    min_age: std::time::Duration,
+    max_fraction: f64,
+    output: Output,
+) -> Result<(), CliError> {
     let settings = settings()?;
     let pool_id = settings.user_pool_id.clone().ok_or_else(|| {
         CliError::input(format!(
@@ -523,12 +633,11 @@ async fn reconcile(dry_run: bool, prune: bool, output: Output) -> Result<(), Cli
         aws_sdk_cognitoidentityprovider::Client::new(&app.aws_config()),
         &pool_id,
     );
-    let options = ReconcileOptions {
-        dry_run,
-        prune,
-        concurrency: app.settings.concurrency,
-        budget: app.budget(),
-    };
+    let mut options = ReconcileOptions::new(app.budget(), app.settings.concurrency);
+    options.dry_run = dry_run;
+    options.prune = prune;
+    options.prune_min_age = min_age;
+    options.prune_max_fraction = max_fraction;
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
@@ -539,14 +648,14 @@ async fn reconcile(dry_run: bool, prune: bool, output: Output) -> Result<(), Cli
         );
         bar
     });
-    let summary = lifecycle::reconcile(p, &pool, options, |done, total| {
+    let summary = reconcile::reconcile(p, &pool, options, |done, total| {
         if let Some(bar) = &bar {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         }
     })
     .await
-    .map_err(CliError::outside)?;
+    .map_err(step_error)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -558,12 +667,15 @@ async fn reconcile(dry_run: bool, prune: bool, output: Output) -> Result<(), Cli
         Output::Text => {
             let verb = if dry_run { "would repair" } else { "repaired" };
             println!(
-                "{} users need a tenant: {} complete, {} {verb}, {} failed; {} orphan(s){}",
+                "{} users need a tenant: {} complete, {} {verb}, {} failed; {} orphan(s), {} tombstone(s), {} disabled, {} unrecorded{}",
                 summary.users,
                 summary.complete,
                 summary.repaired,
                 summary.failed,
                 summary.orphans.len(),
+                summary.tombstones.len(),
+                summary.disabled.len(),
+                summary.unrecorded.len(),
                 if prune {
                     format!(", {} pruned", summary.pruned)
                 } else {
@@ -575,6 +687,15 @@ async fn reconcile(dry_run: bool, prune: bool, output: Output) -> Result<(), Cli
             }
             for orphan in &summary.orphans {
                 println!("  orphan: {orphan}");
+            }
+            for t in &summary.tombstones {
+                println!("  offboarded, user still confirmed (not provisioned): {t}");
+            }
+            for t in &summary.disabled {
+                println!("  user disabled (not provisioned): {t}");
+            }
+            for t in &summary.unrecorded {
+                println!("  parts without a record or a user (reported only): {t}");
             }
         }
     }

@@ -122,8 +122,16 @@ async fn a_permanent_kubernetes_refusal_is_not_retried() {
         .iter()
         .filter(|s| s.outcome == Outcome::Failed)
         .collect();
-    assert_eq!(failed.len(), 2, "{err}");
+    // The Secret is refused once; the Deployment, which waits for it, is never sent.
+    assert_eq!(failed.len(), 1, "{err}");
     assert!(failed.iter().all(|s| s.attempts == 1), "{err}");
+    assert!(
+        !err.report
+            .steps
+            .iter()
+            .any(|s| s.step == "kubernetes.deployment"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

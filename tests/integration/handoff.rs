@@ -76,12 +76,61 @@ async fn rabbitmq_down_hands_off_and_drain_finishes_the_tenant() {
         traces_of(&tenant).await
     );
     assert!(queue_bodies(&queue).await.is_empty(), "the queue is empty");
+    let record = record_of(&tenant).await.expect("recorded at sign-up");
+    assert_eq!(record.origin, "sign-up");
+    assert!(record.handed_off_at.is_some(), "{record:?}");
+    assert_eq!(
+        record.outcome,
+        post_signup::registry::LastOutcome::Provisioned,
+        "the worker recorded its outcome: {record:?}"
+    );
+    assert!(record.converged());
 }
 
 #[tokio::test]
-async fn when_even_the_handoff_fails_the_person_sees_a_generic_message() {
+async fn a_recorded_sign_up_is_never_a_failure_even_when_the_handoff_fails() {
     let tenant = fresh_tenant();
     aws_fault(json!({"target": "AmazonSQS.SendMessage", "match": tenant.as_str(), "count": 1000, "status": 503, "error": "ServiceUnavailable"})).await;
+    let down = format!("http://127.0.0.1:{}", closed_port());
+    let app = lambda_app(
+        &[
+            ("RABBITMQ_MANAGEMENT_URL", &down),
+            ("PROVISION_BUDGET_MS", "1500"),
+        ],
+        Instant::now(),
+    )
+    .await;
+    let (_, finish) = invoke(&app, &signup_event(tenant.as_str()))
+        .await
+        .expect("the tenant's intent is recorded: the person is not failed");
+    assert_eq!(finish, Finish::Recorded);
+    let record = record_of(&tenant).await.expect("recorded");
+    assert_eq!(record.outcome, post_signup::registry::LastOutcome::Failed);
+    let detail = record.outcome_detail.clone().unwrap_or_default();
+    assert!(detail.contains("rabbitmq"), "the failing step: {detail}");
+    assert!(
+        !detail.contains("127.0.0.1"),
+        "no host in the record: {detail}"
+    );
+    // Nothing is queued; the record is what the reconciler finishes from.
+    let p = app_with(&[]).await;
+    let converged = post_signup::lifecycle::converge(
+        p.provisioner().await.unwrap(),
+        &record,
+        post_signup::lifecycle::ConvergeOptions::new(p.budget()),
+    )
+    .await
+    .expect("finished from the record");
+    assert_eq!(converged.version, record.version);
+    assert_eq!(traces_of(&tenant).await.len(), 5);
+}
+
+#[tokio::test]
+async fn when_neither_the_record_nor_the_handoff_can_be_written_the_person_sees_a_generic_message()
+{
+    let tenant = fresh_tenant();
+    aws_fault(json!({"target": "AmazonSQS.SendMessage", "match": tenant.as_str(), "count": 1000, "status": 503, "error": "ServiceUnavailable"})).await;
+    aws_fault(json!({"target": "DynamoDB_20120810.PutItem", "match": tenant.as_str(), "count": 1000, "status": 500, "error": "InternalServerError"})).await;
     let path = std::env::temp_dir().join(format!("event-{tenant}.json"));
     std::fs::write(&path, signup_event(tenant.as_str()).to_string()).unwrap();
     let down = format!("http://127.0.0.1:{}", closed_port());
@@ -207,6 +256,8 @@ async fn the_worker_reports_only_failed_messages() {
 #[tokio::test]
 async fn a_slow_queue_cannot_hold_the_answer_past_the_budget() {
     let tenant = fresh_tenant();
+    // The registry is down too, so only the hand-off could save the sign-up.
+    aws_fault(json!({"target": "DynamoDB_20120810.PutItem", "match": tenant.as_str(), "count": 1000, "status": 500, "error": "InternalServerError"})).await;
     aws_fault(json!({"target": "AmazonSQS.SendMessage", "match": tenant.as_str(), "count": 1, "delay_ms": 6000})).await;
     let down = format!("http://127.0.0.1:{}", closed_port());
     let app = lambda_app(

@@ -381,3 +381,128 @@ pub fn stack_ca_data() -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(std::fs::read(var("STACK_CA_FILE")).unwrap())
 }
+
+pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(&aws_config(&settings_with(&[])).await)
+}
+
+/// The registry of the stack (or of `table`), as the library reads it.
+pub async fn registry_at(table: &str) -> post_signup::registry::Registry {
+    post_signup::registry::Registry::new(dynamodb().await, table)
+}
+
+/// The tenant's record in the stack's registry, if it has one.
+pub async fn record_of(tenant: &TenantId) -> Option<post_signup::registry::TenantRecord> {
+    registry_at(&var("REGISTRY_TABLE"))
+        .await
+        .get(tenant)
+        .await
+        .expect("the registry answers")
+}
+
+/// A registry table of this test's own (key `sub`, with its stream), as the stack seeds one;
+/// returns its name and its stream's ARN.
+pub async fn fresh_registry_table() -> (String, String) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        StreamSpecification, StreamViewType,
+    };
+    let name = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let out = dynamodb()
+        .await
+        .create_table()
+        .table_name(&name)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("sub")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("sub")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let stream = out.table_description.unwrap().latest_stream_arn.unwrap();
+    (name, stream)
+}
+
+/// The lifecycle events of `tenant` on a registry stream, in order, as the template's pipe
+/// selects them (INSERT/MODIFY records whose new image carries `event`): `(event, event_seq)`.
+pub async fn stream_events(stream_arn: &str, tenant: &TenantId) -> Vec<(String, u64)> {
+    use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, ShardIteratorType};
+    let client = aws_sdk_dynamodbstreams::Client::new(&aws_config(&settings_with(&[])).await);
+    let shards = client
+        .describe_stream()
+        .stream_arn(stream_arn)
+        .send()
+        .await
+        .unwrap()
+        .stream_description
+        .unwrap()
+        .shards
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for shard in shards {
+        let mut iterator = client
+            .get_shard_iterator()
+            .stream_arn(stream_arn)
+            .shard_id(shard.shard_id.unwrap())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator;
+        while let Some(it) = iterator {
+            let page = client
+                .get_records()
+                .shard_iterator(it)
+                .send()
+                .await
+                .unwrap();
+            let records = page.records.unwrap_or_default();
+            if records.is_empty() {
+                break;
+            }
+            for r in records {
+                if !matches!(
+                    r.event_name,
+                    Some(OperationType::Insert | OperationType::Modify)
+                ) {
+                    continue;
+                }
+                let Some(image) = r.dynamodb.and_then(|d| d.new_image) else {
+                    continue;
+                };
+                let s = |k: &str| match image.get(k) {
+                    Some(AttributeValue::S(v)) => Some(v.clone()),
+                    Some(AttributeValue::N(v)) => Some(v.clone()),
+                    _ => None,
+                };
+                if s("sub").as_deref() != Some(tenant.as_str()) {
+                    continue;
+                }
+                if let Some(event) = s("event") {
+                    let seq = s("event_seq").and_then(|n| n.parse().ok()).unwrap_or(0);
+                    out.push((event, seq));
+                }
+            }
+            iterator = page.next_shard_iterator;
+        }
+    }
+    out
+}

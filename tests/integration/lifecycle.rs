@@ -165,7 +165,8 @@ async fn a_plan_change_moves_limits_replicas_and_resources_and_sticks() {
     );
     assert_eq!(out.status.code(), Some(2), "an unknown plan is bad input");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no plan 'gigantic' (plans: roomy, tiny)")
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no plan 'gigantic' (plans: bare, roomy, tiny)")
     );
 }
 
@@ -179,7 +180,7 @@ async fn suspend_closes_and_refuses_connections_and_scales_to_zero_resume_restor
     .await;
     let open = connect(&url).await.expect("connects while active");
     let change = ok(&["suspend", "--sub", tenant.as_str()]);
-    assert_eq!(change["after"]["suspended"], true);
+    assert_eq!(change["after"]["state"], "suspended");
     eventually(10, "the open connection is closed", async || {
         !open.status().connected()
     })
@@ -292,47 +293,69 @@ async fn status_and_list_tell_ready_suspended_and_incomplete_apart() {
             .contains("Available=True"),
         "{s}"
     );
-    let out = tenantctl_with(
-        &["list", "--output", "json"],
-        &[("PLANS_PATH", PLANS)],
-        true,
+    let broken_status = status(&broken);
+    assert_eq!(broken_status["state"], "incomplete");
+    assert_eq!(
+        broken_status["missing"],
+        serde_json::json!(["kubernetes deployment"])
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_eq!(
+        broken_status["drift"],
+        serde_json::json!(["missing kubernetes deployment"]),
+        "status names the drift from the record: {broken_status}"
     );
-    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status(&suspended)["record"]["state"], "suspended");
+    // `list` reads the registry alone, with filters.
+    let list = |extra: &[&str]| -> Vec<Value> {
+        let mut args = vec!["list", "--output", "json"];
+        args.extend_from_slice(extra);
+        let out = tenantctl_with(&args, &[("PLANS_PATH", PLANS)], true);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let listed = |rows: &[Value], t: &TenantId| rows.iter().any(|r| r["tenant"] == t.as_str());
+    let rows = list(&[]);
     let row = |t: &TenantId| {
         rows.iter()
             .find(|r| r["tenant"] == t.as_str())
             .cloned()
             .expect("listed")
     };
-    assert_eq!(
-        (
-            row(&ready)["state"].as_str(),
-            row(&ready)["ready"].as_bool()
-        ),
-        (Some("complete"), Some(true))
-    );
+    assert_eq!(row(&ready)["state"], "active");
+    assert_eq!(row(&ready)["plan"], "tiny");
     assert_eq!(row(&suspended)["state"], "suspended");
-    assert_eq!(row(&broken)["state"], "incomplete");
     assert_eq!(
-        row(&broken)["missing"],
-        serde_json::json!(["kubernetes deployment"])
+        row(&broken)["state"],
+        "active",
+        "the record, not the objects"
     );
+    let only_suspended = list(&["--state", "suspended"]);
+    assert!(listed(&only_suspended, &suspended));
+    assert!(!listed(&only_suspended, &ready));
+    assert!(only_suspended.iter().all(|r| r["state"] == "suspended"));
+    let roomy = list(&["--plan", "roomy"]);
+    assert!(!listed(&roomy, &ready));
+    assert!(roomy.iter().all(|r| r["plan"] == "roomy"));
 }
 
 #[tokio::test]
 async fn deprovision_leaves_nothing_behind_and_twice_is_fine() {
     let tenant = provisioned();
     let report = ok(&["deprovision", "--sub", tenant.as_str()]);
-    assert_eq!(report["rabbitmq_vhost"], true, "{report}");
+    assert_eq!(
+        report["converged"]["removed"]["rabbitmq_vhost"], true,
+        "{report}"
+    );
+    assert_eq!(report["after"]["state"], "offboarded", "{report}");
     assert_eq!(traces_of(&tenant).await, Vec::<&str>::new(), "nothing left");
     let again = ok(&["deprovision", "--sub", tenant.as_str()]);
+    assert_eq!(again["changed"], false, "already offboarded: {again}");
     assert_eq!(
-        again["rabbitmq_user"], false,
+        again["converged"]["removed"]["rabbitmq_user"], false,
         "already gone is success: {again}"
     );
     // The function's own identity may not delete.
@@ -346,7 +369,11 @@ async fn deprovision_with_retain_data_keeps_the_vhost_and_its_messages() {
     let tenant = provisioned();
     amqp_login(&amqp_url(&tenant).await).await.unwrap(); // declares a queue
     let report = ok(&["deprovision", "--sub", tenant.as_str(), "--retain-data"]);
-    assert!(report["rabbitmq_vhost"].is_null(), "{report}");
+    assert!(
+        report["converged"]["removed"]["rabbitmq_vhost"].is_null(),
+        "{report}"
+    );
+    assert_eq!(report["after"]["retain_data"], true, "{report}");
     assert_eq!(
         traces_of(&tenant).await,
         ["rabbitmq vhost"],

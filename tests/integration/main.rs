@@ -8,6 +8,7 @@ mod helpers;
 mod lifecycle;
 mod provision;
 mod reconcile;
+mod registry;
 mod servers;
 mod stack;
 mod tenantctl;

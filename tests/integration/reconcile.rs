@@ -1,7 +1,9 @@
-//! The reconciler: every confirmed user of the pool ends with a complete tenant — including
-//! admin-created users, who never fire the trigger — orphans are reported, and pruned on request.
-//! The test runs in an installation of its own (user pool, namespace, secret prefix), as a second
-//! installation sharing the broker and cluster would, so it never sees other tests' tenants.
+//! The reconciler: every confirmed user of the pool ends with a tenant as its record says —
+//! including admin-created users, who never fire the trigger; offboarded tenants stay gone
+//! (tombstones), a suspended tenant stays suspended through a repair, and prune works only
+//! behind its guards. Each test runs in an installation of its own (user pool, namespace,
+//! secret prefix, registry table), as a second installation sharing the broker and cluster
+//! would, so it never sees other tests' tenants.
 
 use aws_sdk_cognitoidentityprovider::types::AttributeType;
 use post_signup::tenant::TenantId;
@@ -13,6 +15,7 @@ struct Installation {
     pool: String,
     namespace: String,
     prefix: String,
+    table: String,
 }
 
 impl Installation {
@@ -39,10 +42,12 @@ impl Installation {
             .unwrap()
             .id
             .unwrap();
+        let (table, _) = fresh_registry_table().await;
         Self {
             pool,
             namespace,
             prefix: format!("post-signup/rec-{id}/"),
+            table,
         }
     }
 
@@ -51,7 +56,18 @@ impl Installation {
             ("USER_POOL_ID", self.pool.as_str()),
             ("TENANT_NAMESPACE", self.namespace.as_str()),
             ("TENANT_SECRET_PREFIX", self.prefix.as_str()),
+            ("REGISTRY_TABLE", self.table.as_str()),
         ]
+    }
+
+    /// The same installation seen through another user pool (a wrong USER_POOL_ID).
+    async fn with_pool(&self, pool: String) -> Self {
+        Self {
+            pool,
+            namespace: self.namespace.clone(),
+            prefix: self.prefix.clone(),
+            table: self.table.clone(),
+        }
     }
 
     fn tenantctl(&self, args: &[&str]) -> (i32, Value) {
@@ -60,6 +76,15 @@ impl Installation {
         let json = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|_| panic!("{args:?}: no JSON on stdout; stderr: {stderr}"));
         (out.status.code().unwrap(), json)
+    }
+
+    /// `tenantctl ARGS` as the operator in this installation: exit code and stderr.
+    fn run(&self, args: &[&str]) -> (i32, String) {
+        let out = tenantctl_with(args, &self.env(), true);
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     fn reconcile(&self, extra: &[&str]) -> Value {
@@ -210,8 +235,24 @@ async fn reconcile_repairs_provisions_reports_and_prunes() {
         "without --prune the orphan stays"
     );
 
-    let pruned = inst.reconcile(&["--prune"]);
+    // Guarded: a record younger than the minimum age is never pruned…
+    let young = inst.reconcile(&["--prune", "--max-fraction", "0.5"]);
+    assert_eq!(young["pruned"], 0, "{young}");
+    // …and a run that would prune more than the allowed fraction (1 of 4 > 10 %) is refused.
+    let (code, refused) = inst.run(&["reconcile", "--prune", "--min-age", "0s"]);
+    assert_eq!(code, 2, "refused: {refused}");
+    assert!(
+        refused.contains("refused: the run would prune 1 of this installation's 4 tenants"),
+        "{refused}"
+    );
+    assert_eq!(
+        inst.parts(&orphan)["complete"],
+        true,
+        "refused means nothing deleted"
+    );
+    let pruned = inst.reconcile(&["--prune", "--min-age", "0s", "--max-fraction", "0.5"]);
     assert_eq!(pruned["pruned"], 1, "{pruned}");
+    assert_eq!(inst.parts(&orphan)["record"]["state"], "offboarded");
     let gone = inst.parts(&orphan);
     assert_eq!(
         gone["missing"].as_array().unwrap().len(),
@@ -229,4 +270,160 @@ async fn reconcile_repairs_provisions_reports_and_prunes() {
         (Some(3), Some(0), 0),
         "a second run finds nothing to do: {again}"
     );
+}
+
+impl Installation {
+    async fn delete_user(&self, name: &str) {
+        cognito()
+            .await
+            .admin_delete_user()
+            .user_pool_id(&self.pool)
+            .username(name)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    fn ok(&self, args: &[&str]) -> Value {
+        let (code, out) = self.tenantctl(args);
+        assert_eq!(code, 0, "{args:?}: {out}");
+        out
+    }
+
+    /// The tenant's AMQP URL, from its Secret in this installation's namespace.
+    async fn amqp_url(&self, tenant: &TenantId) -> String {
+        use base64::Engine as _;
+        let secret = kube_admin_get(&format!(
+            "/api/v1/namespaces/{}/secrets/{}",
+            self.namespace,
+            tenant.secret_name()
+        ))
+        .await
+        .expect("the tenant's secret");
+        let url = secret["data"]["AMQP_URL"].as_str().unwrap();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(url)
+                .unwrap(),
+        )
+        .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn an_offboarded_tenant_stays_gone_while_its_user_is_confirmed_until_restored() {
+    let inst = Installation::new().await;
+    let tenant = inst.confirmed_user("leaver").await;
+    inst.ok(&["provision", "--sub", tenant.as_str()]);
+    // Rotated (say the password leaked), then offboarded; the user stays CONFIRMED.
+    inst.ok(&["rotate", "--sub", tenant.as_str(), "--wait", "90"]);
+    inst.ok(&["deprovision", "--sub", tenant.as_str()]);
+    let run = inst.reconcile(&[]);
+    assert_eq!(names(&run["tombstones"]), [tenant.to_string()], "{run}");
+    assert_eq!(run["repaired"], 0, "nothing comes back: {run}");
+    let parts = inst.parts(&tenant);
+    assert_eq!(parts["missing"].as_array().unwrap().len(), 6, "{parts}");
+    assert_eq!(parts["state"], "offboarded");
+    // Only on purpose: restore, with a password that was never the leaked one.
+    let restored = inst.ok(&["restore", "--sub", tenant.as_str()]);
+    assert_eq!(restored["after"]["generation"], 2, "{restored}");
+    assert_eq!(inst.parts(&tenant)["complete"], true);
+    amqp_login(&inst.amqp_url(&tenant).await)
+        .await
+        .expect("logs in after restore");
+    let again = inst.reconcile(&[]);
+    assert_eq!(
+        (again["complete"].as_u64(), again["repaired"].as_u64()),
+        (Some(1), Some(0)),
+        "{again}"
+    );
+}
+
+#[tokio::test]
+async fn a_suspended_tenant_that_loses_its_secret_is_repaired_and_stays_suspended() {
+    let inst = Installation::new().await;
+    let tenant = inst.confirmed_user("paused").await;
+    inst.ok(&["provision", "--sub", tenant.as_str()]);
+    let url = inst.amqp_url(&tenant).await;
+    inst.ok(&["suspend", "--sub", tenant.as_str()]);
+    kubectl_delete(&inst.namespace, &format!("secret/{}", tenant.secret_name()));
+    let run = inst.reconcile(&[]);
+    assert_eq!(run["repaired"], 1, "{run}");
+    let parts = inst.parts(&tenant);
+    assert_eq!(parts["missing"], serde_json::json!([]), "{parts}");
+    assert_eq!(parts["state"], "suspended", "{parts}");
+    assert_eq!(parts["drift"], serde_json::json!([]), "{parts}");
+    assert_eq!(parts["kubernetes"]["deployment"]["replicas"], 0, "no pods");
+    assert_eq!(parts["rabbitmq"]["vhost_limits"]["max-connections"], 0);
+    assert_eq!(
+        inst.amqp_url(&tenant).await,
+        url,
+        "the same password generation"
+    );
+    assert!(amqp_login(&url).await.is_err(), "still no AMQP login");
+}
+
+#[tokio::test]
+async fn prune_is_refused_for_an_empty_pool_and_never_takes_retained_data() {
+    let inst = Installation::new().await;
+    let a = inst.confirmed_user("a").await;
+    let b = inst.confirmed_user("b").await;
+    let keeper = inst.confirmed_user("keeper").await;
+    for t in [&a, &b, &keeper] {
+        inst.ok(&["provision", "--sub", t.as_str()]);
+    }
+    amqp_login(&inst.amqp_url(&keeper).await).await.unwrap(); // a queue in its vhost
+    inst.ok(&["deprovision", "--sub", keeper.as_str(), "--retain-data"]);
+    inst.delete_user("keeper").await;
+
+    // A valid but wrong (here: empty) pool makes every tenant an orphan: refused, nothing done.
+    let empty = cognito()
+        .await
+        .create_user_pool()
+        .pool_name(format!("empty-{}", uuid::Uuid::new_v4().simple()))
+        .send()
+        .await
+        .unwrap()
+        .user_pool
+        .unwrap()
+        .id
+        .unwrap();
+    let wrong = inst.with_pool(empty).await;
+    let (code, stderr) = wrong.run(&["reconcile", "--prune", "--min-age", "0s"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("nothing was deleted"), "{stderr}");
+    for t in [&a, &b] {
+        assert_eq!(inst.parts(t)["complete"], true, "{t} untouched");
+        assert_eq!(inst.parts(t)["record"]["state"], "active");
+    }
+    // The right pool, every guard open: the retained vhost is not an orphan and survives.
+    let run = inst.reconcile(&["--prune", "--min-age", "0s", "--max-fraction", "1"]);
+    assert_eq!(run["pruned"], 0, "{run}");
+    assert_eq!(run["orphans"], serde_json::json!([]), "{run}");
+    assert!(
+        rabbit_admin_get(&format!("vhosts/{keeper}"))
+            .await
+            .is_some(),
+        "the retained vhost stays"
+    );
+    let queues = rabbit_admin_get(&format!("queues/{keeper}")).await.unwrap();
+    assert_eq!(queues.as_array().unwrap().len(), 1, "with its queue");
+}
+
+#[tokio::test]
+async fn disabled_users_are_reported_not_provisioned() {
+    let inst = Installation::new().await;
+    let tenant = inst.confirmed_user("disabled").await;
+    cognito()
+        .await
+        .admin_disable_user()
+        .user_pool_id(&inst.pool)
+        .username("disabled")
+        .send()
+        .await
+        .unwrap();
+    let run = inst.reconcile(&[]);
+    assert_eq!(names(&run["disabled"]), [tenant.to_string()], "{run}");
+    assert_eq!(run["repaired"], 0, "{run}");
+    assert_eq!(inst.parts(&tenant)["missing"].as_array().unwrap().len(), 6);
 }

@@ -265,8 +265,14 @@ fn provision_prints_a_summary_without_secrets() {
     assert!(out.status.success());
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["action"], "provisioned");
-    assert_eq!(summary["report"]["tenant"], tenant.as_str());
-    assert_eq!(summary["report"]["steps"].as_array().unwrap().len(), 8);
+    assert_eq!(summary["converged"]["report"]["tenant"], tenant.as_str());
+    assert_eq!(
+        summary["converged"]["report"]["steps"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
     // Every log line is JSON with a level and message.
     for line in stderr.lines() {
         let v: Value =

@@ -1,0 +1,717 @@
+//! The reconciler: the safety net that makes every confirmed user's tenant what its record says.
+//!
+//! It reads intent only from the registry and observations only from bulk listings (a handful
+//! of calls, however many tenants), judges each tenant with a pure function ([`judge`], table-
+//! tested below), then acts. It never provisions an offboarded tenant (a tombstone), never
+//! takes a disabled user's tenant for a new one, and prunes only behind guards: a record, the
+//! user absent on a re-check of that one user, a minimum age, and a maximum fraction of the
+//! installation per run — otherwise the whole prune is refused and nothing is deleted.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::cognito::{PoolUser, UserPool};
+use crate::error::{FailureKind, StepError, System};
+use crate::lifecycle::{ConvergeOptions, DeploymentStatus, Observed, converge, drift};
+use crate::plan::{GENERATION_ANNOTATION, TenantState};
+use crate::provision::{Provisioner, vhost_description};
+use crate::registry::{
+    Change, Created, LastOutcome, Lifecycle, ListFilter, TenantRecord, transition,
+};
+use crate::tenant::{TENANT_LABEL, TenantId};
+
+#[derive(Debug, Clone, Copy)]
+pub struct ReconcileOptions {
+    /// Report only; change nothing.
+    pub dry_run: bool,
+    /// Also offboard tenants whose user is gone (behind the guards below).
+    pub prune: bool,
+    pub concurrency: usize,
+    /// Budget of each tenant's convergence.
+    pub budget: Duration,
+    /// Until when the listings (and their retries) may run.
+    pub list_deadline: Instant,
+    /// A record younger than this is never pruned.
+    pub prune_min_age: Duration,
+    /// A run that would prune more than this fraction of the installation's tenants is
+    /// refused whole.
+    pub prune_max_fraction: f64,
+}
+
+impl ReconcileOptions {
+    pub fn new(budget: Duration, concurrency: usize) -> Self {
+        Self {
+            dry_run: false,
+            prune: false,
+            concurrency,
+            budget,
+            list_deadline: Instant::now() + Duration::from_secs(120),
+            prune_min_age: Duration::from_secs(24 * 3600),
+            prune_max_fraction: 0.1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReconcileSummary {
+    /// Users in the pool.
+    pub pool_users: usize,
+    /// Users that need a tenant (confirmed and enabled).
+    pub users: usize,
+    pub complete: usize,
+    /// Tenants converged in this run (in a dry run: would be).
+    pub repaired: usize,
+    pub failed: usize,
+    /// Records written in this run for tenants that had none (new, or adopted).
+    pub recorded: usize,
+    /// Recorded tenants (active or suspended) whose user is no longer in the pool.
+    pub orphans: Vec<String>,
+    /// Tenants of this installation with parts but no record and no user: reported only.
+    pub unrecorded: Vec<String>,
+    /// Offboarded tenants whose user is still confirmed: reported, never provisioned.
+    pub tombstones: Vec<String>,
+    /// Confirmed users who are disabled: reported, not provisioned.
+    pub disabled: Vec<String>,
+    pub pruned: usize,
+    pub dry_run: bool,
+    /// `sub: why` of each tenant that was (or would be) repaired.
+    pub incomplete: Vec<String>,
+    pub failures: Vec<String>,
+    pub elapsed_ms: f64,
+}
+
+/// What exists, from bulk listings.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    users: HashSet<String>,
+    vhosts: BTreeMap<String, Option<String>>,
+    permissions: HashSet<(String, String)>,
+    vhost_limits: BTreeMap<String, BTreeMap<String, i64>>,
+    user_limits: BTreeMap<String, BTreeMap<String, i64>>,
+    /// Secret name → the state its labels and annotations carry (for adoption only) and the
+    /// password generation it holds.
+    kube_secrets: HashMap<String, (TenantState, Option<u32>)>,
+    kube_deployments: HashMap<String, DeploymentStatus>,
+    sm_secrets: HashSet<String>,
+}
+
+/// Retries a whole listing on transient failures until `deadline`.
+async fn listing<T, F, Fut>(name: &str, deadline: Instant, op: F) -> Result<T, StepError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StepError>>,
+{
+    crate::retry::until(name, deadline, op).await.0
+}
+
+impl Inventory {
+    pub async fn load(p: &Provisioner, deadline: Instant) -> Result<Self, StepError> {
+        let r = &p.rabbitmq;
+        let (users, vhosts, permissions, vhost_limits, user_limits) = tokio::join!(
+            listing("rabbitmq.users", deadline, || r.users()),
+            listing("rabbitmq.vhosts", deadline, || r.vhosts()),
+            listing("rabbitmq.permissions", deadline, || r.permissions()),
+            listing("rabbitmq.vhost-limits", deadline, || r.all_vhost_limits()),
+            listing("rabbitmq.user-limits", deadline, || r.all_user_limits()),
+        );
+        let (secrets, deployments, sm) = tokio::join!(
+            Box::pin(listing("kubernetes.secrets", deadline, || {
+                p.kubernetes.list_metadata::<Secret>(TENANT_LABEL)
+            })),
+            Box::pin(listing("kubernetes.deployments", deadline, || {
+                p.kubernetes.list::<Deployment>(TENANT_LABEL)
+            })),
+            Box::pin(listing("secrets-manager.list", deadline, || {
+                p.secrets.list_names(&p.secret_prefix)
+            })),
+        );
+        let kube_secrets = secrets?
+            .into_iter()
+            .filter_map(|o| {
+                let m = o.metadata;
+                let state =
+                    TenantState::from_meta(&p.plans, m.labels.as_ref(), m.annotations.as_ref());
+                let generation = m
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(GENERATION_ANNOTATION))
+                    .and_then(|g| g.parse().ok());
+                Some((m.name?, (state, generation)))
+            })
+            .collect();
+        let kube_deployments = deployments?
+            .iter()
+            .filter_map(|d| Some((d.metadata.name.clone()?, DeploymentStatus::of(d))))
+            .collect();
+        Ok(Self {
+            users: users?.into_iter().map(|u| u.name).collect(),
+            vhosts: vhosts?
+                .into_iter()
+                .map(|v| (v.name, v.description))
+                .collect(),
+            permissions: permissions?
+                .into_iter()
+                .map(|p| (p.vhost, p.user))
+                .collect(),
+            vhost_limits: vhost_limits?,
+            user_limits: user_limits?,
+            kube_secrets,
+            kube_deployments,
+            sm_secrets: sm?.into_iter().collect(),
+        })
+    }
+
+    /// One tenant's parts, as the listings saw them.
+    pub fn observed(&self, p: &Provisioner, tenant: &TenantId) -> Observed {
+        let (vhost, user) = (tenant.rabbitmq_vhost(), tenant.rabbitmq_user());
+        let secret = self.kube_secrets.get(&tenant.secret_name());
+        let deployment = self.kube_deployments.get(&tenant.deployment_name());
+        Observed {
+            user: self.users.contains(user),
+            vhost: self.vhosts.contains_key(vhost),
+            permission: self
+                .permissions
+                .contains(&(vhost.to_owned(), user.to_owned())),
+            secret: secret.is_some(),
+            deployment: deployment.is_some(),
+            secrets_manager: self
+                .sm_secrets
+                .contains(&tenant.secrets_manager_name(&p.secret_prefix)),
+            vhost_limits: Some(self.vhost_limits.get(vhost).cloned().unwrap_or_default()),
+            user_limits: Some(self.user_limits.get(user).cloned().unwrap_or_default()),
+            secret_generation: secret.and_then(|(_, g)| *g),
+            deployment_replicas: deployment.map(|d| d.replicas),
+            deployment_resources: deployment.and_then(|d| d.resources.clone()),
+        }
+    }
+
+    /// The state a tenant's objects carry: read once, by adoption, to write its first record.
+    pub fn labelled_state(&self, p: &Provisioner, tenant: &TenantId) -> TenantState {
+        self.kube_secrets
+            .get(&tenant.secret_name())
+            .map(|(s, _)| s.clone())
+            .unwrap_or_else(|| TenantState::new(&p.plans))
+    }
+
+    /// Every tenant of this installation that has any part: vhosts marked with this
+    /// installation, tenant-labelled objects in the namespace, secrets under the prefix.
+    pub fn tenants(&self, p: &Provisioner) -> BTreeSet<TenantId> {
+        let mut out = BTreeSet::new();
+        for (name, description) in &self.vhosts {
+            if let Ok(t) = TenantId::parse(name)
+                && description.as_deref() == Some(vhost_description(&t, &p.secret_prefix).as_str())
+            {
+                out.insert(t);
+            }
+        }
+        let strip = |name: &str, prefix: &str| name.strip_prefix(prefix).map(str::to_owned);
+        let from_kube = self
+            .kube_secrets
+            .keys()
+            .filter_map(|n| strip(n, "tenant-"))
+            .chain(
+                self.kube_deployments
+                    .keys()
+                    .filter_map(|n| strip(n, "backend-")),
+            );
+        let from_sm = self
+            .sm_secrets
+            .iter()
+            .filter_map(|n| strip(n, &p.secret_prefix));
+        out.extend(
+            from_kube
+                .chain(from_sm)
+                .filter_map(|s| TenantId::parse(&s).ok()),
+        );
+        out
+    }
+}
+
+/// The pool user of a tenant, as far as the reconciler cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserView {
+    /// Confirmed (or confirmed by an identity provider) and enabled.
+    Confirmed,
+    /// Confirmed, but an administrator disabled them.
+    Disabled,
+    /// In the pool, not confirmed yet.
+    Unconfirmed,
+    /// Not in the pool.
+    Absent,
+}
+
+impl UserView {
+    pub fn of(user: Option<&PoolUser>) -> Self {
+        match user {
+            None => Self::Absent,
+            Some(u) if !u.needs_tenant() => Self::Unconfirmed,
+            Some(u) if !u.enabled => Self::Disabled,
+            Some(_) => Self::Confirmed,
+        }
+    }
+}
+
+/// What the reconciler does about one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// As recorded: nothing to do.
+    Complete,
+    /// Converge to the record, for these reasons.
+    Repair(Vec<String>),
+    /// No record, a confirmed user: write the record (from what exists, if anything does:
+    /// `adopt`), then converge.
+    Record { adopt: bool },
+    /// Offboarded, user still confirmed: report; never provision.
+    Tombstone,
+    /// The user is disabled: report; do not provision.
+    Disabled,
+    /// A recorded, not offboarded tenant whose user is gone: a prune candidate.
+    Orphan,
+    /// Parts without a record and without a user: report only (never pruned).
+    Unrecorded,
+    /// Nothing to say (an unconfirmed user without a tenant, or an offboarded tenant whose
+    /// user is gone too).
+    Ignore,
+}
+
+/// The reconciler's judgement of one tenant: pure, from the record, the user and the drift.
+pub fn judge(
+    record: Option<&TenantRecord>,
+    user: UserView,
+    drift: &[String],
+    any_part: bool,
+) -> Verdict {
+    match (record, user) {
+        (None, UserView::Confirmed) => Verdict::Record { adopt: any_part },
+        (None, UserView::Disabled) => Verdict::Disabled,
+        (None, UserView::Absent) if any_part => Verdict::Unrecorded,
+        (None, _) => Verdict::Ignore,
+        (Some(r), _) if r.state == Lifecycle::Offboarded => {
+            // An offboarding left half-done is finished (access first); nothing comes back.
+            if !drift.is_empty() && !r.converged() {
+                Verdict::Repair(drift.to_vec())
+            } else if user == UserView::Confirmed {
+                Verdict::Tombstone
+            } else {
+                Verdict::Ignore
+            }
+        }
+        (Some(_), UserView::Absent) => Verdict::Orphan,
+        (Some(_), UserView::Disabled) => Verdict::Disabled,
+        (Some(_), _) if drift.is_empty() => Verdict::Complete,
+        (Some(_), _) => Verdict::Repair(drift.to_vec()),
+    }
+}
+
+fn refused(detail: String) -> StepError {
+    StepError::new(System::Registry, "prune", FailureKind::Rejected, detail)
+}
+
+/// Compares the user pool, the registry and what exists; converges every tenant that differs
+/// from its record, records tenants that have none, reports the rest and, with `prune`,
+/// offboards orphans behind the guards. `on_progress(done, total)` hears the repairs.
+pub async fn reconcile(
+    p: &Provisioner,
+    pool: &UserPool,
+    options: ReconcileOptions,
+    mut on_progress: impl FnMut(usize, usize),
+) -> Result<ReconcileSummary, StepError> {
+    let started = Instant::now();
+    let deadline = options.list_deadline;
+    let everyone = ListFilter::default();
+    let (users, records, inventory) = tokio::join!(
+        pool.users(deadline, |_| {}),
+        Box::pin(p.registry.all(&everyone, deadline)),
+        Inventory::load(p, deadline),
+    );
+    let (users, records, inventory) = (users?, records?, inventory?);
+    let mut summary = ReconcileSummary {
+        pool_users: users.len(),
+        dry_run: options.dry_run,
+        ..Default::default()
+    };
+    let mut by_sub: HashMap<TenantId, &PoolUser> = HashMap::new();
+    for u in &users {
+        match u.sub.as_deref().map(TenantId::parse) {
+            Some(Ok(t)) => {
+                by_sub.insert(t, u);
+            }
+            _ if u.needs_tenant() => {
+                summary.failed += 1;
+                summary
+                    .failures
+                    .push(format!("user '{}': no valid sub", u.username));
+            }
+            _ => {}
+        }
+    }
+    let records: HashMap<TenantId, TenantRecord> = records
+        .into_iter()
+        .filter_map(|r| Some((r.tenant().ok()?, r)))
+        .collect();
+    let mut tenants: BTreeSet<TenantId> = inventory.tenants(p);
+    tenants.extend(records.keys().cloned());
+    tenants.extend(by_sub.keys().cloned());
+
+    enum Work {
+        Converge(TenantRecord),
+        Record(TenantRecord),
+    }
+    let mut work = Vec::new();
+    let mut orphans = Vec::new();
+    for tenant in &tenants {
+        let record = records.get(tenant);
+        let user = UserView::of(by_sub.get(tenant).copied());
+        if user == UserView::Confirmed || user == UserView::Disabled {
+            summary.users += usize::from(user == UserView::Confirmed);
+        }
+        let observed = inventory.observed(p, tenant);
+        let lines = record
+            .map(|r| drift(&p.plans, r, &observed))
+            .unwrap_or_default();
+        match judge(record, user, &lines, observed.any()) {
+            Verdict::Complete => summary.complete += 1,
+            Verdict::Repair(why) => {
+                summary
+                    .incomplete
+                    .push(format!("{tenant}: {}", why.join("; ")));
+                work.push(Work::Converge(
+                    record.expect("judged with a record").clone(),
+                ));
+            }
+            Verdict::Record { adopt } => {
+                let pool_id = Some(pool.id());
+                let new = if adopt {
+                    let mut r = TenantRecord::from_state(
+                        tenant,
+                        pool_id,
+                        &inventory.labelled_state(p, tenant),
+                        "adopted",
+                    );
+                    if observed.missing().is_empty() {
+                        // Onboarded before the registry existed: recorded as provisioned,
+                        // without a second TenantOnboarded.
+                        r.outcome = LastOutcome::Provisioned;
+                        r.provisioned_at = Some(r.created_at.clone());
+                    }
+                    r
+                } else {
+                    TenantRecord::new(tenant, pool_id, &p.plans, "reconciler")
+                };
+                summary.incomplete.push(format!(
+                    "{tenant}: no record ({})",
+                    if adopt { "adopting what exists" } else { "new" }
+                ));
+                work.push(Work::Record(new));
+            }
+            Verdict::Tombstone => summary.tombstones.push(tenant.to_string()),
+            Verdict::Disabled => summary.disabled.push(tenant.to_string()),
+            Verdict::Orphan => {
+                summary.orphans.push(tenant.to_string());
+                orphans.push(record.expect("judged with a record").clone());
+            }
+            Verdict::Unrecorded => summary.unrecorded.push(tenant.to_string()),
+            Verdict::Ignore => {}
+        }
+    }
+
+    // The prune's guards are checked before anything is done: a refused run changes nothing.
+    let to_prune = if options.prune {
+        prune_candidates(pool, &records, orphans, &options)?
+    } else {
+        Vec::new()
+    };
+    if options.dry_run {
+        summary.repaired = work.len();
+    } else {
+        let total = work.len();
+        let mut done = 0;
+        on_progress(done, total);
+        let converge_options = ConvergeOptions::new(options.budget);
+        let mut results = futures::stream::iter(work)
+            .map(|w| async move {
+                let (sub, result) = match w {
+                    Work::Converge(r) => (r.sub.clone(), converge(p, &r, converge_options).await),
+                    Work::Record(r) => {
+                        let sub = r.sub.clone();
+                        let result = match p.registry.create(&r).await {
+                            // Written meanwhile by someone else: converge to theirs.
+                            Ok(Created::New(r) | Created::Existing(r)) => {
+                                converge(p, &r, converge_options).await
+                            }
+                            Err(e) => Err(e),
+                        };
+                        (sub, result)
+                    }
+                };
+                (sub, result)
+            })
+            .buffer_unordered(options.concurrency.max(1));
+        while let Some((sub, result)) = results.next().await {
+            done += 1;
+            on_progress(done, total);
+            match result {
+                Ok(_) => summary.repaired += 1,
+                Err(e) => {
+                    summary.failed += 1;
+                    summary.failures.push(format!("{sub}: {e}"));
+                }
+            }
+        }
+        summary.recorded = summary
+            .incomplete
+            .iter()
+            .filter(|l| l.contains(": no record ("))
+            .count();
+        if options.prune {
+            summary.pruned = prune(p, pool, to_prune, &options, &mut summary).await;
+        }
+    }
+    summary.elapsed_ms = (started.elapsed().as_secs_f64() * 1e3 * 10.0).round() / 10.0;
+    tracing::info!(
+        pool_users = summary.pool_users,
+        users = summary.users,
+        complete = summary.complete,
+        repaired = summary.repaired,
+        recorded = summary.recorded,
+        failed = summary.failed,
+        orphans = summary.orphans.len(),
+        unrecorded = summary.unrecorded.len(),
+        tombstones = summary.tombstones.len(),
+        disabled = summary.disabled.len(),
+        pruned = summary.pruned,
+        dry_run = summary.dry_run,
+        elapsed_ms = summary.elapsed_ms,
+        "reconciled"
+    );
+    Ok(summary)
+}
+
+/// The orphans old enough to prune; refuses the whole prune when they are more than the
+/// allowed fraction of the installation's tenants (a wrong or empty user pool looks like that).
+fn prune_candidates(
+    pool: &UserPool,
+    records: &HashMap<TenantId, TenantRecord>,
+    orphans: Vec<TenantRecord>,
+    options: &ReconcileOptions,
+) -> Result<Vec<TenantRecord>, StepError> {
+    let now = jiff::Timestamp::now();
+    let old_enough = |r: &TenantRecord| {
+        r.created().is_some_and(|c| {
+            now.duration_since(c)
+                .try_into()
+                .is_ok_and(|age: Duration| age >= options.prune_min_age)
+        })
+    };
+    let eligible: Vec<TenantRecord> = orphans.into_iter().filter(old_enough).collect();
+    let installation = records
+        .values()
+        .filter(|r| r.state != Lifecycle::Offboarded)
+        .count();
+    let allowed = (installation as f64 * options.prune_max_fraction).floor() as usize;
+    if eligible.len() > allowed {
+        return Err(refused(format!(
+            "refused: the run would prune {} of this installation's {installation} tenants, more than the allowed {:.0} % ({allowed}); nothing was deleted. Check USER_POOL_ID ('{}') — a wrong pool makes every tenant an orphan",
+            eligible.len(),
+            options.prune_max_fraction * 100.0,
+            pool.id()
+        )));
+    }
+    Ok(eligible)
+}
+
+/// Offboards each candidate whose user a re-check of that one user still does not find.
+async fn prune(
+    p: &Provisioner,
+    pool: &UserPool,
+    eligible: Vec<TenantRecord>,
+    options: &ReconcileOptions,
+    summary: &mut ReconcileSummary,
+) -> usize {
+    let mut pruned = 0;
+    for record in eligible {
+        let Ok(tenant) = record.tenant() else {
+            continue;
+        };
+        // The listing may be stale (or paged past a new user): ask about this one user.
+        match pool.find_by_sub(&tenant, options.list_deadline).await {
+            Ok(None) => {}
+            Ok(Some(_)) => continue,
+            Err(e) => {
+                summary.failed += 1;
+                summary.failures.push(format!("prune {tenant}: {e}"));
+                continue;
+            }
+        }
+        let change = Change::Offboard { retain_data: false };
+        let result = async {
+            let Some(after) = transition(&record, &change, &crate::registry::now())
+                .map_err(|e| refused(e.to_string()))?
+            else {
+                return Ok(());
+            };
+            p.registry.transition(&record, &after).await?;
+            converge(p, &after, ConvergeOptions::new(options.budget))
+                .await
+                .map(drop)
+        }
+        .await;
+        match result {
+            Ok(()) => pruned += 1,
+            Err(e) => {
+                summary.failed += 1;
+                summary.failures.push(format!("prune {tenant}: {e}"));
+            }
+        }
+    }
+    pruned
+}
+
+/// What `adopt` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AdoptReport {
+    pub dry_run: bool,
+    /// The tenants recorded (in a dry run: that would be).
+    pub adopted: Vec<String>,
+    /// `sub: error` of each tenant that could not be recorded (the others still are).
+    pub failures: Vec<String>,
+}
+
+/// Records every tenant of this installation that has parts but no record, from what its
+/// objects carry (plan, suspension, password generation): once — a tenant with a record is
+/// never adopted again.
+pub async fn adopt(
+    p: &Provisioner,
+    user_pool_id: Option<&str>,
+    dry_run: bool,
+    deadline: Instant,
+) -> Result<AdoptReport, StepError> {
+    let everyone = ListFilter::default();
+    let (records, inventory) = tokio::join!(
+        Box::pin(p.registry.all(&everyone, deadline)),
+        Inventory::load(p, deadline),
+    );
+    let (records, inventory) = (records?, inventory?);
+    let known: HashSet<String> = records.into_iter().map(|r| r.sub).collect();
+    let mut report = AdoptReport {
+        dry_run,
+        ..Default::default()
+    };
+    for tenant in inventory.tenants(p) {
+        if known.contains(tenant.as_str()) {
+            continue;
+        }
+        if !dry_run {
+            let mut r = TenantRecord::from_state(
+                &tenant,
+                user_pool_id,
+                &inventory.labelled_state(p, &tenant),
+                "adopted",
+            );
+            if inventory.observed(p, &tenant).missing().is_empty() {
+                r.outcome = LastOutcome::Provisioned;
+                r.provisioned_at = Some(r.created_at.clone());
+                r.converged_version = r.version;
+            }
+            match p.registry.create(&r).await {
+                Ok(Created::New(_)) => {}
+                Ok(Created::Existing(_)) => continue,
+                Err(e) => {
+                    report.failures.push(format!("{tenant}: {e}"));
+                    continue;
+                }
+            }
+        }
+        report.adopted.push(tenant.to_string());
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Plans;
+
+    fn record(state: Lifecycle, converged: bool) -> TenantRecord {
+        let t = TenantId::parse("4f8e2b1a-0c3d-4e5f-8a9b-0c1d2e3f4a5b").unwrap();
+        let mut r = TenantRecord::new(&t, None, &Plans::embedded().unwrap(), "sign-up");
+        r.state = state;
+        if converged {
+            r.converged_version = r.version;
+        }
+        r
+    }
+
+    #[test]
+    fn the_reconcilers_judgement() {
+        use UserView::{Absent, Confirmed, Unconfirmed};
+        use Verdict::{Complete, Ignore, Orphan, Record, Repair, Tombstone, Unrecorded};
+        let active = record(Lifecycle::Active, true);
+        let suspended = record(Lifecycle::Suspended, true);
+        let gone = record(Lifecycle::Offboarded, true);
+        let leaving = record(Lifecycle::Offboarded, false);
+        let drifted = vec!["missing kubernetes secret".to_owned()];
+        let leftovers = vec!["offboarded, but its rabbitmq user exists".to_owned()];
+        let none: Vec<String> = vec![];
+        type Row<'a> = (
+            Option<&'a TenantRecord>,
+            UserView,
+            &'a [String],
+            bool,
+            Verdict,
+        );
+        let table: Vec<Row> = vec![
+            (Some(&active), Confirmed, &none, true, Complete),
+            (
+                Some(&active),
+                Confirmed,
+                &drifted,
+                true,
+                Repair(drifted.clone()),
+            ),
+            // A suspended tenant that lost its Secret is repaired *as suspended*: the record says so.
+            (
+                Some(&suspended),
+                Confirmed,
+                &drifted,
+                true,
+                Repair(drifted.clone()),
+            ),
+            // The tombstone: an offboarded tenant never comes back, even with a confirmed user.
+            (Some(&gone), Confirmed, &none, false, Tombstone),
+            (Some(&gone), Confirmed, &leftovers, true, Tombstone),
+            (Some(&gone), Absent, &none, false, Ignore),
+            // …but an offboarding left half-done is finished.
+            (
+                Some(&leaving),
+                Confirmed,
+                &leftovers,
+                true,
+                Repair(leftovers.clone()),
+            ),
+            (Some(&active), Absent, &none, true, Orphan),
+            (
+                Some(&active),
+                UserView::Disabled,
+                &drifted,
+                true,
+                Verdict::Disabled,
+            ),
+            (None, Confirmed, &none, false, Record { adopt: false }),
+            (None, Confirmed, &none, true, Record { adopt: true }),
+            (None, UserView::Disabled, &none, false, Verdict::Disabled),
+            (None, Absent, &none, true, Unrecorded),
+            (None, Unconfirmed, &none, false, Ignore),
+            (None, Absent, &none, false, Ignore),
+        ];
+        for (i, (record, user, drift, any, expected)) in table.into_iter().enumerate() {
+            assert_eq!(judge(record, user, drift, any), expected, "row {i}");
+        }
+    }
+}
