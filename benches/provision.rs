@@ -46,6 +46,8 @@ async fn main() {
     let init_ms = t.elapsed().as_secs_f64() * 1e3;
     let first_ms = invoke(&app).await;
     let mut warm = Vec::new();
+    let mut provision_only = Vec::new();
+    let mut creates = Vec::new();
     let mut ratios = Vec::new();
     let mut steps: HashMap<&'static str, Vec<f64>> = HashMap::new();
     let p = app.provisioner().await.unwrap();
@@ -57,6 +59,12 @@ async fn main() {
             .provision(&tenant, tokio::time::Instant::now() + app.budget())
             .await
             .expect("provisioned");
+        // The trigger before the registry: provisioning alone, same process, same stack.
+        provision_only.push(report.wall_ms);
+        let record = post_signup::registry::TenantRecord::new(&tenant, None, &p.plans, "bench");
+        let t = Instant::now();
+        app.registry.create(&record).await.expect("recorded");
+        creates.push(t.elapsed().as_secs_f64() * 1e3);
         let slowest = report.branches_ms.values().copied().fold(0.0, f64::max);
         ratios.push(report.wall_ms / slowest);
         for s in &report.steps {
@@ -84,6 +92,8 @@ async fn main() {
         "warm_invocation_ms_median": warm_median,
         "warm_invocation_ms_max": warm.iter().copied().fold(0.0, f64::max),
         "first_over_warm": first_ms / warm_median,
+        "provision_only_ms_median": median(&mut provision_only),
+        "registry_create_ms_median": median(&mut creates),
         "wall_over_slowest_branch_median": median(&mut ratios.clone()),
         "step_ms_median": step_medians.into_iter().map(|(k, v)| (k, serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
     });

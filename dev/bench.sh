@@ -3,7 +3,9 @@
 #  1. signing one EKS token in-process: ours vs botocore's (the signer behind `aws eks get-token`)
 #  2. `tenantctl token` vs `aws eks get-token`, as processes
 #  3. invocations on the local stack: cold (new process, first event) and warm (same process),
-#     with each step's duration and wall time / slowest branch
+#     with each step's duration and wall time / slowest branch; the warm invocation (with the
+#     registry's record) beside provisioning alone (the trigger before the registry)
+#  4. a burst of simultaneous cold sign-ups; 5. the reconciler at scale; 6. list from the registry
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash dev/stack.sh up
@@ -72,12 +74,19 @@ print(f"container: init {med('init_ms'):.0f} ms, first invocation {med('first_in
       f"warm {med('warm_invocation_ms_median'):.0f} ms (medians of {len(rows)} processes); "
       f"first / warm {med('first_over_warm'):.2f} (target <= 1.2); "
       f"wall / slowest branch {med('wall_over_slowest_branch_median'):.2f}")
+print(f"registry: warm invocation {med('warm_invocation_ms_median'):.1f} ms with the record vs provisioning alone "
+      f"{med('provision_only_ms_median'):.1f} ms (the trigger before the registry): "
+      f"{med('warm_invocation_ms_median') / med('provision_only_ms_median'):.2f}x; "
+      f"the conditional create alone {med('registry_create_ms_median'):.1f} ms, under the vhost PUT")
 steps = rows[len(rows) // 2]["step_ms_median"]
 print("warm step medians (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in steps.items()))
 PY
 
-echo "== 4. burst: ${BURST:-50} simultaneous cold sign-ups (one tenantctl process each), then a drain"
-"$STACK_VENV/bin/python" dev/bench_burst.py --tenantctl "$(pwd)/target/release/tenantctl" --count "${BURST:-50}"
+echo "== 4. burst: ${BURST:-100} simultaneous cold sign-ups (one tenantctl process each), then a drain"
+"$STACK_VENV/bin/python" dev/bench_burst.py --tenantctl "$(pwd)/target/release/tenantctl" --count "${BURST:-100}"
 
 echo "== 5. reconciler: a pool whose tenants all exist, checked in bulk"
 "$STACK_VENV/bin/python" dev/bench_reconcile.py --tenantctl "$(pwd)/target/release/tenantctl" --sizes "${RECONCILE_SIZES:-100,1000}"
+
+echo "== 6. tenantctl list over a registry of ${LIST_COUNT:-10000} tenants"
+"$STACK_VENV/bin/python" dev/bench_list.py --tenantctl "$(pwd)/target/release/tenantctl" --count "${LIST_COUNT:-10000}"

@@ -1,7 +1,9 @@
 """A burst of simultaneous cold sign-ups, one `tenantctl provision --event` process each (the
 trigger exactly, as Lambda's concurrency would run it), against the local stack: how many finish
-inside the trigger, how many are handed off, how many are lost (must be 0 after a drain), and
-how long each process takes (each must answer within Cognito's 5 s)."""
+inside the trigger, how many are handed off, how many are only recorded (hand-off failed, the
+record is the durable intent), how many people see the failure message (must be 0), how many
+tenants are missing after the drain and the reconciler's pass over the recorded ones (must be 0),
+and how long each process takes (each must answer within Cognito's 5 s)."""
 import argparse
 import json
 import os
@@ -29,7 +31,7 @@ for sub in subs:
     procs.append((sub, time.perf_counter(), subprocess.Popen(
         [args.tenantctl, "provision", "--event", path], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
-walls, inside, handed, lost = [], 0, 0, []
+walls, inside, handed, recorded, lost = [], 0, 0, 0, []
 for sub, t0, p in procs:
     out, err = p.communicate()
     walls.append((time.perf_counter() - t0) * 1e3)
@@ -37,22 +39,37 @@ for sub, t0, p in procs:
         lost.append(sub)
     elif "handed off" in err:
         handed += 1
+    elif "recorded, so the reconciler finishes it" in err:
+        recorded += 1
     else:
         inside += 1
 drain = subprocess.run([args.tenantctl, "drain"], env={**os.environ, **OPERATOR, "HANDOFF_QUEUE_URL": queue},
                        capture_output=True, text=True)
 summary = json.loads(drain.stdout) if drain.stdout.strip() else {}
-incomplete = []
-for sub in subs:
+
+
+def status(sub):
     st = subprocess.run([args.tenantctl, "status", "--sub", sub], env={**os.environ, **OPERATOR},
                         capture_output=True, text=True)
-    if st.returncode != 0 or not json.loads(st.stdout)["complete"]:
-        incomplete.append(sub)
+    return json.loads(st.stdout) if st.returncode == 0 else {}
+
+
+incomplete = [sub for sub in subs if not status(sub).get("complete")]
+after_drain = len(incomplete)
+# What the scheduled reconciler does for a confirmed user whose recorded tenant is unfinished
+# (the bench's users are synthetic, so it is asked per tenant): converge it to its record.
+for sub in incomplete:
+    if status(sub).get("record"):
+        subprocess.run([args.tenantctl, "provision", "--sub", sub], env={**os.environ, **OPERATOR},
+                       capture_output=True, text=True)
+missing = [sub for sub in incomplete if not status(sub).get("complete")]
 result = {"bench": "burst", "count": args.count, "inside_trigger": inside, "handed_off": handed,
-          "errored": len(lost), "drained": summary.get("provisioned"), "lost_after_drain": len(incomplete),
+          "recorded_only": recorded, "failure_messages": len(lost), "drained": summary.get("provisioned"),
+          "incomplete_after_drain": after_drain, "missing_after_reconcile": len(missing),
           "wall_ms_p50": round(percentile(walls, 50)), "wall_ms_p95": round(percentile(walls, 95)),
           "wall_ms_max": round(max(walls)), "over_5s": sum(w > 5000 for w in walls)}
 print(json.dumps(result))
-print(f"burst of {args.count}: {inside} finished inside the trigger, {handed} handed off, {len(lost)} errors; "
-      f"after drain {len(incomplete)} without a tenant; wall p50 {result['wall_ms_p50']} ms, "
+print(f"burst of {args.count}: {inside} finished inside the trigger, {handed} handed off, {recorded} recorded only, "
+      f"{len(lost)} shown the failure message; after drain {after_drain} incomplete, after the reconciler's pass "
+      f"{len(missing)} without a tenant; wall p50 {result['wall_ms_p50']} ms, "
       f"p95 {result['wall_ms_p95']} ms, max {result['wall_ms_max']} ms ({result['over_5s']} over 5 s)")

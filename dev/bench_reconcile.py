@@ -10,7 +10,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from benchlib import OPERATOR, ROOT, STACK, client
+from benchlib import OPERATOR, ROOT, STACK, client, fresh_table
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--tenantctl", required=True)
@@ -36,7 +36,8 @@ def installation(n):
 
     with ThreadPoolExecutor(8) as ex:
         list(ex.map(user, range(n)))
-    return {"USER_POOL_ID": pool, "TENANT_NAMESPACE": ns, "TENANT_SECRET_PREFIX": f"post-signup/{ns}/"}
+    return {"USER_POOL_ID": pool, "TENANT_NAMESPACE": ns, "TENANT_SECRET_PREFIX": f"post-signup/{ns}/",
+            "REGISTRY_TABLE": fresh_table()}
 
 
 def reconcile(env):

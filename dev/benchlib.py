@@ -33,6 +33,19 @@ def fresh_queue():
     return client("sqs").create_queue(QueueName=f"bench-{uuid.uuid4()}")["QueueUrl"]
 
 
+def fresh_table():
+    """A registry table of the bench's own, as the stack seeds one (key `sub`, a stream)."""
+    name = f"bench-{uuid.uuid4().hex}"
+    client("dynamodb").create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "sub", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "sub", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    return name
+
+
 def signup_event(tenantctl, sub):
     """The one fixture builder: `tenantctl event --sub`."""
     out = subprocess.run([tenantctl, "event", "--sub", sub], check=True, capture_output=True, text=True)

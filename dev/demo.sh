@@ -19,7 +19,7 @@ echo
 echo "== 2. Cognito confirms a sign-up: $event (sub $sub) goes to the function through the real Lambda runtime"
 bash dev/lambda-smoke.sh "$event" | tee /tmp/post-signup-demo.$$
 echo
-echo "== 3. What the tenant now has (tenantctl status; keys only, never values)"
+echo "== 3. The tenant's record (the registry: the intent) beside what it now has (tenantctl status; keys only, never values)"
 set -a; . .stack/env; set +a
 cargo run -q --bin tenantctl -- status --sub "$sub" 2>/dev/null
 echo
@@ -39,6 +39,8 @@ rm -f /tmp/post-signup-demo.$$
 echo "- The tenant: a RabbitMQ user + vhost + permission (that vhost only), its AMQP credentials in a"
 echo "  Kubernetes Secret (for its backend) and in Secrets Manager (for the frontend), and its own backend"
 echo "  Deployment, applied with a token the function signed itself (no aws-iam-authenticator binary)."
+echo "- The trigger recorded the tenant first (its registry item: state, plan, password generation, outcome);"
+echo "  the worker, the reconciler and every tenantctl change converge what exists to that record."
 echo "- Had anything failed or run late, the tenant would have been handed off to the SQS queue and the"
 echo "  person would still have been confirmed; 'tenantctl drain' (or the worker function) finishes it."
 echo
