@@ -83,6 +83,8 @@ print("warm step medians (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in steps.it
 PY
 
 echo "== 4. burst: ${BURST:-100} simultaneous cold sign-ups (one tenantctl process each), then a drain"
+# The peer first: the same burst with no registry to record in (the trigger before the registry).
+"$STACK_VENV/bin/python" dev/bench_burst.py --tenantctl "$(pwd)/target/release/tenantctl" --count "${BURST:-100}" --no-registry
 "$STACK_VENV/bin/python" dev/bench_burst.py --tenantctl "$(pwd)/target/release/tenantctl" --count "${BURST:-100}"
 
 echo "== 5. reconciler: a pool whose tenants all exist, checked in bulk"

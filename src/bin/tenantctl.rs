@@ -221,6 +221,8 @@ impl CliError {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // `provision --event` is the trigger exactly, and a Lambda's budget counts from its start.
+    let started = tokio::time::Instant::now();
     post_signup::install_crypto_provider();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Token { .. } | Command::Event { .. }) {
@@ -235,7 +237,7 @@ async fn main() -> ExitCode {
         Command::Event { sub } => parse_sub(&sub).map(|t| print(&sign_up_event(t.as_str()))),
         Command::Provision {
             event: Some(path), ..
-        } => provision_event(&path).await,
+        } => provision_event(&path, started).await,
         Command::Provision { sub: Some(sub), .. } => provision_sub(&sub).await,
         Command::Provision { .. } => Err(CliError::input("give --event FILE or --sub SUB")),
         Command::Status { sub } => status(&sub).await,
@@ -446,7 +448,7 @@ fn read_event(path: &str) -> Result<Value, CliError> {
 }
 
 /// The trigger, exactly: stdout gets what Lambda would return to Cognito.
-async fn provision_event(path: &str) -> Result<(), CliError> {
+async fn provision_event(path: &str, started: tokio::time::Instant) -> Result<(), CliError> {
     let raw = read_event(path)?;
     // Bad input is refused before any setting is read or any outside system touched.
     if let Err(e) = classify(&raw) {
@@ -454,7 +456,7 @@ async fn provision_event(path: &str) -> Result<(), CliError> {
         return Err(CliError::input(format!("event '{path}': {e}")));
     }
     let settings = settings()?;
-    let app = App::init(settings, tokio::time::Instant::now())
+    let app = App::init(settings, started)
         .await
         .map_err(CliError::input)?;
     let mut context = Context::default();
