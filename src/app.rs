@@ -199,10 +199,16 @@ impl App {
     /// Where this invocation's budget counts from: the container's start for the first one
     /// (Cognito's 5 s include the cold start), the handler's start after that.
     pub fn invocation_start(&self) -> Instant {
+        self.begin().0
+    }
+
+    /// As [`App::invocation_start`], also saying whether this is the container's first
+    /// invocation (a cold start).
+    pub fn begin(&self) -> (Instant, bool) {
         if self.first_invocation.swap(false, Ordering::SeqCst) {
-            self.started
+            (self.started, true)
         } else {
-            Instant::now()
+            (Instant::now(), false)
         }
     }
 

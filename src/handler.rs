@@ -99,15 +99,17 @@ pub async fn handle_reporting(
     app: &App,
     event: LambdaEvent<Value>,
 ) -> Result<(Value, Finish), InvocationError> {
-    let start = app.invocation_start();
+    let (start, cold) = app.begin();
     let (payload, context) = event.into_parts();
     let request_id = context.request_id.as_str();
     let action = classify(&payload).inspect_err(|e| {
         tracing::error!(request_id, error = %e, "refused event");
+        crate::emf::onboarding("invalid", start.elapsed(), cold);
     })?;
     let tenant = match action {
         Action::Skip { trigger_source } => {
             tracing::info!(request_id, trigger_source, "nothing to provision");
+            crate::emf::onboarding("skipped", start.elapsed(), cold);
             return Ok((payload, Finish::Skipped));
         }
         Action::Provision(tenant) => tenant,
@@ -149,8 +151,13 @@ pub async fn handle_reporting(
             .provisioner()
             .await
             .map_err(|e| (format!("{e:#}"), "cold start: unfinished".to_owned()))?;
-        Box::pin(provisioner.provision_gated(&tenant, gate, Mode::SignUp, work_deadline))
-            .await
+        let provisioned =
+            Box::pin(provisioner.provision_gated(&tenant, gate, Mode::SignUp, work_deadline)).await;
+        crate::emf::steps(match &provisioned {
+            Ok(report) => report,
+            Err(e) => &e.report,
+        });
+        provisioned
             .map(drop)
             .map_err(|e| (e.to_string(), e.outcome_detail()))
     });
@@ -171,6 +178,7 @@ pub async fn handle_reporting(
     if let Some(r) = record.as_ref().filter(|r| r.state == Lifecycle::Offboarded) {
         tombstoned(app, &tenant, r, deadline).await;
         tracing::warn!(request_id, tenant = %tenant, "the tenant is offboarded: not provisioned (tenantctl restore brings it back)");
+        crate::emf::onboarding("skipped", start.elapsed(), cold);
         return Ok((payload, Finish::Skipped));
     }
     let problem = match provisioned {
@@ -187,6 +195,7 @@ pub async fn handle_reporting(
                     }
                 }
             }
+            crate::emf::onboarding("provisioned", start.elapsed(), cold);
             return Ok((payload, Finish::Provisioned));
         }
         Err(problem) => problem,
@@ -206,6 +215,12 @@ pub async fn handle_reporting(
             (LastOutcome::Failed, Finish::Recorded)
         }
     };
+    let answer = match (&finish, record.is_some(), handoff.is_ok()) {
+        (Finish::HandedOff, _, _) => "handed-off",
+        (_, true, _) => "recorded",
+        _ => "failed",
+    };
+    crate::emf::onboarding(answer, start.elapsed(), cold);
     if record.is_some() {
         let recording = app
             .registry
@@ -236,9 +251,13 @@ async fn record_first(
     record: &TenantRecord,
     deadline: Instant,
 ) -> Result<Created, StepError> {
+    let started = Instant::now();
     let writing = crate::retry::until("registry.create", deadline, || app.registry.create(record));
     match tokio::time::timeout_at(deadline, writing).await {
-        Ok((result, _)) => result,
+        Ok((result, _)) => {
+            crate::emf::registry_write(started.elapsed());
+            result
+        }
         Err(_) => Err(StepError::new(
             System::Registry,
             format!("record tenant {}", record.sub),

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod cognito;
 pub mod eks;
 pub mod eks_token;
+pub mod emf;
 pub mod error;
 pub mod event;
 pub mod handler;

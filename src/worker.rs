@@ -57,16 +57,20 @@ pub async fn handle(
         };
         match outcome {
             HandoffOutcome::Provisioned(tenant) => {
+                crate::emf::handoff_processed("provisioned");
                 tracing::info!(message_id, tenant = %tenant, "hand-off provisioned")
             }
             HandoffOutcome::Skipped(tenant) => {
+                crate::emf::handoff_processed("skipped");
                 tracing::info!(message_id, tenant = %tenant, "hand-off of an offboarded tenant: skipped")
             }
             HandoffOutcome::Malformed(error) => {
+                crate::emf::handoff_processed("malformed");
                 tracing::error!(message_id, error, "malformed hand-off");
                 response.add_failure(message_id);
             }
             HandoffOutcome::Failed(tenant, error) => {
+                crate::emf::handoff_processed("failed");
                 tracing::warn!(message_id, tenant = %tenant, error, "hand-off not provisioned yet");
                 response.add_failure(message_id);
             }

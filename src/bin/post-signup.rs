@@ -29,6 +29,20 @@ async fn main() -> Result<(), Error> {
         )));
     }
     let settings = Settings::from_env().map_err(|e| cold_start_failed(e.to_string()))?;
+    let function: &'static str = match role.as_str() {
+        "worker" => "worker",
+        "reconciler" => "reconciler",
+        _ => "trigger",
+    };
+    let collector = post_signup::emf::install(function);
+    // One EMF document per invocation, printed when it ends (CloudWatch Logs makes metrics of it).
+    let flush = move || {
+        if let Some(c) = collector
+            && let Err(e) = c.flush(std::io::stdout())
+        {
+            tracing::warn!(error = %e, "metrics not written");
+        }
+    };
     let pool_id = match (role.as_str(), &settings.user_pool_id) {
         ("reconciler", None) => {
             let problem = format!(
@@ -52,8 +66,10 @@ async fn main() -> Result<(), Error> {
     let app = &app;
     match role.as_str() {
         "worker" => {
-            lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-                worker::handle(app, event)
+            lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+                let answer = worker::handle(app, event).await;
+                flush();
+                answer
             }))
             .await
         }
@@ -73,9 +89,12 @@ async fn main() -> Result<(), Error> {
                         LIST_BUDGET,
                         event.context.deadline,
                     );
-                    let summary = reconcile(provisioner, pool, options, |_, _| {})
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let summary = reconcile(provisioner, pool, options, |_, _| {}).await;
+                    if let Ok(s) = &summary {
+                        post_signup::emf::reconciled(s);
+                    }
+                    flush();
+                    let summary = summary.map_err(|e| e.to_string())?;
                     // A run that could not repair everything is a failed invocation: the
                     // function's Errors metric (and its alarm) is how anyone hears of it.
                     if summary.failed > 0 {
@@ -91,9 +110,13 @@ async fn main() -> Result<(), Error> {
             .await
         }
         _ => {
-            lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
-                handler::handle(app, event)
-            }))
+            lambda_runtime::run(service_fn(
+                move |event: LambdaEvent<serde_json::Value>| async move {
+                    let answer = handler::handle(app, event).await;
+                    flush();
+                    answer
+                },
+            ))
             .await
         }
     }
