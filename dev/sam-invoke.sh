@@ -29,6 +29,8 @@ done
 BRIDGE=psam0
 BRIDGE_NET=10.213.7
 BRIDGE_IP=$BRIDGE_NET.1
+# What a deployer passes as the BackendImage parameter: it must reach the tenant's Deployment.
+BACKEND_IMAGE=registry.example.com/post-signup/backend:sam-invoke
 IMAGES=$CACHE_DIR/images
 log() { echo "sam-invoke: $*" >&2; }
 die() { echo "sam-invoke: error: $*" >&2; exit 1; }
@@ -182,6 +184,7 @@ json.dump({"PostSignupFunction": {
     "TENANT_SECRET_PREFIX": "$TENANT_SECRET_PREFIX",
     "HANDOFF_QUEUE_URL": queue,
     "REGISTRY_TABLE": "$REGISTRY_TABLE",
+    "BACKEND_IMAGE": "$BACKEND_IMAGE",
     "AWS_ENDPOINT_URL": "http://$BRIDGE_IP:$F_AWS",
 }}, open(sys.argv[1], "w"))
 PY
@@ -227,6 +230,8 @@ PY
   local status
   status=$(set -a; . .stack/env; set +a; "$TENANTCTL" status --sub "$sub" 2>/dev/null) || die "tenantctl status failed"
   echo "$status" | python3 -c "import json,sys; d=json.load(sys.stdin); sys.exit(0 if d['complete'] else 'sam-invoke: tenant incomplete: missing ' + ', '.join(d['missing']))"
+  # The BackendImage deploy parameter (BACKEND_IMAGE) reached the Deployment, with no rebuild.
+  echo "$status" | python3 -c "import json,sys; i=json.load(sys.stdin)['kubernetes']['deployment']['images']; sys.exit(0 if i[:1] == ['$BACKEND_IMAGE'] else f'sam-invoke: the backend image is {i}, not $BACKEND_IMAGE')"
   local times
   times=$(function_log "$name" | python3 -c "
 import json, sys

@@ -423,7 +423,7 @@ EOT
 # Production RBAC: exactly the files a user applies.
 apply_rbac() {
   "$GO_BIN_DIR/kubectl" --kubeconfig "$S/kubeconfig" apply \
-    -f deploy/namespace.yaml -f deploy/rbac.yaml -f deploy/rbac-operator.yaml >/dev/null
+    -f deploy/namespace.yaml -f deploy/rbac.yaml -f deploy/rbac-operator.yaml -f deploy/tenant-guardrails.yaml >/dev/null
 }
 
 up() {

@@ -86,7 +86,10 @@ impl App {
         aws: aws_config::SdkConfig,
         started: Instant,
     ) -> anyhow::Result<Self> {
-        let template = BackendTemplate::load(settings.template_path.as_deref())?;
+        let mut template = BackendTemplate::load(settings.template_path.as_deref())?;
+        if let Some(image) = &settings.backend_image {
+            template = template.with_image(image);
+        }
         let plans = Plans::load(settings.plans_path.as_deref())?;
         let region = region(&aws)?;
         let handoff =

@@ -34,6 +34,7 @@ pub mod var {
     pub const SECRET_PREFIX: &str = "TENANT_SECRET_PREFIX";
     pub const TEMPLATE_PATH: &str = "BACKEND_TEMPLATE_PATH";
     pub const PLANS_PATH: &str = "PLANS_PATH";
+    pub const BACKEND_IMAGE: &str = "BACKEND_IMAGE";
     pub const BUDGET_MS: &str = "PROVISION_BUDGET_MS";
     pub const CONNECT_TIMEOUT_MS: &str = "CONNECT_TIMEOUT_MS";
     pub const HANDOFF_QUEUE_URL: &str = "HANDOFF_QUEUE_URL";
@@ -71,6 +72,8 @@ pub struct Settings {
     pub admin_secret_id: String,
     pub secret_prefix: String,
     pub template_path: Option<PathBuf>,
+    /// Replaces the template's (first container's) image.
+    pub backend_image: Option<String>,
     /// Another plans file than the embedded `deploy/plans.yaml`.
     pub plans_path: Option<PathBuf>,
     pub budget: Duration,
@@ -172,6 +175,15 @@ impl Settings {
         }
 
         let template_path = get(var::TEMPLATE_PATH).map(PathBuf::from);
+        let backend_image = get(var::BACKEND_IMAGE);
+        if let Some(image) = &backend_image
+            && (image.len() > 512 || image.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(err(
+                var::BACKEND_IMAGE,
+                "is not an image reference (no spaces, at most 512 characters)",
+            ));
+        }
         let plans_path = get(var::PLANS_PATH).map(PathBuf::from);
         let budget = millis(
             var::BUDGET_MS,
@@ -265,6 +277,7 @@ impl Settings {
             admin_secret_id,
             secret_prefix,
             template_path,
+            backend_image,
             plans_path,
             budget,
             connect_timeout,
@@ -412,6 +425,7 @@ mod tests {
             (var::CONCURRENCY, "0"),
             (var::REGISTRY_TABLE, "a b"),
             (var::REGISTRY_WAIT_MS, "0"),
+            (var::BACKEND_IMAGE, "my image:1"),
             (var::AWS_ENDPOINT_URL, ""),
             (var::AWS_ENDPOINT_URL, "not a url"),
         ];

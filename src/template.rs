@@ -80,6 +80,21 @@ impl BackendTemplate {
         Ok(Self { deployment })
     }
 
+    /// The template with its first container's image replaced (the `BackendImage` deploy
+    /// parameter: your backend, without a rebuild or a template file of your own).
+    pub fn with_image(mut self, image: &str) -> Self {
+        if let Some(c) = self
+            .deployment
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.spec.as_mut())
+            .and_then(|p| p.containers.first_mut())
+        {
+            c.image = Some(image.to_owned());
+        }
+        self
+    }
+
     pub fn deployment(&self) -> &Deployment {
         &self.deployment
     }
@@ -88,6 +103,26 @@ impl BackendTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_image_setting_replaces_the_first_containers_image() {
+        let t = BackendTemplate::embedded()
+            .unwrap()
+            .with_image("123456789012.dkr.ecr.eu-west-1.amazonaws.com/backend@sha256:abc");
+        let pod = t
+            .deployment()
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some("123456789012.dkr.ecr.eu-west-1.amazonaws.com/backend@sha256:abc")
+        );
+    }
 
     #[test]
     fn the_shipped_template_parses_and_is_locked_down() {
