@@ -203,3 +203,55 @@ async fn the_function_is_confined_to_its_verbs_in_its_namespace() {
         403
     );
 }
+
+#[tokio::test]
+async fn the_tenant_namespace_runs_under_its_guardrails() {
+    let ns = var("TENANT_NAMESPACE");
+    let quota = kube_admin_get(&format!(
+        "/api/v1/namespaces/{ns}/resourcequotas/tenant-backends"
+    ))
+    .await
+    .expect("deploy/tenant-guardrails.yaml's quota is applied");
+    assert_eq!(quota["spec"]["hard"]["pods"], "2000", "{quota}");
+    // The quota controller counts what runs under it (tenants' pods included).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let q = kube_admin_get(&format!(
+            "/api/v1/namespaces/{ns}/resourcequotas/tenant-backends"
+        ))
+        .await
+        .unwrap();
+        if q["status"]["used"]["pods"].is_string() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the quota is never counted: {q}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let limits = kube_admin_get(&format!(
+        "/api/v1/namespaces/{ns}/limitranges/tenant-backends"
+    ))
+    .await
+    .expect("the limit range");
+    assert_eq!(
+        limits["spec"]["limits"][0]["defaultRequest"]["cpu"], "25m",
+        "{limits}"
+    );
+    let policy = kube_admin_get(&format!(
+        "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/tenant-isolation"
+    ))
+    .await
+    .expect("the default-deny policy");
+    assert_eq!(
+        policy["spec"]["podSelector"],
+        json!({}),
+        "every pod: {policy}"
+    );
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        json!(["Ingress", "Egress"]),
+        "{policy}"
+    );
+}
