@@ -104,22 +104,24 @@ impl BackendTemplate {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_image_setting_replaces_the_first_containers_image() {
-        let t = BackendTemplate::embedded()
-            .unwrap()
-            .with_image("123456789012.dkr.ecr.eu-west-1.amazonaws.com/backend@sha256:abc");
-        let pod = t
-            .deployment()
+    fn pod(t: &BackendTemplate) -> &k8s_openapi::api::core::v1::PodSpec {
+        t.deployment()
             .spec
             .as_ref()
             .unwrap()
             .template
             .spec
             .as_ref()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn the_image_setting_replaces_the_first_containers_image() {
+        let t = BackendTemplate::embedded()
+            .unwrap()
+            .with_image("123456789012.dkr.ecr.eu-west-1.amazonaws.com/backend@sha256:abc");
         assert_eq!(
-            pod.containers[0].image.as_deref(),
+            pod(&t).containers[0].image.as_deref(),
             Some("123456789012.dkr.ecr.eu-west-1.amazonaws.com/backend@sha256:abc")
         );
     }
@@ -127,15 +129,7 @@ mod tests {
     #[test]
     fn the_shipped_template_parses_and_is_locked_down() {
         let t = BackendTemplate::embedded().unwrap();
-        let pod = t
-            .deployment()
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap();
+        let pod = pod(&t);
         assert_eq!(
             pod.security_context.as_ref().unwrap().run_as_non_root,
             Some(true)

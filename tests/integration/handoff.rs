@@ -29,6 +29,19 @@ async fn lambda_app(overrides: &[(&str, &str)], started: Instant) -> App {
     App::new(settings, aws, started).expect("settings and template are fine")
 }
 
+/// A Lambda-like app whose RabbitMQ does not answer, with a 1.5 s budget: nothing finishes.
+async fn rabbitmq_down_app() -> App {
+    let down = format!("http://127.0.0.1:{}", closed_port());
+    lambda_app(
+        &[
+            ("RABBITMQ_MANAGEMENT_URL", &down),
+            ("PROVISION_BUDGET_MS", "1500"),
+        ],
+        Instant::now(),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn rabbitmq_down_hands_off_and_drain_finishes_the_tenant() {
     let queue = fresh_queue().await;
@@ -91,15 +104,7 @@ async fn rabbitmq_down_hands_off_and_drain_finishes_the_tenant() {
 async fn a_recorded_sign_up_is_never_a_failure_even_when_the_handoff_fails() {
     let tenant = fresh_tenant();
     aws_fault(json!({"target": "AmazonSQS.SendMessage", "match": tenant.as_str(), "count": 1000, "status": 503, "error": "ServiceUnavailable"})).await;
-    let down = format!("http://127.0.0.1:{}", closed_port());
-    let app = lambda_app(
-        &[
-            ("RABBITMQ_MANAGEMENT_URL", &down),
-            ("PROVISION_BUDGET_MS", "1500"),
-        ],
-        Instant::now(),
-    )
-    .await;
+    let app = rabbitmq_down_app().await;
     let (_, finish) = invoke(&app, &signup_event(tenant.as_str()))
         .await
         .expect("the tenant's intent is recorded: the person is not failed");
@@ -259,15 +264,7 @@ async fn a_slow_queue_cannot_hold_the_answer_past_the_budget() {
     // The registry is down too, so only the hand-off could save the sign-up.
     aws_fault(json!({"target": "DynamoDB_20120810.PutItem", "match": tenant.as_str(), "count": 1000, "status": 500, "error": "InternalServerError"})).await;
     aws_fault(json!({"target": "AmazonSQS.SendMessage", "match": tenant.as_str(), "count": 1, "delay_ms": 6000})).await;
-    let down = format!("http://127.0.0.1:{}", closed_port());
-    let app = lambda_app(
-        &[
-            ("RABBITMQ_MANAGEMENT_URL", &down),
-            ("PROVISION_BUDGET_MS", "1500"),
-        ],
-        Instant::now(),
-    )
-    .await;
+    let app = rabbitmq_down_app().await;
     let started = std::time::Instant::now();
     let err = invoke(&app, &signup_event(tenant.as_str()))
         .await

@@ -31,17 +31,7 @@ impl Installation {
                     .replace("name: tenants", &format!("name: {namespace}"));
             kubectl_apply(&text);
         }
-        let pool = cognito()
-            .await
-            .create_user_pool()
-            .pool_name(format!("rec-{id}"))
-            .send()
-            .await
-            .unwrap()
-            .user_pool
-            .unwrap()
-            .id
-            .unwrap();
+        let pool = new_pool(&format!("rec-{id}")).await;
         let (table, _) = fresh_registry_table().await;
         Self {
             pool,
@@ -140,6 +130,21 @@ impl Installation {
         assert_eq!(code, 0, "{status}");
         status
     }
+}
+
+/// A user pool of the stand-in's; its id.
+async fn new_pool(name: &str) -> String {
+    cognito()
+        .await
+        .create_user_pool()
+        .pool_name(name)
+        .send()
+        .await
+        .unwrap()
+        .user_pool
+        .unwrap()
+        .id
+        .unwrap()
 }
 
 async fn cognito() -> aws_sdk_cognitoidentityprovider::Client {
@@ -377,17 +382,7 @@ async fn prune_is_refused_for_an_empty_pool_and_never_takes_retained_data() {
     inst.delete_user("keeper").await;
 
     // A valid but wrong (here: empty) pool makes every tenant an orphan: refused, nothing done.
-    let empty = cognito()
-        .await
-        .create_user_pool()
-        .pool_name(format!("empty-{}", uuid::Uuid::new_v4().simple()))
-        .send()
-        .await
-        .unwrap()
-        .user_pool
-        .unwrap()
-        .id
-        .unwrap();
+    let empty = new_pool(&format!("empty-{}", uuid::Uuid::new_v4().simple())).await;
     let wrong = inst.with_pool(empty).await;
     let (code, stderr) = wrong.run(&["reconcile", "--prune", "--min-age", "0s"]);
     assert_eq!(code, 2, "{stderr}");
