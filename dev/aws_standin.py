@@ -5,6 +5,8 @@ behind two small shims.
 - DescribeCluster: moto answers with a made-up endpoint and CA. The shim rewrites exactly those
   two fields, for the stack's own cluster only, to the real kube-apiserver's endpoint and CA, so
   the function's DescribeCluster path runs for real.
+- Atomic writes: DynamoDB writes are serialised, as DynamoDB applies a conditional write
+  atomically (moto's threads do not).
 - Faults, for tests: `POST /_standin/faults` with
   {"target": "secretsmanager.CreateSecret", "match": "<text in the request body>", "count": 1,
    "status": 400, "error": "ThrottlingException", "delay_ms": 0}
@@ -60,6 +62,26 @@ class DescribeClusterShim:
         headers.append(("Content-Length", str(len(body))))
         start_response(captured["status"], headers)
         return [body]
+
+
+class AtomicWritesShim:
+    """DynamoDB checks a write's condition and applies it atomically; moto, served by threads,
+    does not (seen: two UpdateItems conditioned on the same version both succeeded). Writes are
+    serialised here, so the registry's optimistic concurrency is tested against the semantics
+    DynamoDB has."""
+
+    WRITES = {f"DynamoDB_20120810.{op}" for op in
+              ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")}
+
+    def __init__(self, app):
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        if environ.get("HTTP_X_AMZ_TARGET", "") not in self.WRITES:
+            return self.app(environ, start_response)
+        with self.lock:
+            return list(self.app(environ, start_response))
 
 
 class FaultShim:
@@ -166,7 +188,8 @@ def main():
     args = ap.parse_args()
     with open(args.ca_file, "rb") as f:
         ca_data = base64.b64encode(f.read()).decode()
-    app = FaultShim(DescribeClusterShim(DomainDispatcherApplication(create_backend_app), args.cluster, args.endpoint, ca_data))
+    app = FaultShim(AtomicWritesShim(DescribeClusterShim(
+        DomainDispatcherApplication(create_backend_app), args.cluster, args.endpoint, ca_data)))
     host, port = args.listen.rsplit(":", 1)
     server = make_server(host, int(port), app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

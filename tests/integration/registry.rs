@@ -398,3 +398,35 @@ async fn limits_the_plan_does_not_have_are_removed_and_drift_is_repaired() {
         "{status}"
     );
 }
+
+#[tokio::test]
+async fn of_concurrent_transitions_from_one_version_exactly_one_is_written() {
+    use post_signup::error::FailureKind;
+    use post_signup::registry::{Change, TenantRecord, transition};
+    let (table, _) = fresh_registry_table().await;
+    let registry = registry_at(&table).await;
+    let tenant = fresh_tenant();
+    let plans = post_signup::plan::Plans::embedded().unwrap();
+    let record = TenantRecord::new(&tenant, None, &plans, "test");
+    registry.create(&record).await.unwrap();
+    // Ten operators read version 1 and each rotate: one wins, nine are told to read again.
+    let attempts = (0..10).map(|_| {
+        let (registry, record) = (registry.clone(), record.clone());
+        async move {
+            let after = transition(&record, &Change::Rotate, "t").unwrap().unwrap();
+            registry.transition(&record, &after).await
+        }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| e.kind == FailureKind::Conflict && e.detail.contains("changed meanwhile")),
+        "{results:?}"
+    );
+    let now = registry.get(&tenant).await.unwrap().unwrap();
+    assert_eq!((now.version, now.generation), (2, 1));
+}
