@@ -423,14 +423,28 @@ pub struct ConvergeOptions {
     pub rollout_wait: Duration,
     /// Days Secrets Manager keeps a removed tenant secret recoverable; `None`: at once.
     pub recovery_days: Option<i64>,
+    /// Whether this identity removes things (operators). The worker and the scheduled
+    /// reconciler do not: an offboarding left half-done is theirs to report, an operator's to
+    /// finish (`tenantctl deprovision` again).
+    pub may_remove: bool,
 }
 
 impl ConvergeOptions {
+    /// An operator's convergence (removal included).
     pub fn new(budget: Duration) -> Self {
         Self {
             budget,
             rollout_wait: Duration::ZERO,
             recovery_days: Some(7),
+            may_remove: true,
+        }
+    }
+
+    /// The worker's and the scheduled reconciler's: never removes anything.
+    pub fn no_removal(budget: Duration) -> Self {
+        Self {
+            may_remove: false,
+            ..Self::new(budget)
         }
     }
 }
@@ -502,6 +516,13 @@ async fn converge_once(
         closed_connections: 0,
     };
     let Some(state) = record.desired() else {
+        if !options.may_remove {
+            return Err(rejected(
+                System::Registry,
+                &format!("finish offboarding tenant {tenant}"),
+                "the offboarding is not finished; an operator finishes it (`tenantctl deprovision --sub` again)",
+            ));
+        }
         done.removed = Some(remove(p, tenant, record.retain_data, options.recovery_days).await?);
         return Ok(done);
     };
@@ -808,12 +829,14 @@ pub async fn process_handoff(p: &Provisioner, body: &str, deadline: Instant) -> 
                 return HandoffOutcome::Failed(tenant, "ran out of time reading its record".into());
             }
         };
-    if record.state == Lifecycle::Offboarded && record.converged() {
-        tracing::info!(tenant = %tenant, "hand-off of an offboarded tenant: nothing to do");
+    if record.state == Lifecycle::Offboarded {
+        // Removing is an operator's (the worker may not delete): an unfinished offboarding is
+        // reported by the reconciler and finished by `tenantctl deprovision`.
+        tracing::info!(tenant = %tenant, converged = record.converged(), "hand-off of an offboarded tenant: not provisioned");
         return HandoffOutcome::Skipped(tenant);
     }
     let budget = deadline.saturating_duration_since(Instant::now());
-    match converge(p, &record, ConvergeOptions::new(budget)).await {
+    match converge(p, &record, ConvergeOptions::no_removal(budget)).await {
         Ok(_) => HandoffOutcome::Provisioned(tenant),
         Err(e) => {
             let detail = format!("{}: {:?}", e.system, e.kind).to_lowercase();

@@ -42,6 +42,9 @@ pub struct ReconcileOptions {
     /// A run that would prune more than this fraction of the installation's tenants is
     /// refused whole.
     pub prune_max_fraction: f64,
+    /// Whether this run may remove things (an operator's `tenantctl reconcile`); the scheduled
+    /// function may not, and reports unfinished offboardings instead of finishing them.
+    pub may_remove: bool,
 }
 
 impl ReconcileOptions {
@@ -54,6 +57,7 @@ impl ReconcileOptions {
             list_deadline: Instant::now() + Duration::from_secs(120),
             prune_min_age: Duration::from_secs(24 * 3600),
             prune_max_fraction: 0.1,
+            may_remove: true,
         }
     }
 }
@@ -78,6 +82,9 @@ pub struct ReconcileSummary {
     pub tombstones: Vec<String>,
     /// Confirmed users who are disabled: reported, not provisioned.
     pub disabled: Vec<String>,
+    /// Offboardings left half-done, when this run may not remove (the scheduled function):
+    /// `tenantctl deprovision --sub` (or `tenantctl reconcile`) finishes them.
+    pub unfinished_offboardings: Vec<String>,
     pub pruned: usize,
     pub dry_run: bool,
     /// `sub: why` of each tenant that was (or would be) repaired.
@@ -378,12 +385,15 @@ pub async fn reconcile(
         match judge(record, user, &lines, observed.any()) {
             Verdict::Complete => summary.complete += 1,
             Verdict::Repair(why) => {
+                let record = record.expect("judged with a record");
+                if record.state == Lifecycle::Offboarded && !options.may_remove {
+                    summary.unfinished_offboardings.push(tenant.to_string());
+                    continue;
+                }
                 summary
                     .incomplete
                     .push(format!("{tenant}: {}", why.join("; ")));
-                work.push(Work::Converge(
-                    record.expect("judged with a record").clone(),
-                ));
+                work.push(Work::Converge(record.clone()));
             }
             Verdict::Record { adopt } => {
                 let pool_id = Some(pool.id());
@@ -433,7 +443,11 @@ pub async fn reconcile(
         let total = work.len();
         let mut done = 0;
         on_progress(done, total);
-        let converge_options = ConvergeOptions::new(options.budget);
+        let converge_options = if options.may_remove {
+            ConvergeOptions::new(options.budget)
+        } else {
+            ConvergeOptions::no_removal(options.budget)
+        };
         let mut results = futures::stream::iter(work)
             .map(|w| async move {
                 let (sub, result) = match w {
@@ -484,6 +498,7 @@ pub async fn reconcile(
         orphans = summary.orphans.len(),
         unrecorded = summary.unrecorded.len(),
         tombstones = summary.tombstones.len(),
+        unfinished_offboardings = summary.unfinished_offboardings.len(),
         disabled = summary.disabled.len(),
         pruned = summary.pruned,
         dry_run = summary.dry_run,

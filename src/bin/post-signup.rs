@@ -84,6 +84,8 @@ async fn main() -> Result<(), Error> {
                     let provisioner = app.provisioner().await.map_err(|e| format!("{e:#}"))?;
                     // The scheduled run never prunes: that takes an operator (tenantctl).
                     let mut options = ReconcileOptions::new(app.budget(), app.settings.concurrency);
+                    // Nor does it remove: an unfinished offboarding is reported for an operator.
+                    options.may_remove = false;
                     options.list_deadline = handler::deadline(
                         tokio::time::Instant::now(),
                         LIST_BUDGET,

@@ -536,9 +536,9 @@ async fn change(
         )));
     }
     let options = ConvergeOptions {
-        budget: app.budget(),
         rollout_wait: std::time::Duration::from_secs(wait_secs),
         recovery_days,
+        ..ConvergeOptions::new(app.budget())
     };
     let done = lifecycle::change(p, &tenant, change, options)
         .await

@@ -100,6 +100,29 @@ pub async fn app_with(overrides: &[(&str, &str)]) -> App {
         .expect("cold start on the stack")
 }
 
+/// As [`app_with`], as the operator identity (the worker's, reconciler's and tenantctl's).
+pub async fn operator_app_with(overrides: &[(&str, &str)]) -> App {
+    let settings = settings_with(overrides);
+    let env = stack_env();
+    let op = operator_env();
+    let creds = aws_credential_types::Credentials::new(
+        &op["AWS_ACCESS_KEY_ID"],
+        &op["AWS_SECRET_ACCESS_KEY"],
+        Some(op["AWS_SESSION_TOKEN"].clone()),
+        None,
+        "stack-operator",
+    );
+    let aws = post_signup::aws::config_loader(settings.connect_timeout, settings.budget)
+        .region(aws_config::Region::new(env["AWS_REGION"].clone()))
+        .credentials_provider(creds)
+        .endpoint_url(var("AWS_ENDPOINT_URL"))
+        .load()
+        .await;
+    App::init_with(settings, &aws)
+        .await
+        .expect("cold start on the stack")
+}
+
 pub async fn app() -> App {
     app_with(&[]).await
 }

@@ -422,3 +422,32 @@ async fn disabled_users_are_reported_not_provisioned() {
     assert_eq!(run["repaired"], 0, "{run}");
     assert_eq!(inst.parts(&tenant)["missing"].as_array().unwrap().len(), 6);
 }
+
+#[tokio::test]
+async fn the_scheduled_reconciler_reports_an_unfinished_offboarding_and_removes_nothing() {
+    use post_signup::reconcile::{ReconcileOptions, reconcile};
+    use post_signup::registry::{Change, transition};
+    let inst = Installation::new().await;
+    let tenant = inst.confirmed_user("half-gone").await;
+    inst.ok(&["provision", "--sub", tenant.as_str()]);
+    // An operator's offboarding that was recorded but never applied (it died half-way).
+    let app = operator_app_with(&inst.env()).await;
+    let p = app.provisioner().await.unwrap();
+    let record = p.registry.get(&tenant).await.unwrap().unwrap();
+    let gone = transition(&record, &Change::Offboard { retain_data: false }, "t")
+        .unwrap()
+        .unwrap();
+    p.registry.transition(&record, &gone).await.unwrap();
+    let pool = post_signup::cognito::UserPool::new(cognito().await, &inst.pool);
+    // The scheduled function may not remove: it reports, and deletes nothing.
+    let mut options = ReconcileOptions::new(app.budget(), 4);
+    options.may_remove = false;
+    let run = reconcile(p, &pool, options, |_, _| {}).await.unwrap();
+    assert_eq!(run.unfinished_offboardings, [tenant.to_string()], "{run:?}");
+    assert_eq!((run.failed, run.repaired), (0, 0), "{run:?}");
+    assert_eq!(inst.parts(&tenant)["complete"], true, "nothing removed");
+    // An operator's run finishes it (access first, then the rest).
+    let run = inst.reconcile(&[]);
+    assert_eq!(run["repaired"], 1, "{run}");
+    assert_eq!(inst.parts(&tenant)["missing"].as_array().unwrap().len(), 6);
+}
