@@ -75,17 +75,25 @@ pub async fn aws_config(settings: &Settings) -> aws_config::SdkConfig {
 }
 
 pub async fn aws_config_at(settings: &Settings, endpoint: &str) -> aws_config::SdkConfig {
-    let env = stack_env();
+    aws_config_as(settings, endpoint, stack_env()).await
+}
+
+/// The stack's AWS config with the credentials of `identity` (`.stack/env`, or the operator's).
+async fn aws_config_as(
+    settings: &Settings,
+    endpoint: &str,
+    identity: &HashMap<String, String>,
+) -> aws_config::SdkConfig {
     let creds = aws_credential_types::Credentials::new(
-        &env["AWS_ACCESS_KEY_ID"],
-        &env["AWS_SECRET_ACCESS_KEY"],
-        Some(env["AWS_SESSION_TOKEN"].clone()),
+        &identity["AWS_ACCESS_KEY_ID"],
+        &identity["AWS_SECRET_ACCESS_KEY"],
+        Some(identity["AWS_SESSION_TOKEN"].clone()),
         None,
         "stack",
     );
     // The function's own timeouts and retry policy; only where and as whom differ.
     post_signup::aws::config_loader(settings.connect_timeout, settings.budget)
-        .region(aws_config::Region::new(env["AWS_REGION"].clone()))
+        .region(aws_config::Region::new(stack_env()["AWS_REGION"].clone()))
         .credentials_provider(creds)
         .endpoint_url(endpoint)
         .load()
@@ -103,21 +111,7 @@ pub async fn app_with(overrides: &[(&str, &str)]) -> App {
 /// As [`app_with`], as the operator identity (the worker's, reconciler's and tenantctl's).
 pub async fn operator_app_with(overrides: &[(&str, &str)]) -> App {
     let settings = settings_with(overrides);
-    let env = stack_env();
-    let op = operator_env();
-    let creds = aws_credential_types::Credentials::new(
-        &op["AWS_ACCESS_KEY_ID"],
-        &op["AWS_SECRET_ACCESS_KEY"],
-        Some(op["AWS_SESSION_TOKEN"].clone()),
-        None,
-        "stack-operator",
-    );
-    let aws = post_signup::aws::config_loader(settings.connect_timeout, settings.budget)
-        .region(aws_config::Region::new(env["AWS_REGION"].clone()))
-        .credentials_provider(creds)
-        .endpoint_url(var("AWS_ENDPOINT_URL"))
-        .load()
-        .await;
+    let aws = aws_config_as(&settings, &var("AWS_ENDPOINT_URL"), &operator_env()).await;
     App::init_with(settings, &aws)
         .await
         .expect("cold start on the stack")
