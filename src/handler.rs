@@ -12,7 +12,6 @@ use crate::app::App;
 use crate::error::{FailureKind, StepError, System};
 use crate::event::{Action, EventError, classify};
 use crate::handoff::HandoffMessage;
-use crate::plan::TenantState;
 use crate::provision::Mode;
 use crate::registry::{Created, LastOutcome, Lifecycle, TenantRecord};
 use crate::tenant::TenantId;
@@ -134,15 +133,21 @@ pub async fn handle_reporting(
     // is durable: whatever is not finished now is finished without the person.
     let fresh = TenantRecord::new(&tenant, pool.as_deref(), &app.plans, "sign-up");
     let created = Box::pin(record_first(app, &fresh, work_deadline)).shared();
+    let held_back = std::sync::atomic::AtomicBool::new(false);
     let gate = {
         let created = created.clone();
-        let (wait, plans) = (app.settings.registry_wait, &app.plans);
+        let (wait, held_back) = (app.settings.registry_wait, &held_back);
         async move {
             match tokio::time::timeout(wait, created).await {
                 Ok(Ok(c)) => c.record().desired(),
-                // The registry is slow or down: go on as the new tenant this sign-up is; the
-                // worker or the reconciler writes the record.
-                _ => Some(TenantState::new(plans)),
+                // The registry is slow or down. Its record may say offboarded, or hold a newer
+                // password generation (a replayed event of an old tenant): nothing that grants
+                // access is written blind. The tenant is handed off; the worker reads (or
+                // writes) the record and finishes it.
+                _ => {
+                    held_back.store(true, std::sync::atomic::Ordering::SeqCst);
+                    None
+                }
             }
         }
     };
@@ -181,6 +186,13 @@ pub async fn handle_reporting(
         crate::emf::onboarding("skipped", start.elapsed(), cold);
         return Ok((payload, Finish::Skipped));
     }
+    let provisioned = match provisioned {
+        Ok(()) if held_back.load(std::sync::atomic::Ordering::SeqCst) => Err((
+            "the registry did not answer in time: no credentials written".to_owned(),
+            "registry: timeout".to_owned(),
+        )),
+        other => other,
+    };
     let problem = match provisioned {
         Ok(()) => {
             if let Some(r) = &record {

@@ -111,36 +111,35 @@ async fn a_sign_up_is_recorded_once_and_a_retry_converges_on_the_same_record() {
 #[tokio::test]
 async fn a_registry_that_is_down_costs_no_sign_up_and_the_worker_records_the_tenant() {
     let tenant = fresh_tenant();
+    let queue = fresh_queue().await;
     aws_fault(json!({"target": "DynamoDB_20120810.PutItem", "match": tenant.as_str(), "count": 1000, "status": 500, "error": "InternalServerError"})).await;
-    let out = sign_up(&tenant, &[("PROVISION_BUDGET_MS", "2000")]).await;
+    let out = sign_up(
+        &tenant,
+        &[
+            ("PROVISION_BUDGET_MS", "2000"),
+            ("HANDOFF_QUEUE_URL", &queue),
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the person is not failed: {stderr}");
+    assert!(stderr.contains("handed off"), "{stderr}");
+    // Nothing that grants access was written without the record to say which password.
+    let traces = traces_of(&tenant).await;
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        traces_of(&tenant).await.len(),
-        5,
-        "provisioned all the same"
+        !traces.contains(&"rabbitmq user") && !traces.contains(&"kubernetes secret"),
+        "{traces:?}"
     );
     assert!(record_of(&tenant).await.is_none(), "the registry was down");
-    // The fault lifts; the worker (or the reconciler) writes the record from the hand-off.
+    // The fault lifts; the worker writes the record from the hand-off and finishes the tenant.
     aws_fault(json!({"clear": true, "match": tenant.as_str()})).await;
-    let queue = fresh_queue().await;
-    sqs()
-        .await
-        .send_message()
-        .queue_url(&queue)
-        .message_body(json!({"sub": tenant.as_str()}).to_string())
-        .send()
-        .await
-        .unwrap();
     let out = run(&["drain"], &[("HANDOFF_QUEUE_URL", &queue)], true).await;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(traces_of(&tenant).await.len(), 5, "complete");
     let record = record_of(&tenant).await;
     let record = record.expect("recorded by the worker");
     assert_eq!(
@@ -429,4 +428,45 @@ async fn of_concurrent_transitions_from_one_version_exactly_one_is_written() {
     );
     let now = registry.get(&tenant).await.unwrap().unwrap();
     assert_eq!((now.version, now.generation), (2, 1));
+}
+
+#[tokio::test]
+async fn a_replayed_sign_up_of_an_offboarded_tenant_grants_nothing_even_with_the_registry_down() {
+    let tenant = fresh_tenant();
+    ok(&["provision", "--sub", tenant.as_str()], &[]).await;
+    ok(&["deprovision", "--sub", tenant.as_str()], &[]).await;
+    let queue = fresh_queue().await;
+    aws_fault(json!({"target": "DynamoDB_20120810.PutItem", "match": tenant.as_str(), "count": 1000, "status": 500, "error": "InternalServerError"})).await;
+    let out = sign_up(
+        &tenant,
+        &[
+            ("PROVISION_BUDGET_MS", "2000"),
+            ("HANDOFF_QUEUE_URL", &queue),
+        ],
+    )
+    .await;
+    aws_fault(json!({"clear": true, "match": tenant.as_str()})).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let traces = traces_of(&tenant).await;
+    for part in [
+        "rabbitmq user",
+        "kubernetes secret",
+        "kubernetes deployment",
+        "secrets manager entry",
+    ] {
+        assert!(!traces.contains(&part), "{part} came back: {traces:?}");
+    }
+    // The worker reads the tombstone and provisions nothing.
+    let out = run(&["drain"], &[("HANDOFF_QUEUE_URL", &queue)], true).await;
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["skipped"], 1, "{summary}");
+    assert_eq!(
+        record_of(&tenant).await.unwrap().state,
+        Lifecycle::Offboarded
+    );
+    assert!(!traces_of(&tenant).await.contains(&"rabbitmq user"));
 }
