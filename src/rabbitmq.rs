@@ -297,18 +297,23 @@ impl RabbitMq {
 
     /// Removes one limit of a vhost (a plan that no longer has it); already gone is fine.
     pub async fn delete_vhost_limit(&self, vhost: &str, limit: &str) -> Result<bool, StepError> {
-        self.delete(
-            format!("limit {limit} of vhost '{vhost}'"),
-            &["vhost-limits", vhost, limit],
-        )
-        .await
+        self.delete_limit(Limited::Vhost, vhost, limit).await
     }
 
     /// Removes one limit of a user; already gone is fine.
     pub async fn delete_user_limit(&self, user: &str, limit: &str) -> Result<bool, StepError> {
+        self.delete_limit(Limited::User, user, limit).await
+    }
+
+    async fn delete_limit(
+        &self,
+        kind: Limited,
+        name: &str,
+        limit: &str,
+    ) -> Result<bool, StepError> {
         self.delete(
-            format!("limit {limit} of user '{user}'"),
-            &["user-limits", user, limit],
+            format!("limit {limit} of {} '{name}'", kind.noun()),
+            &[kind.collection(), name, limit],
         )
         .await
     }

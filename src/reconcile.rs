@@ -450,26 +450,27 @@ pub async fn reconcile(
         };
         let mut results = futures::stream::iter(work)
             .map(|w| async move {
-                let (sub, result) = match w {
-                    Work::Converge(r) => (r.sub.clone(), converge(p, &r, converge_options).await),
-                    Work::Record(r) => {
-                        let sub = r.sub.clone();
-                        let result = match p.registry.create(&r).await {
-                            // Written meanwhile by someone else: converge to theirs.
-                            Ok(Created::New(r) | Created::Existing(r)) => {
-                                converge(p, &r, converge_options).await
-                            }
-                            Err(e) => Err(e),
-                        };
-                        (sub, result)
-                    }
+                // The record to converge to; for a tenant without one, written first (or, if
+                // someone wrote it meanwhile, theirs): `recorded` says this run wrote it.
+                let (sub, recorded, record) = match w {
+                    Work::Converge(r) => (r.sub.clone(), false, Ok(r)),
+                    Work::Record(r) => match p.registry.create(&r).await {
+                        Ok(Created::New(r)) => (r.sub.clone(), true, Ok(r)),
+                        Ok(Created::Existing(r)) => (r.sub.clone(), false, Ok(r)),
+                        Err(e) => (r.sub.clone(), false, Err(e)),
+                    },
                 };
-                (sub, result)
+                let result = match record {
+                    Ok(r) => converge(p, &r, converge_options).await.map(drop),
+                    Err(e) => Err(e),
+                };
+                (sub, recorded, result)
             })
             .buffer_unordered(options.concurrency.max(1));
-        while let Some((sub, result)) = results.next().await {
+        while let Some((sub, recorded, result)) = results.next().await {
             done += 1;
             on_progress(done, total);
+            summary.recorded += usize::from(recorded);
             match result {
                 Ok(_) => summary.repaired += 1,
                 Err(e) => {
@@ -478,11 +479,6 @@ pub async fn reconcile(
                 }
             }
         }
-        summary.recorded = summary
-            .incomplete
-            .iter()
-            .filter(|l| l.contains(": no record ("))
-            .count();
         if options.prune {
             summary.pruned = prune(p, pool, to_prune, &options, &mut summary).await;
         }
