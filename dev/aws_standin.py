@@ -14,6 +14,15 @@ behind two small shims.
   with that AWS JSON-protocol error instead of reaching moto; {"clear": true, "match": "..."}
   ends the faults of that match. Matching on body text (a test's own
   tenant or secret id) keeps tests that run in parallel out of each other's way.
+- Cognito triggers: moto confirms users but calls no Lambda trigger. On ConfirmSignUp and
+  AdminConfirmSignUp that moto accepted, for a pool whose LambdaConfig names a PostConfirmation
+  function, the stand-in invokes that function as Cognito does: synchronously, with the real
+  PostConfirmation event, 5 s per attempt, at most 3 attempts when the function times out, and
+  the function's error message returned to the caller (`UserLambdaValidationException`). The
+  user stays confirmed either way, as with Cognito. Functions run outside (`dev/functions.sh`,
+  behind cargo lambda's Lambda API emulator) and are registered with
+  `POST /_standin/functions {"arn": "<function ARN>", "url": "<its Invoke URL>"}`; a pool that
+  names an unregistered function gets `UnexpectedLambdaException`, as when Lambda is unreachable.
 Everything else is moto, unchanged.
 
 Usage: aws_standin.py --listen IP:PORT --cluster NAME --endpoint URL --ca-file PEM --seed FILE --out FILE
@@ -29,6 +38,8 @@ import re
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from io import BytesIO
 
 import boto3
@@ -132,6 +143,139 @@ class FaultShim:
         return [payload]
 
 
+class CognitoTriggerShim:
+    TARGETS = {"AWSCognitoIdentityProviderService.ConfirmSignUp": "client",
+               "AWSCognitoIdentityProviderService.AdminConfirmSignUp": "admin"}
+    ATTEMPT_TIMEOUT_S = 5
+    MAX_ATTEMPTS = 3
+
+    def __init__(self, app, endpoint, region):
+        self.app = app
+        self.endpoint = endpoint
+        self.region = region
+        self.functions = {}
+        self.client_pools = {}
+        self.lock = threading.Lock()
+        self._idp = None
+
+    @property
+    def idp(self):
+        # The stand-in's own Cognito, through its public API (created on first use: the server
+        # must be listening).
+        if self._idp is None:
+            self._idp = boto3.client("cognito-idp", endpoint_url=self.endpoint, region_name=self.region,
+                                     aws_access_key_id="standin", aws_secret_access_key="standin")
+        return self._idp
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == "/_standin/functions" and environ.get("REQUEST_METHOD") == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            spec = json.loads(environ["wsgi.input"].read(length) or b"{}")
+            with self.lock:
+                if spec.get("url"):
+                    self.functions[spec["arn"]] = spec["url"]
+                else:
+                    self.functions.pop(spec.get("arn"), None)
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [b"{}"]
+        kind = self.TARGETS.get(environ.get("HTTP_X_AMZ_TARGET", ""))
+        if kind is None:
+            return self.app(environ, start_response)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = BytesIO(body)
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"], captured["headers"] = status, headers
+            return lambda data: None
+
+        answer = b"".join(self.app(environ, capture))
+        if captured["status"].startswith("200"):
+            try:
+                error = self.post_confirmation(kind, json.loads(body or b"{}"))
+            except Exception as e:  # the stand-in's own failure: say so, as Cognito would
+                error = ("UnexpectedLambdaException", f"PostConfirmation invocation failed: {e}")
+            if error is not None:
+                typ, message = error
+                answer = json.dumps({"__type": typ, "message": message}).encode()
+                captured["status"] = "400 Bad Request"
+                # moto's own headers stay (CORS among them: browsers must read the error too).
+                captured["headers"] = [(k, v) for k, v in captured["headers"]
+                                       if k.lower() not in ("content-type", "x-amzn-errortype")]
+                captured["headers"] += [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", typ)]
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(answer))))
+        start_response(captured["status"], headers)
+        return [answer]
+
+    def pool_of_client(self, client_id):
+        with self.lock:
+            if client_id in self.client_pools:
+                return self.client_pools[client_id]
+        for pool in self.idp.list_user_pools(MaxResults=60)["UserPools"]:
+            clients = self.idp.list_user_pool_clients(UserPoolId=pool["Id"], MaxResults=60)
+            for c in clients["UserPoolClients"]:
+                with self.lock:
+                    self.client_pools[c["ClientId"]] = pool["Id"]
+        with self.lock:
+            return self.client_pools.get(client_id)
+
+    def post_confirmation(self, kind, request):
+        """Runs the pool's PostConfirmation trigger, if any. None, or (error type, message)."""
+        if kind == "client":
+            pool_id, client_id = self.pool_of_client(request.get("ClientId")), request.get("ClientId")
+        else:
+            pool_id, client_id = request.get("UserPoolId"), "CLIENT_ID_NOT_APPLICABLE"
+        if not pool_id:
+            return None
+        arn = self.idp.describe_user_pool(UserPoolId=pool_id)["UserPool"].get("LambdaConfig", {}).get("PostConfirmation")
+        if not arn:
+            return None
+        user = self.idp.admin_get_user(UserPoolId=pool_id, Username=request["Username"])
+        attributes = {a["Name"]: a["Value"] for a in user.get("UserAttributes", [])}
+        attributes["cognito:user_status"] = "CONFIRMED"
+        event = {
+            "version": "1", "region": self.region, "userPoolId": pool_id, "userName": user["Username"],
+            "callerContext": {"awsSdkVersion": "aws-sdk-unknown-unknown", "clientId": client_id},
+            "triggerSource": "PostConfirmation_ConfirmSignUp" if kind == "client" else "PostConfirmation_AdminConfirmSignUp",
+            "request": {"userAttributes": attributes, "clientMetadata": request.get("ClientMetadata") or {}},
+            "response": {},
+        }
+        with self.lock:
+            url = self.functions.get(arn)
+        if url is None:
+            return ("UnexpectedLambdaException",
+                    f"PostConfirmation invocation failed due to error ResourceNotFoundException "
+                    f"(the stand-in has no function registered for {arn}: dev/functions.sh up starts it).")
+        data = json.dumps(event).encode()
+        for attempt in range(1, self.MAX_ATTEMPTS + 1):
+            req = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=self.ATTEMPT_TIMEOUT_S) as response:
+                    payload = response.read()
+                    function_error = response.headers.get("X-Amz-Function-Error")
+                    status = response.status
+            except urllib.error.HTTPError as e:
+                payload, function_error, status = e.read(), e.headers.get("X-Amz-Function-Error") or "Unhandled", e.code
+            except (TimeoutError, urllib.error.URLError) as e:
+                timed_out = isinstance(e, TimeoutError) or isinstance(getattr(e, "reason", None), TimeoutError)
+                if timed_out and attempt < self.MAX_ATTEMPTS:
+                    print(f"aws-standin: PostConfirmation attempt {attempt} timed out; retrying", file=sys.stderr, flush=True)
+                    continue
+                reason = "TimeoutError" if timed_out else "ServiceException"
+                return ("UnexpectedLambdaException", f"PostConfirmation invocation failed due to error {reason}.")
+            try:
+                doc = json.loads(payload or b"null")
+            except ValueError:
+                doc = None
+            if function_error or status >= 300 or (isinstance(doc, dict) and "errorMessage" in doc and "errorType" in doc):
+                message = doc.get("errorMessage", "") if isinstance(doc, dict) else ""
+                return ("UserLambdaValidationException", f"PostConfirmation failed with error {message}.")
+            return None
+        return None
+
+
 def seed(url, region, spec):
     kw = dict(endpoint_url=url, region_name=region, aws_access_key_id="seed", aws_secret_access_key="seed")
     sm = boto3.client("secretsmanager", **kw)
@@ -156,7 +300,15 @@ def seed(url, region, spec):
         out[q["name"]] = {"url": url_, "dlq_url": dlq}
     idp = boto3.client("cognito-idp", **kw)
     for p in spec.get("user_pools", []):
-        out[p["name"]] = {"id": idp.create_user_pool(PoolName=p["name"])["UserPool"]["Id"]}
+        lambda_config = {"PostConfirmation": p["post_confirmation"]} if p.get("post_confirmation") else {}
+        pool_id = idp.create_user_pool(PoolName=p["name"], LambdaConfig=lambda_config,
+                                       AutoVerifiedAttributes=["email"])["UserPool"]["Id"]
+        out[p["name"]] = {"id": pool_id}
+        for c in p.get("clients", []):
+            client = idp.create_user_pool_client(
+                UserPoolId=pool_id, ClientName=c, GenerateSecret=False,
+                ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH", "ALLOW_USER_SRP_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"])
+            out[p["name"]].setdefault("clients", {})[c] = client["UserPoolClient"]["ClientId"]
     ddb = boto3.client("dynamodb", **kw)
     for t in spec.get("tables", []):
         out[t["name"]] = {"stream_arn": create_registry_table(ddb, t["name"])}
@@ -188,8 +340,9 @@ def main():
     args = ap.parse_args()
     with open(args.ca_file, "rb") as f:
         ca_data = base64.b64encode(f.read()).decode()
-    app = FaultShim(AtomicWritesShim(DescribeClusterShim(
-        DomainDispatcherApplication(create_backend_app), args.cluster, args.endpoint, ca_data)))
+    app = FaultShim(CognitoTriggerShim(AtomicWritesShim(DescribeClusterShim(
+        DomainDispatcherApplication(create_backend_app), args.cluster, args.endpoint, ca_data)),
+        f"http://{args.listen}", args.region))
     host, port = args.listen.rsplit(":", 1)
     server = make_server(host, int(port), app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

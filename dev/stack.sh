@@ -24,6 +24,9 @@ OPERATOR_ROLE=post-signup-operator
 OPERATOR_GROUP=post-signup:operators
 HANDOFF_QUEUE=post-signup-handoff
 USER_POOL=post-signup-local-users
+USER_POOL_CLIENT=post-signup-local-web
+# The pool's PostConfirmation trigger: the stand-in invokes it once dev/functions.sh runs it.
+TRIGGER_ARN=arn:aws:lambda:$REGION:$ACCOUNT:function:post-signup-local-trigger
 REGISTRY_TABLE=post-signup-local-tenants
 ADMIN_SECRET_ID=post-signup/rabbitmq-admin
 SECRET_PREFIX=post-signup/tenants/
@@ -143,7 +146,7 @@ rand() { python3 -c "import secrets; print(secrets.token_urlsafe($1))"; }
 
 choose_ports() {
   read -r ETCD_PORT ETCD_PEER_PORT API_PORT IAM_PORT AWS_PORT AMQP_PORT MGMT_PORT DIST_PORT EPMD_PORT \
-    CM_PORT SCHED_PORT KWOK_PORT AMQP4_PORT MGMT4_PORT DIST4_PORT EPMD4_PORT < <(free_ports 16)
+    CM_PORT SCHED_PORT KWOK_PORT AMQP4_PORT MGMT4_PORT DIST4_PORT EPMD4_PORT STOMP_PORT STOMP4_PORT FRONTEND_PORT < <(free_ports 19)
   STS_IP=$(free_sts_ip)
   cat > "$S/ports" <<EOT
 ETCD_PORT=$ETCD_PORT
@@ -156,6 +159,9 @@ EPMD_PORT=$EPMD_PORT
 AMQP4_PORT=$AMQP4_PORT
 MGMT4_PORT=$MGMT4_PORT
 EPMD4_PORT=$EPMD4_PORT
+STOMP_PORT=$STOMP_PORT
+STOMP4_PORT=$STOMP4_PORT
+FRONTEND_PORT=$FRONTEND_PORT
 STS_IP=$STS_IP
 EOT
 }
@@ -231,6 +237,10 @@ start_rabbitmq() {
 listeners.tcp.default = 127.0.0.1:$AMQP_PORT
 management.tcp.ip = 127.0.0.1
 management.tcp.port = $MGMT_PORT
+# Web-STOMP for the example frontend; the plain STOMP listener (61613) stays off.
+stomp.listeners.tcp = none
+web_stomp.tcp.ip = 127.0.0.1
+web_stomp.tcp.port = $STOMP_PORT
 default_user = $RMQ_USER
 default_pass = $RMQ_PASS
 default_user_tags.administrator = true
@@ -241,7 +251,7 @@ log.console = true
 log.console.level = warning
 log.file = false
 EOT
-  echo "[rabbitmq_management]." > "$r/enabled_plugins"
+  echo "[rabbitmq_management,rabbitmq_web_stomp]." > "$r/enabled_plugins"
   start rabbitmq env HOME="$r" RABBITMQ_NODENAME="post-signup-$AMQP_PORT@localhost" \
     RABBITMQ_CONFIG_FILE="$r/rabbitmq.conf" RABBITMQ_ENABLED_PLUGINS_FILE="$r/enabled_plugins" \
     RABBITMQ_MNESIA_BASE="$r/mnesia" RABBITMQ_LOG_BASE="$r/log" RABBITMQ_DIST_PORT="$DIST_PORT" \
@@ -256,8 +266,9 @@ start_rabbitmq4() {
   local r=$S/rabbitmq4
   mkdir -p "$r/mnesia" "$r/log"
   sed -e "s/127.0.0.1:$AMQP_PORT/127.0.0.1:$AMQP4_PORT/" -e "s/^management.tcp.port = .*/management.tcp.port = $MGMT4_PORT/" \
+    -e "s/^web_stomp.tcp.port = .*/web_stomp.tcp.port = $STOMP4_PORT/" \
     "$S/rabbitmq/rabbitmq.conf" > "$r/rabbitmq.conf"
-  echo "[rabbitmq_management]." > "$r/enabled_plugins"
+  echo "[rabbitmq_management,rabbitmq_web_stomp]." > "$r/enabled_plugins"
   start rabbitmq4 unshare --mount --propagation private sh -c \
     'mount -t proc proc "$0/proc" && mount --bind /dev "$0/dev" && mount --bind "$1" "$0/stack" && shift && exec chroot "$@"' \
     "$RABBITMQ4_ROOTFS" "$r" "$RABBITMQ4_ROOTFS" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/stack \
@@ -296,7 +307,8 @@ start_aws() {
               "value": {"username": "$RMQ_USER", "password": "$RMQ_PASS", "tenant_password_key": "$PW_KEY"}}],
  "clusters": [{"name": "$CLUSTER", "role_arn": "arn:aws:iam::$ACCOUNT:role/eks-cluster"}],
  "queues": [{"name": "$HANDOFF_QUEUE", "visibility_timeout": 30, "max_receive_count": 3}],
- "user_pools": [{"name": "$USER_POOL"}],
+ "user_pools": [{"name": "$USER_POOL", "clients": ["$USER_POOL_CLIENT"],
+                 "post_confirmation": "$TRIGGER_ARN"}],
  "tables": [{"name": "$REGISTRY_TABLE"}]}
 EOT
   start aws "$STACK_VENV/bin/python" dev/aws_standin.py --listen "127.0.0.1:$AWS_PORT" --region "$REGION" \
@@ -367,6 +379,20 @@ write_env() {
   queue_url=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]]['url'])" "$created" "$HANDOFF_QUEUE")
   dlq_url=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]]['dlq_url'])" "$created" "$HANDOFF_QUEUE")
   pool_id=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]]['id'])" "$created" "$USER_POOL")
+  client_id=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]]['clients'][sys.argv[3]])" "$created" "$USER_POOL" "$USER_POOL_CLIENT")
+  # moto signs every pool's tokens with one key pair it ships: tests sign tokens of their own
+  # with it (an expired one, say) to check that only the claims make them fail.
+  "$STACK_VENV/bin/python" - "$S/aws/cognito-signing-key.pem" <<'PY'
+import gzip, json, sys
+from importlib.resources import files
+from cryptography.hazmat.primitives import serialization
+from joserfc.jwk import RSAKey
+doc = json.loads(gzip.decompress((files("moto") / "cognitoidp/resources/jwks-private.json.gz").read_bytes()))
+key = RSAKey.import_key(doc["keys"][0] if "keys" in doc else doc)
+pem = key.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+open(sys.argv[1], "wb").write(pem)
+PY
   stream_arn=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]]['stream_arn'])" "$created" "$REGISTRY_TABLE")
   cat > "$S/env" <<EOT
 # The local stack ($(date -u +%FT%TZ)). Load with: set -a; . .stack/env; set +a
@@ -389,6 +415,11 @@ export TENANT_SECRET_PREFIX=$SECRET_PREFIX
 export HANDOFF_QUEUE_URL=$queue_url
 export USER_POOL_ID=$pool_id
 export REGISTRY_TABLE=$REGISTRY_TABLE
+# --- the frontend's API (POST_SIGNUP_HANDLER=api) ---
+export USER_POOL_CLIENT_IDS=$client_id
+export COGNITO_JWKS_URL=http://127.0.0.1:$AWS_PORT/$pool_id/.well-known/jwks.json
+export RABBITMQ_WEB_STOMP_URL=ws://127.0.0.1:$([ "$STACK_RABBITMQ" = 4.0 ] && echo "$STOMP4_PORT" || echo "$STOMP_PORT")/ws
+export CORS_ALLOWED_ORIGINS=http://127.0.0.1:$FRONTEND_PORT
 # --- inspection ---
 export KUBECONFIG=$S/kubeconfig
 export RABBITMQ_ADMIN_USERNAME=$RMQ_USER
@@ -408,6 +439,11 @@ export STACK_REGISTRY_STREAM_ARN=$stream_arn
 export STACK_AWS_STANDIN=http://127.0.0.1:$AWS_PORT
 export STACK_KUBECTL=$GO_BIN_DIR/kubectl
 export STACK_VENV=$STACK_VENV
+export STACK_TRIGGER_ARN=$TRIGGER_ARN
+export STACK_COGNITO_SIGNING_KEY=$S/aws/cognito-signing-key.pem
+export STACK_FRONTEND_PORT=$FRONTEND_PORT
+export RABBITMQ_3_10_WEB_STOMP_URL=ws://127.0.0.1:$STOMP_PORT/ws
+export RABBITMQ_4_0_WEB_STOMP_URL=ws://127.0.0.1:$STOMP4_PORT/ws
 EOT
   cat > "$S/operator.env" <<EOT
 # The operator identity (worker, reconciler, tenantctl). Load after .stack/env:

@@ -9,8 +9,18 @@ if ! bash dev/stack.sh status >/dev/null 2>&1; then
   bash dev/stack.sh up
   started=1
 fi
+# The functions (the trigger Cognito calls, the frontend's API, the example page), run for real
+# beside the stack; stopped afterwards if this run started them.
+functions_started=
+if [ ! -f .stack/functions.env ]; then
+  bash dev/functions.sh up
+  functions_started=1
+fi
 # An if, not `[ … ] && …`: under set -e a false test as the last command would fail the run.
-cleanup() { if [ -n "$started" ]; then bash dev/stack.sh down; fi; }
+cleanup() {
+  if [ -n "$functions_started" ] && [ -z "$started" ]; then bash dev/functions.sh down; fi
+  if [ -n "$started" ]; then bash dev/functions.sh down; bash dev/stack.sh down; fi
+}
 trap cleanup EXIT
 
 passed=0 failed=0

@@ -1,6 +1,7 @@
 //! post-signup: a Cognito PostConfirmation trigger that gives each new user a tenant.
 //! See DESIGN.md for the flow; the modules follow it, one per concern or outside system.
 
+pub mod api;
 pub mod app;
 pub mod aws;
 pub mod cluster;

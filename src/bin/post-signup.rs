@@ -1,10 +1,12 @@
-//! The Lambda functions: the PostConfirmation trigger, the hand-off worker and the scheduled
-//! reconciler. One binary serves all three (`POST_SIGNUP_HANDLER`: `trigger`, the default,
-//! `worker` or `reconciler`), so one release build per architecture serves every function and
-//! `sam build`: the three share every dependency and differ only in their entry point.
+//! The Lambda functions: the PostConfirmation trigger, the hand-off worker, the scheduled
+//! reconciler and the frontend's `GET /tenant`. One binary serves all four
+//! (`POST_SIGNUP_HANDLER`: `trigger`, the default, `worker`, `reconciler` or `api`), so one
+//! release build per architecture serves every function and `sam build`: they share every
+//! dependency and differ only in their entry point.
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use post_signup::api::{Api, ApiSettings, HttpRequest};
 use post_signup::app::App;
 use post_signup::cognito::UserPool;
 use post_signup::reconcile::{ReconcileOptions, reconcile};
@@ -23,10 +25,13 @@ async fn main() -> Result<(), Error> {
     post_signup::install_crypto_provider();
     telemetry::init(false);
     let role = std::env::var(HANDLER_VAR).unwrap_or_else(|_| "trigger".to_owned());
-    if !matches!(role.as_str(), "trigger" | "worker" | "reconciler") {
+    if !matches!(role.as_str(), "trigger" | "worker" | "reconciler" | "api") {
         return Err(cold_start_failed(format!(
-            "setting {HANDLER_VAR}: '{role}' is not one of trigger, worker, reconciler"
+            "setting {HANDLER_VAR}: '{role}' is not one of trigger, worker, reconciler, api"
         )));
+    }
+    if role == "api" {
+        return serve_api(started).await;
     }
     let settings = Settings::from_env().map_err(|e| cold_start_failed(e.to_string()))?;
     let function: &'static str = match role.as_str() {
@@ -122,6 +127,38 @@ async fn main() -> Result<(), Error> {
             .await
         }
     }
+}
+
+/// The frontend's endpoint: its own settings (it needs no broker, cluster or queue), clients
+/// with the API's timeout, one answer per request.
+async fn serve_api(started: tokio::time::Instant) -> Result<(), Error> {
+    let settings = ApiSettings::from_env().map_err(|e| cold_start_failed(e.to_string()))?;
+    let aws = post_signup::aws::load_config(
+        post_signup::settings::DEFAULT_CONNECT_TIMEOUT,
+        settings.timeout,
+    )
+    .await;
+    let api = Api::init(settings, &aws).await.map_err(cold_start_failed)?;
+    tracing::info!(
+        handler = "api",
+        init_ms = started.elapsed().as_secs_f64() * 1e3,
+        "ready"
+    );
+    let api = &api;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            let response = match serde_json::from_value::<HttpRequest>(event.payload) {
+                Ok(request) => api.handle(&request).await,
+                Err(e) => {
+                    // Not an HTTP API (2.0) or function URL request: a wiring mistake.
+                    tracing::error!(error = %e, "not an HTTP request event");
+                    return Err(Error::from("not an HTTP API payload 2.0 request"));
+                }
+            };
+            Ok::<_, Error>(serde_json::to_value(&response)?)
+        },
+    ))
+    .await
 }
 
 fn cold_start_failed(problem: String) -> Error {

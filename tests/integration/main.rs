@@ -2,6 +2,7 @@
 //! One binary, one module per concern; every test uses its own tenant (a fresh `sub`), so they
 //! run in parallel against one stack.
 
+mod api;
 mod faults;
 mod handoff;
 mod helpers;
