@@ -20,7 +20,7 @@ stack-up: ## Start the local stack (installs what is missing; idempotent)
 stack-down: ## Stop the local stack and delete its state
 	bash dev/stack.sh down
 
-demo: ## Bring the stack up and provision events/post-confirmation.json end to end
+demo: ## Bring the stack up; a person signs up (Cognito calls the trigger) and gets their tenant from GET /tenant; prints how to open the example page
 	bash dev/demo.sh
 
 test: ## Unit + integration tests against the stack (started and stopped if not running), lint, Lambda runtime smoke test

@@ -61,7 +61,17 @@ up() {
   tport=$(free_port); aport=$(free_port)
   watch trigger "$tport" POST_SIGNUP_HANDLER=trigger
   watch api "$aport" POST_SIGNUP_HANDLER=api
-  setsid python3 -m http.server --bind 127.0.0.1 --directory frontend "$STACK_FRONTEND_PORT" \
+  # The page as a user deploys it: its files, the STOMP client from the pinned package, and a
+  # config.json naming this stack's Cognito, app client and API.
+  [ -d frontend/node_modules/@stomp/stompjs ] || npm ci --prefix frontend --no-audit --no-fund >/dev/null
+  mkdir -p $F/www/vendor
+  cp frontend/index.html frontend/app.js $F/www/
+  cp frontend/node_modules/@stomp/stompjs/bundles/stomp.umd.min.js $F/www/vendor/
+  cat > $F/www/config.json <<EOT
+{"cognitoEndpoint": "$AWS_ENDPOINT_URL/", "clientId": "$USER_POOL_CLIENT_IDS",
+ "apiUrl": "http://127.0.0.1:$aport/lambda-url/post-signup"}
+EOT
+  setsid python3 -m http.server --bind 127.0.0.1 --directory $F/www "$STACK_FRONTEND_PORT" \
     > "$F/frontend.log" 2>&1 < /dev/null &
   echo $! > "$F/frontend.pid"
   wait_port trigger "$tport"; wait_port api "$aport"; wait_port frontend "$STACK_FRONTEND_PORT"

@@ -13,6 +13,8 @@ command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v file >/dev/null 2>&1 || need_apt+=(file)
 command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
+# The browser test drives Debian's chromium (tools that download their own browser cannot here).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install: apt-get install ${need_apt[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -73,4 +75,12 @@ mkdir -p .stack
 printf 'STACK_VENV=%s\nGO_BIN_DIR=%s\n' "$stack_venv" "$GO_BIN_DIR" > .stack/tools.base
 if [ -n "$lint_venv" ]; then
   printf 'LINT_VENV=%s\n' "$lint_venv" > .stack/tools.lint
+fi
+
+# The example frontend's pinned packages (the STOMP client it serves, playwright-core for its
+# browser test), from its lock file; npm keeps its download cache outside the repository.
+if [ ! -f frontend/node_modules/.package-lock.json ] || ! cmp -s frontend/package-lock.json frontend/node_modules/.post-signup-lock; then
+  echo "install: npm ci in frontend/" >&2
+  npm ci --prefix frontend --no-audit --no-fund >/dev/null
+  cp frontend/package-lock.json frontend/node_modules/.post-signup-lock
 fi

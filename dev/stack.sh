@@ -90,6 +90,10 @@ PY
 }
 
 down() {
+  # The functions (dev/functions.sh) go with the stack.
+  for pid in "$S"/functions/*.pid; do
+    if [ -f "$pid" ]; then kill -- -"$(cat "$pid")" 2>/dev/null || true; fi
+  done
   if [ -d "$S/pids" ]; then
     for name in "${SERVICES[@]}"; do
       if alive "$name"; then

@@ -50,6 +50,7 @@ cargo_tests
 export POST_SIGNUP_TEST_BROKER=4.0
 cargo_tests --test integration
 unset POST_SIGNUP_TEST_BROKER
+check "browser: the example frontend in chromium (sign-up, readiness, Web-STOMP round trip, isolation)" node frontend/e2e.mjs
 check "lint: fmt, clippy, cfn-lint, sam validate" bash dev/lint.sh
 check "Lambda runtime smoke test (cargo lambda)" bash dev/lambda-smoke.sh
 check "package: sam build (arm64) and the artifact" bash dev/package.sh
