@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # `make sam-invoke [EVENT=file] [ARCH=x86_64|arm64]`: SAM's own `sam local invoke` of the
 # trigger against the local stack, offline, on a fresh machine. With no EVENT it sends the
-# fixture with a fresh sub and checks the tenant is complete; `dev/sam-invoke.sh --ci` also
-# sends a malformed event and checks the InvalidEvent answer (what `make test` runs).
+# fixture with the sub of a fresh user of the stack's pool and checks the tenant is complete,
+# then drives the frontend's API (TenantApiFunction) with `sam local generate-event apigateway
+# http-api-proxy`, filled with that user's real access token and claims, and checks it answers
+# that tenant; `dev/sam-invoke.sh --ci` also sends a malformed event and an API request with no
+# token (what `make test` runs).
 #
 # What it sets up, and takes down again (by PID; nothing already running is touched):
 #   - dockerd (Debian's docker.io), started by hand with its own socket, state and bridge;
@@ -164,9 +167,9 @@ print(' '.join(str(s.getsockname()[1]) for s in socks))")
   die "the forwarders did not start"
 }
 
-# invoke NAME EVENT_FILE: one `sam local invoke`; the function's answer in $W/NAME.out.
+# invoke NAME EVENT_FILE [FUNCTION]: one `sam local invoke`; the answer in $W/NAME.out.
 invoke() {
-  local name=$1 event=$2 ca t0
+  local name=$1 event=$2 fn=${3:-PostSignupFunction} ca t0
   ca=$(base64 -w0 < "$STACK_CA_FILE")
   # The stack's settings go in through --env-vars (SAM resolves no Fn::If, and these override
   # only variables the template declares; every one of these is declared).
@@ -186,6 +189,14 @@ json.dump({"PostSignupFunction": {
     "REGISTRY_TABLE": "$REGISTRY_TABLE",
     "BACKEND_IMAGE": "$BACKEND_IMAGE",
     "AWS_ENDPOINT_URL": "http://$BRIDGE_IP:$F_AWS",
+}, "TenantApiFunction": {
+    "USER_POOL_ID": "$USER_POOL_ID",
+    "USER_POOL_CLIENT_IDS": "$USER_POOL_CLIENT_IDS",
+    "COGNITO_JWKS_URL": "http://$BRIDGE_IP:$F_AWS/$USER_POOL_ID/.well-known/jwks.json",
+    "REGISTRY_TABLE": "$REGISTRY_TABLE",
+    "TENANT_SECRET_PREFIX": "$TENANT_SECRET_PREFIX",
+    "RABBITMQ_WEB_STOMP_URL": "$RABBITMQ_WEB_STOMP_URL",
+    "AWS_ENDPOINT_URL": "http://$BRIDGE_IP:$F_AWS",
 }}, open(sys.argv[1], "w"))
 PY
   t0=$(date +%s%N)
@@ -195,7 +206,7 @@ PY
   env -i PATH="$PATH" HOME="$HOME" DOCKER_HOST="$DOCKER_HOST" SAM_CLI_TELEMETRY=0 AWS_MAX_ATTEMPTS=1 \
     AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
     AWS_SESSION_TOKEN="$AWS_SESSION_TOKEN" AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
-    "$LINT_VENV/bin/sam" local invoke PostSignupFunction \
+    "$LINT_VENV/bin/sam" local invoke "$fn" \
     --template-file ".aws-sam/build-$ARCH/template.yaml" --event "$event" --env-vars "$W/env.json" \
     --skip-pull-image --region "$AWS_REGION" --add-host "kubernetes:$BRIDGE_IP" \
     --parameter-overrides "Architecture=$ARCH EksClusterName=$EKS_CLUSTER_NAME RabbitMqManagementUrl=http://$BRIDGE_IP:$F_MGMT RabbitMqAmqpUrl=$RABBITMQ_AMQP_URL" \
@@ -254,11 +265,75 @@ PY
   log "$name: answered InvalidEvent, as expected ($(cat "$W/$name.ms") ms)"
 }
 
-fresh_event() {  # fresh_event FILE: prints the sub
+# fresh_event FILE: a new confirmed user of the stack's pool (admin-created: no trigger runs);
+# writes the trigger's event for their sub to FILE and their access token to FILE.token.
+fresh_event() {
   local sub
-  sub=$(python3 -c "import uuid; print(uuid.uuid4())")
+  sub=$("$STACK_VENV/bin/python" - "$1.token" <<'PY'
+import os, sys, uuid, boto3
+idp = boto3.client("cognito-idp")
+pool, client = os.environ["USER_POOL_ID"], os.environ["USER_POOL_CLIENT_IDS"]
+email, password = f"sam-{uuid.uuid4().hex[:8]}@example.com", "Correct-horse-battery-1!"
+user = idp.admin_create_user(UserPoolId=pool, Username=email, MessageAction="SUPPRESS",
+                             UserAttributes=[{"Name": "email", "Value": email}])["User"]
+idp.admin_set_user_password(UserPoolId=pool, Username=email, Password=password, Permanent=True)
+tokens = idp.initiate_auth(ClientId=client, AuthFlow="USER_PASSWORD_AUTH",
+                           AuthParameters={"USERNAME": email, "PASSWORD": password})["AuthenticationResult"]
+open(sys.argv[1], "w").write(tokens["AccessToken"])
+print(next(a["Value"] for a in user["Attributes"] if a["Name"] == "sub"))
+PY
+)
   "$TENANTCTL" event --sub "$sub" > "$1"
   echo "$sub"
+}
+
+# api_event FILE TOKEN_FILE|"": SAM's own HTTP API (payload 2.0) event for GET /tenant, with the
+# user's token as the Authorization header and its claims as the JWT authorizer would add them.
+api_event() {
+  "$LINT_VENV/bin/sam" local generate-event apigateway http-api-proxy 2>/dev/null > "$1.generated"
+  python3 - "$1.generated" "$1" "${2:-}" <<'PY'
+import base64, json, sys
+event = json.load(open(sys.argv[1]))
+token = open(sys.argv[3]).read().strip() if sys.argv[3] else None
+event.update(routeKey="GET /tenant", rawPath="/tenant", rawQueryString="", cookies=[], body=None,
+             isBase64Encoded=False, headers={"accept": "application/json"})
+event.pop("queryStringParameters", None)
+ctx = event["requestContext"]
+ctx.update(routeKey="GET /tenant")
+ctx["http"].update(method="GET", path="/tenant")
+if token:
+    event["headers"]["authorization"] = f"Bearer {token}"
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    ctx["authorizer"] = {"jwt": {"claims": {k: str(v) for k, v in claims.items()}, "scopes": None}}
+else:
+    ctx.pop("authorizer", None)
+json.dump(event, open(sys.argv[2], "w"))
+PY
+}
+
+# expect_api NAME STATUS [SUB]: the API's answer had STATUS (and, for 200, SUB's tenant).
+expect_api() {
+  local name=$1 want=$2 sub=${3:-}
+  python3 - "$W/$name.out" "$W/$name.err" "$want" "$sub" <<'PY'
+import json, sys
+text = open(sys.argv[1]).read().strip()
+try:
+    got = json.loads(text.splitlines()[-1]) if text else {}
+except ValueError:
+    got = {}
+want, sub = int(sys.argv[3]), sys.argv[4]
+if got.get("statusCode") != want:
+    sys.stderr.write(open(sys.argv[2]).read()[-3000:])
+    sys.exit(f"sam-invoke: GET /tenant answered {got.get('statusCode')}, not {want}: {text[:300]!r}")
+headers = {k.lower(): v for k, v in (got.get("headers") or {}).items()}
+if headers.get("cache-control") != "no-store":
+    sys.exit("sam-invoke: GET /tenant without Cache-Control: no-store")
+body = json.loads(got.get("body") or "{}")
+if want == 200 and (body.get("status") != "ready" or body.get("vhost") != sub or not body.get("password")):
+    sys.exit(f"sam-invoke: GET /tenant did not answer the user's tenant {sub}: status {body.get('status')}, vhost {body.get('vhost')}")
+PY
+  log "$name: GET /tenant answered $want$([ -n "$sub" ] && echo " with tenant $sub") ($(cat "$W/$name.ms") ms)"
 }
 
 main() {
@@ -284,9 +359,14 @@ main() {
   else
     local sub
     sub=$(fresh_event "$W/first.json"); invoke first "$W/first.json"; expect_provisioned first "$sub" "$W/first.json"
+    local first_sub=$sub
     sub=$(fresh_event "$W/second.json"); invoke second "$W/second.json"; expect_provisioned second "$sub" "$W/second.json"
+    api_event "$W/api.json" "$W/first.json.token"
+    invoke api "$W/api.json" TenantApiFunction; expect_api api 200 "$first_sub"
     if [ -n "$CI_MODE" ]; then
       invoke malformed events/malformed-non-uuid-sub.json; expect_invalid malformed
+      api_event "$W/anonymous.json" ""
+      invoke anonymous "$W/anonymous.json" TenantApiFunction; expect_api anonymous 401
     fi
   fi
   log "done in $((SECONDS - t0))s ($ARCH)"

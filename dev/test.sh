@@ -52,6 +52,7 @@ cargo_tests --test integration
 unset POST_SIGNUP_TEST_BROKER
 check "browser: the example frontend in chromium (sign-up, readiness, Web-STOMP round trip, isolation)" node frontend/e2e.mjs
 check "lint: fmt, clippy, cfn-lint, sam validate" bash dev/lint.sh
+check "least privilege: every role of the translated template against its table (offline IAM evaluation)" bash dev/iam-check.sh
 check "Lambda runtime smoke test (cargo lambda)" bash dev/lambda-smoke.sh
 check "package: sam build (arm64) and the artifact" bash dev/package.sh
 check "sam local invoke (x86_64): a sign-up and a malformed event" bash dev/sam-invoke.sh --ci

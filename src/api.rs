@@ -242,6 +242,13 @@ impl TokenVerifier {
     pub async fn refresh(&self) -> Result<(), TokenError> {
         let mut last = self.last_fetch.lock().await;
         if last.is_some_and(|t| t.elapsed() < JWKS_REFRESH_INTERVAL) {
+            // Fetched (or tried) moments ago. With no keys at all, the last try failed: that is
+            // an outage of the key endpoint, not a bad token.
+            if self.keys.read().await.keys.is_empty() {
+                return Err(TokenError::KeysUnavailable(
+                    "the last fetch failed; retried every 30 s".into(),
+                ));
+            }
             return Ok(());
         }
         *last = Some(Instant::now());

@@ -111,15 +111,16 @@ async fn confirmed_user(pool: &str, client: &str) -> (TenantId, String, String) 
 
 /// The API as its Lambda runs it on the stack, for `pool` and `client`.
 async fn api(pool: &str, client: &str) -> Api {
+    let jwks = format!("{}/{pool}/.well-known/jwks.json", var("AWS_ENDPOINT_URL"));
+    api_with_jwks(pool, client, &jwks).await
+}
+
+async fn api_with_jwks(pool: &str, client: &str, jwks: &str) -> Api {
     let env = stack_env();
-    let endpoint = var("AWS_ENDPOINT_URL");
     let over: HashMap<&str, String> = [
         ("USER_POOL_ID", pool.to_owned()),
         ("USER_POOL_CLIENT_IDS", client.to_owned()),
-        (
-            "COGNITO_JWKS_URL",
-            format!("{endpoint}/{pool}/.well-known/jwks.json"),
-        ),
+        ("COGNITO_JWKS_URL", jwks.to_owned()),
         ("CORS_ALLOWED_ORIGINS", "https://app.example.com".to_owned()),
     ]
     .into_iter()
@@ -336,6 +337,26 @@ async fn tokens_that_are_not_this_clients_valid_access_tokens_are_refused() {
     assert_refused(&basic, "basic auth");
     // The real token still works after all that (no lock-out, keys still cached).
     assert_eq!(get(&api, &access).await.status_code, 200);
+}
+
+#[tokio::test]
+async fn keys_that_cannot_be_fetched_are_an_outage_not_a_bad_token() {
+    let (pool, client) = fresh_pool(None).await;
+    let (tenant, token, _) = confirmed_user(&pool, &client).await;
+    provision(&tenant);
+    // The pool's key endpoint answers 503 (a server of our own): every request is 503 with
+    // Retry-After (ask again), never 401 (sign in again), also after the 30 s refetch guard
+    // kicks in.
+    let down = crate::servers::answering(503).await;
+    let api = api_with_jwks(&pool, &client, &format!("{down}/keys")).await;
+    for _ in 0..3 {
+        let r = get(&api, &token).await;
+        assert_eq!(r.status_code, 503, "{}", r.body);
+        assert_eq!(r.body_json(), json!({"error": "unavailable"}));
+        assert_eq!(r.headers["retry-after"], "2");
+    }
+    // A missing token is still the caller's problem, keys or not.
+    assert_eq!(api.handle(&request("GET", &[])).await.status_code, 401);
 }
 
 #[tokio::test]

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Least privilege, checked offline (part of `make test`): template.yml translated by
+# aws-sam-translator, each role's effective policies evaluated by @cloud-copilot/iam-simulate
+# against the table in dev/iam/check.mjs, for three deployments: the default, one in a VPC, and
+# one attached to an existing user pool. No AWS account or network is involved.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash dev/install.sh --lint >/dev/null
+. .stack/tools.lint
+if [ ! -f dev/iam/node_modules/.package-lock.json ] || ! cmp -s dev/iam/package-lock.json dev/iam/node_modules/.post-signup-lock; then
+  npm ci --prefix dev/iam --no-audit --no-fund >/dev/null
+  cp dev/iam/package-lock.json dev/iam/node_modules/.post-signup-lock
+fi
+base='"EksClusterName": "prod", "RabbitMqManagementUrl": "https://b-1234.mq.eu-west-1.amazonaws.com",
+      "RabbitMqAmqpUrl": "amqps://b-1234.mq.eu-west-1.amazonaws.com:5671"'
+w=$(mktemp -d); trap 'rm -rf "$w"' EXIT
+status=0
+for scenario in default vpc existing-pool; do
+  case $scenario in
+    default) params="{$base}" ;;
+    vpc) params="{$base, \"SubnetIds\": \"subnet-0a1,subnet-0b2\", \"SecurityGroupIds\": \"sg-0c3\"}" ;;
+    existing-pool) params="{$base, \"CreateUserPool\": \"false\", \"ExistingUserPoolId\": \"eu-west-1_Existing1\", \"FrontendClientId\": \"4abc5def6ghi7jkl\"}" ;;
+  esac
+  "$LINT_VENV/bin/python" dev/iam/roles.py template.yml "$params" "$w/$scenario.json"
+  node dev/iam/check.mjs "$w/$scenario.json" "$scenario" || status=1
+done
+exit $status

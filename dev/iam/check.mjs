@@ -1,0 +1,164 @@
+// Least privilege, checked offline: every role of the translated template (dev/iam/roles.py)
+// evaluated by @cloud-copilot/iam-simulate (pinned in dev/iam/package.json) against the table
+// below. Every row is asserted, the allowed ones and the denied ones: a role that can do more
+// than its row says, or less than its code needs, fails the run.
+// Usage: node dev/iam/check.mjs ROLES_JSON SCENARIO   (SCENARIO: default | vpc | existing-pool)
+import { readFileSync } from "node:fs";
+import { runSimulation } from "@cloud-copilot/iam-simulate";
+
+const [rolesPath, scenario] = process.argv.slice(2);
+const { roles, names } = JSON.parse(readFileSync(rolesPath, "utf8"));
+const { account, region, params } = names;
+const arn = (logical) => {
+  const r = names.resources[logical];
+  if (!r) throw new Error(`no resource ${logical} in the translated template`);
+  return r.arn;
+};
+const secret = (name) => `arn:aws:secretsmanager:${region}:${account}:secret:${name}-AbCdEf`;
+const sub = "4f8e2d3c-1b2a-4c5d-9e8f-0a1b2c3d4e5f";
+const tenantSecret = secret(`${params.TenantSecretPrefix}${sub}`);
+const adminSecret = secret(params.RabbitMqAdminSecretId);
+const otherSecret = secret("prod/database-password");
+const registry = arn("TenantRegistry");
+const stream = `${registry}/stream/2026-01-01T00:00:00.000`;
+const otherTable = `arn:aws:dynamodb:${region}:${account}:table/orders`;
+const queue = arn("HandoffQueue");
+const dlq = arn("HandoffDeadLetterQueue");
+const otherQueue = `arn:aws:sqs:${region}:${account}:orders`;
+const cluster = `arn:aws:eks:${region}:${account}:cluster/${params.EksClusterName}`;
+const otherCluster = `arn:aws:eks:${region}:${account}:cluster/payments`;
+const pool = scenario === "existing-pool"
+  ? `arn:aws:cognito-idp:${region}:${account}:userpool/${params.ExistingUserPoolId}`
+  : arn("UserPool");
+const otherPool = `arn:aws:cognito-idp:${region}:${account}:userpool/${region}_Other1234`;
+const bus = arn("TenantEventBus");
+const defaultBus = `arn:aws:events:${region}:${account}:event-bus/default`;
+const logs = `arn:aws:logs:${region}:${account}:log-group:/aws/lambda/post-signup-PostSignupFunction-ABC:log-stream:2026/11/30/[$LATEST]abc`;
+const vpc = scenario === "vpc";
+
+// [role, action, resource, allowed?]
+const A = true, D = false;
+const table = [
+  // The trigger: writes a tenant's credentials under the prefix, records, hands off. Reads and
+  // deletes nothing of a tenant's.
+  ["PostSignupFunctionRole", "secretsmanager:GetSecretValue", adminSecret, A],
+  ["PostSignupFunctionRole", "secretsmanager:GetSecretValue", tenantSecret, D],
+  ["PostSignupFunctionRole", "secretsmanager:CreateSecret", tenantSecret, A],
+  ["PostSignupFunctionRole", "secretsmanager:PutSecretValue", tenantSecret, A],
+  ["PostSignupFunctionRole", "secretsmanager:RestoreSecret", tenantSecret, A],
+  ["PostSignupFunctionRole", "secretsmanager:CreateSecret", otherSecret, D],
+  ["PostSignupFunctionRole", "secretsmanager:PutSecretValue", adminSecret, D],
+  ["PostSignupFunctionRole", "secretsmanager:DeleteSecret", tenantSecret, D],
+  ["PostSignupFunctionRole", "secretsmanager:ListSecrets", "*", D],
+  ["PostSignupFunctionRole", "sqs:SendMessage", queue, A],
+  ["PostSignupFunctionRole", "sqs:SendMessage", dlq, D],
+  ["PostSignupFunctionRole", "sqs:SendMessage", otherQueue, D],
+  ["PostSignupFunctionRole", "sqs:ReceiveMessage", queue, D],
+  ["PostSignupFunctionRole", "dynamodb:PutItem", registry, A],
+  ["PostSignupFunctionRole", "dynamodb:UpdateItem", registry, A],
+  ["PostSignupFunctionRole", "dynamodb:GetItem", registry, A],
+  ["PostSignupFunctionRole", "dynamodb:DeleteItem", registry, D],
+  ["PostSignupFunctionRole", "dynamodb:Scan", registry, D],
+  ["PostSignupFunctionRole", "dynamodb:PutItem", otherTable, D],
+  ["PostSignupFunctionRole", "eks:DescribeCluster", cluster, A],
+  ["PostSignupFunctionRole", "eks:DescribeCluster", otherCluster, D],
+  ["PostSignupFunctionRole", "cognito-idp:ListUsers", pool, D],
+  ["PostSignupFunctionRole", "logs:PutLogEvents", logs, A],
+  ["PostSignupFunctionRole", "ec2:CreateNetworkInterface", "*", vpc],
+  // The worker: the same writes, fed by the queue; it may not send to it.
+  ["HandoffWorkerFunctionRole", "sqs:ReceiveMessage", queue, A],
+  ["HandoffWorkerFunctionRole", "sqs:DeleteMessage", queue, A],
+  ["HandoffWorkerFunctionRole", "sqs:GetQueueAttributes", queue, A],
+  ["HandoffWorkerFunctionRole", "sqs:SendMessage", queue, D],
+  ["HandoffWorkerFunctionRole", "sqs:ReceiveMessage", dlq, D],
+  ["HandoffWorkerFunctionRole", "sqs:ReceiveMessage", otherQueue, D],
+  ["HandoffWorkerFunctionRole", "sqs:DeleteMessage", otherQueue, D],
+  ["HandoffWorkerFunctionRole", "secretsmanager:GetSecretValue", adminSecret, A],
+  ["HandoffWorkerFunctionRole", "secretsmanager:CreateSecret", tenantSecret, A],
+  ["HandoffWorkerFunctionRole", "secretsmanager:GetSecretValue", tenantSecret, D],
+  ["HandoffWorkerFunctionRole", "secretsmanager:DeleteSecret", tenantSecret, D],
+  ["HandoffWorkerFunctionRole", "dynamodb:PutItem", registry, A],
+  ["HandoffWorkerFunctionRole", "dynamodb:DeleteItem", registry, D],
+  ["HandoffWorkerFunctionRole", "dynamodb:Scan", registry, D],
+  ["HandoffWorkerFunctionRole", "eks:DescribeCluster", cluster, A],
+  ["HandoffWorkerFunctionRole", "ec2:CreateNetworkInterface", "*", vpc],
+  // The scheduled reconciler: lists and repairs; it removes nothing (pruning is an operator's).
+  ["ReconcilerFunctionRole", "cognito-idp:ListUsers", pool, A],
+  ["ReconcilerFunctionRole", "cognito-idp:ListUsers", otherPool, D],
+  ["ReconcilerFunctionRole", "cognito-idp:AdminDeleteUser", pool, D],
+  ["ReconcilerFunctionRole", "cognito-idp:AdminDisableUser", pool, D],
+  ["ReconcilerFunctionRole", "dynamodb:Scan", registry, A],
+  ["ReconcilerFunctionRole", "dynamodb:PutItem", registry, A],
+  ["ReconcilerFunctionRole", "dynamodb:DeleteItem", registry, D],
+  ["ReconcilerFunctionRole", "secretsmanager:ListSecrets", "*", A],
+  ["ReconcilerFunctionRole", "secretsmanager:CreateSecret", tenantSecret, A],
+  ["ReconcilerFunctionRole", "secretsmanager:GetSecretValue", tenantSecret, D],
+  ["ReconcilerFunctionRole", "secretsmanager:DeleteSecret", tenantSecret, D],
+  ["ReconcilerFunctionRole", "sqs:SendMessage", queue, D],
+  ["ReconcilerFunctionRole", "sqs:ReceiveMessage", queue, D],
+  ["ReconcilerFunctionRole", "eks:DescribeCluster", cluster, A],
+  ["ReconcilerFunctionRole", "ec2:CreateNetworkInterface", "*", vpc],
+  // GET /tenant: reads a tenant's record and secret; nothing else.
+  ["TenantApiFunctionRole", "secretsmanager:GetSecretValue", tenantSecret, A],
+  ["TenantApiFunctionRole", "secretsmanager:GetSecretValue", adminSecret, D],
+  ["TenantApiFunctionRole", "secretsmanager:GetSecretValue", otherSecret, D],
+  ["TenantApiFunctionRole", "secretsmanager:PutSecretValue", tenantSecret, D],
+  ["TenantApiFunctionRole", "secretsmanager:ListSecrets", "*", D],
+  ["TenantApiFunctionRole", "dynamodb:GetItem", registry, A],
+  ["TenantApiFunctionRole", "dynamodb:PutItem", registry, D],
+  ["TenantApiFunctionRole", "dynamodb:Scan", registry, D],
+  ["TenantApiFunctionRole", "dynamodb:GetItem", otherTable, D],
+  ["TenantApiFunctionRole", "sqs:SendMessage", queue, D],
+  ["TenantApiFunctionRole", "eks:DescribeCluster", cluster, D],
+  ["TenantApiFunctionRole", "cognito-idp:ListUsers", pool, D],
+  ["TenantApiFunctionRole", "ec2:CreateNetworkInterface", "*", D],
+  // The pipe: the registry's stream in, the tenant bus out.
+  ["TenantEventsPipeRole", "dynamodb:GetRecords", stream, A],
+  ["TenantEventsPipeRole", "dynamodb:GetShardIterator", stream, A],
+  ["TenantEventsPipeRole", "events:PutEvents", bus, A],
+  ["TenantEventsPipeRole", "events:PutEvents", defaultBus, D],
+  ["TenantEventsPipeRole", "dynamodb:PutItem", registry, D],
+  ["TenantEventsPipeRole", "dynamodb:GetItem", registry, D],
+  // The schedule: invokes the reconciler, nothing else.
+  ["ReconcilerFunctionScheduleRole", "lambda:InvokeFunction", arn("ReconcilerFunction"), A],
+  ["ReconcilerFunctionScheduleRole", "lambda:InvokeFunction", arn("PostSignupFunction"), D],
+];
+
+// Every role of the template is in the table (a new role must be judged too).
+const judged = new Set(table.map((r) => r[0]));
+const unjudged = Object.keys(roles).filter((r) => !judged.has(r));
+const missing = [...judged].filter((r) => !roles[r]);
+
+let failed = 0;
+for (const [role, action, resource, allowed] of table) {
+  if (!roles[role]) continue;
+  const simulation = {
+    identityPolicies: roles[role].policies,
+    serviceControlPolicies: [],
+    resourceControlPolicies: [],
+    resourcePolicy: undefined,
+    request: {
+      action,
+      principal: roles[role].arn,
+      resource: { resource, accountId: account },
+      contextVariables: {},
+    },
+  };
+  const response = await runSimulation(simulation, {});
+  if (response.resultType === "error") {
+    failed++;
+    console.log(`not ok - ${scenario}: ${role} ${action} ${resource}: the simulator refused the request: ${JSON.stringify(response.errors)}`);
+    continue;
+  }
+  const got = response.overallResult === "Allowed";
+  if (got !== allowed) {
+    failed++;
+    console.log(`not ok - ${scenario}: ${role} ${action} on ${resource}: ${response.overallResult}, expected ${allowed ? "Allowed" : "denied"}`);
+  }
+}
+for (const r of unjudged) { failed++; console.log(`not ok - ${scenario}: role ${r} is in the template but not in the table`); }
+for (const r of missing) { failed++; console.log(`not ok - ${scenario}: role ${r} is in the table but not in the template`); }
+const rows = table.length;
+const allowedRows = table.filter((r) => r[3]).length;
+console.log(`iam (${scenario}): ${rows - failed} of ${rows} rows as expected (${allowedRows} allowed, ${rows - allowedRows} denied), ${Object.keys(roles).length} roles`);
+process.exit(failed ? 1 : 0);
