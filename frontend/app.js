@@ -26,7 +26,7 @@ function show(step, text) {
 async function loadConfig() {
   if (!config) {
     const r = await fetch("config.json", { cache: "no-store" });
-    if (!r.ok) throw new Error("config.json is missing: see frontend/README.md");
+    if (!r.ok) throw new Error("config.json is missing (see the Frontend section of the README)");
     config = await r.json();
   }
   return config;
