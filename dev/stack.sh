@@ -22,6 +22,8 @@ FUNCTION_ROLE=post-signup-function
 FUNCTION_GROUP=post-signup:provisioners
 OPERATOR_ROLE=post-signup-operator
 OPERATOR_GROUP=post-signup:operators
+RECONCILER_ROLE=post-signup-reconciler
+RECONCILER_GROUP=post-signup:reconcilers
 HANDOFF_QUEUE=post-signup-handoff
 USER_POOL=post-signup-local-users
 USER_POOL_CLIENT=post-signup-local-web
@@ -181,6 +183,7 @@ new_identity() {
 make_secrets() {
   new_identity; FN_AKID=$AKID FN_SECRET=$SECRET FN_SESSION=$SESSION
   new_identity; OP_AKID=$AKID OP_SECRET=$SECRET OP_SESSION=$SESSION
+  new_identity; REC_AKID=$AKID REC_SECRET=$SECRET REC_SESSION=$SESSION
   ADMIN_TOKEN=$(rand 32); RMQ_USER=psadmin; RMQ_PASS=$(rand 24); PW_KEY=$(rand 32)
   echo "$ADMIN_TOKEN" > "$S/k8s/admin-token"
 }
@@ -192,7 +195,10 @@ start_sts() {
   "user_id": "AROAEXAMPLEPOSTSIGNUP:$CLUSTER-function"},
  {"access_key_id": "$OP_AKID", "secret_access_key": "$OP_SECRET", "session_token": "$OP_SESSION",
   "account": "$ACCOUNT", "arn": "arn:aws:sts::$ACCOUNT:assumed-role/$OPERATOR_ROLE/$CLUSTER-operator",
-  "user_id": "AROAEXAMPLEPSOPERATOR:$CLUSTER-operator"}]
+  "user_id": "AROAEXAMPLEPSOPERATOR:$CLUSTER-operator"},
+ {"access_key_id": "$REC_AKID", "secret_access_key": "$REC_SECRET", "session_token": "$REC_SESSION",
+  "account": "$ACCOUNT", "arn": "arn:aws:sts::$ACCOUNT:assumed-role/$RECONCILER_ROLE/$CLUSTER-reconciler",
+  "user_id": "AROAEXAMPLEPSRECONCILER:$CLUSTER-reconciler"}]
 EOT
   start sts python3 dev/sts_standin.py --listen "$STS_IP:443" --cert "$S/tls/sts.pem" --key "$S/tls/sts.key" \
     --identities "$S/sts/identities.json"
@@ -224,6 +230,10 @@ server:
       username: post-signup-operator:{{SessionName}}
       groups:
         - $OPERATOR_GROUP
+    - roleARN: arn:aws:iam::$ACCOUNT:role/$RECONCILER_ROLE
+      username: post-signup-reconciler:{{SessionName}}
+      groups:
+        - $RECONCILER_GROUP
 EOT
   start iam-authenticator env AWS_EC2_METADATA_DISABLED=true AWS_REGION="$REGION" SSL_CERT_FILE="$S/tls/ca.pem" \
     unshare --mount --propagation private sh -c \
@@ -458,12 +468,20 @@ export AWS_SESSION_TOKEN=$OP_SESSION
 # The worker's longer budget (the trigger's is Cognito's 5 s).
 export PROVISION_BUDGET_MS=20000
 EOT
+  cat > "$S/reconciler.env" <<EOT
+# The scheduled reconciler's identity (lists and repairs; removes nothing). Load after .stack/env.
+export AWS_ACCESS_KEY_ID=$REC_AKID
+export AWS_SECRET_ACCESS_KEY=$REC_SECRET
+export AWS_SESSION_TOKEN=$REC_SESSION
+export PROVISION_BUDGET_MS=20000
+EOT
 }
 
 # Production RBAC: exactly the files a user applies.
 apply_rbac() {
   "$GO_BIN_DIR/kubectl" --kubeconfig "$S/kubeconfig" apply \
-    -f deploy/namespace.yaml -f deploy/rbac.yaml -f deploy/rbac-operator.yaml -f deploy/tenant-guardrails.yaml >/dev/null
+    -f deploy/namespace.yaml -f deploy/rbac.yaml -f deploy/rbac-operator.yaml -f deploy/rbac-reconciler.yaml \
+    -f deploy/tenant-guardrails.yaml >/dev/null
 }
 
 up() {

@@ -108,10 +108,15 @@ pub async fn app_with(overrides: &[(&str, &str)]) -> App {
         .expect("cold start on the stack")
 }
 
-/// As [`app_with`], as the operator identity (the worker's, reconciler's and tenantctl's).
-pub async fn operator_app_with(overrides: &[(&str, &str)]) -> App {
+/// As [`app_with`], as the scheduled reconciler's identity (`.stack/reconciler.env`).
+pub async fn reconciler_app_with(overrides: &[(&str, &str)]) -> App {
     let settings = settings_with(overrides);
-    let aws = aws_config_as(&settings, &var("AWS_ENDPOINT_URL"), &operator_env()).await;
+    let aws = aws_config_as(
+        &settings,
+        &var("AWS_ENDPOINT_URL"),
+        &identity_env("reconciler"),
+    )
+    .await;
     App::init_with(settings, &aws)
         .await
         .expect("cold start on the stack")
@@ -152,6 +157,22 @@ pub async fn kube_admin_get(path: &str) -> Option<Value> {
     }
     assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
     Some(resp.json().await.unwrap())
+}
+
+/// DELETE a Kubernetes API path as the cluster admin (a person's hand, in tests).
+pub async fn kube_admin_delete(path: &str) {
+    let token = std::fs::read_to_string(var("STACK_ADMIN_TOKEN_FILE")).unwrap();
+    let resp = http()
+        .delete(format!("{}{path}", var("STACK_KUBE_API")))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.status().is_success(),
+        "DELETE {path}: {}",
+        resp.status()
+    );
 }
 
 /// GET a RabbitMQ management API path as the admin; `None` on 404.
@@ -319,8 +340,13 @@ pub fn tenantctl_with(args: &[&str], overrides: &[(&str, &str)], operator: bool)
 
 /// `.stack/operator.env`: the operator identity's variables.
 pub fn operator_env() -> HashMap<String, String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/.stack/operator.env");
-    std::fs::read_to_string(path)
+    identity_env("operator")
+}
+
+/// `.stack/<who>.env`: an identity's credentials (operator, reconciler).
+fn identity_env(who: &str) -> HashMap<String, String> {
+    let path = format!("{}/.stack/{who}.env", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path)
         .unwrap_or_else(|_| panic!("{path} is missing: run `make stack-up`"))
         .lines()
         .filter_map(|l| l.strip_prefix("export "))

@@ -23,7 +23,12 @@ impl Installation {
         let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
         let namespace = format!("rec-{id}");
         // The shipped namespace and RBAC, for this namespace.
-        for file in ["namespace.yaml", "rbac.yaml", "rbac-operator.yaml"] {
+        for file in [
+            "namespace.yaml",
+            "rbac.yaml",
+            "rbac-operator.yaml",
+            "rbac-reconciler.yaml",
+        ] {
             let text =
                 std::fs::read_to_string(format!("{}/deploy/{file}", env!("CARGO_MANIFEST_DIR")))
                     .unwrap()
@@ -424,6 +429,38 @@ async fn disabled_users_are_reported_not_provisioned() {
 }
 
 #[tokio::test]
+async fn the_scheduled_reconciler_repairs_under_its_own_identity_which_removes_nothing() {
+    use post_signup::reconcile::{ReconcileOptions, reconcile};
+    let inst = Installation::new().await;
+    let tenant = inst.confirmed_user("repair-me").await;
+    inst.ok(&["provision", "--sub", tenant.as_str()]);
+    // A tenant that lost its Secret and its Deployment (a person deleted them by hand).
+    for path in [
+        format!(
+            "/api/v1/namespaces/{}/secrets/{}",
+            inst.namespace,
+            tenant.secret_name()
+        ),
+        format!(
+            "/apis/apps/v1/namespaces/{}/deployments/{}",
+            inst.namespace,
+            tenant.deployment_name()
+        ),
+    ] {
+        kube_admin_delete(&path).await;
+    }
+    assert_eq!(inst.parts(&tenant)["complete"], false);
+    let app = reconciler_app_with(&inst.env()).await;
+    let p = app.provisioner().await.unwrap();
+    let pool = post_signup::cognito::UserPool::new(cognito().await, &inst.pool);
+    let mut options = ReconcileOptions::new(app.budget(), 4);
+    options.may_remove = false;
+    let run = reconcile(p, &pool, options, |_, _| {}).await.unwrap();
+    assert_eq!((run.repaired, run.failed), (1, 0), "{run:?}");
+    assert_eq!(inst.parts(&tenant)["complete"], true);
+}
+
+#[tokio::test]
 async fn the_scheduled_reconciler_reports_an_unfinished_offboarding_and_removes_nothing() {
     use post_signup::reconcile::{ReconcileOptions, reconcile};
     use post_signup::registry::{Change, transition};
@@ -431,7 +468,8 @@ async fn the_scheduled_reconciler_reports_an_unfinished_offboarding_and_removes_
     let tenant = inst.confirmed_user("half-gone").await;
     inst.ok(&["provision", "--sub", tenant.as_str()]);
     // An operator's offboarding that was recorded but never applied (it died half-way).
-    let app = operator_app_with(&inst.env()).await;
+    // The scheduled function runs as its own identity (deploy/rbac-reconciler.yaml: no delete).
+    let app = reconciler_app_with(&inst.env()).await;
     let p = app.provisioner().await.unwrap();
     let record = p.registry.get(&tenant).await.unwrap().unwrap();
     let gone = transition(&record, &Change::Offboard { retain_data: false }, "t")
@@ -446,6 +484,13 @@ async fn the_scheduled_reconciler_reports_an_unfinished_offboarding_and_removes_
     assert_eq!(run.unfinished_offboardings, [tenant.to_string()], "{run:?}");
     assert_eq!((run.failed, run.repaired), (0, 0), "{run:?}");
     assert_eq!(inst.parts(&tenant)["complete"], true, "nothing removed");
+    // Nor could it: its identity may not delete in the cluster.
+    let refused = p
+        .kubernetes
+        .delete::<k8s_openapi::api::apps::v1::Deployment>(&tenant.deployment_name())
+        .await
+        .expect_err("the reconciler's identity cannot delete a Deployment");
+    assert_eq!(refused.status, Some(403), "{refused}");
     // An operator's run finishes it (access first, then the rest).
     let run = inst.reconcile(&[]);
     assert_eq!(run["repaired"], 1, "{run}");
