@@ -44,3 +44,14 @@ for fn in sorted(functions):
     print(f"package: {fn}: bootstrap for {arch} at the code root, {os.path.getsize(path) / 1048576:.1f} MB, {mb:.2f} MB zipped")
 print(f"package: ok ({build}/template.yaml is what `make deploy` deploys)")
 PY
+# BACKEND_TEMPLATE=FILE: your backend's Deployment template ships in the package, beside
+# `bootstrap` of each function that applies Deployments; deploy with
+# BackendTemplatePath=/var/task/backend-template.yaml. Checked here as the cold start checks it.
+if [ -n "${BACKEND_TEMPLATE:-}" ]; then
+  cargo build -q --bin tenantctl
+  ./target/debug/tenantctl check-template "$BACKEND_TEMPLATE" >/dev/null
+  for fn in PostSignupFunction HandoffWorkerFunction ReconcilerFunction; do
+    cp "$BACKEND_TEMPLATE" "$build_dir/$fn/backend-template.yaml"
+  done
+  echo "package: $BACKEND_TEMPLATE ships as /var/task/backend-template.yaml (deploy with BackendTemplatePath=/var/task/backend-template.yaml)"
+fi

@@ -149,8 +149,11 @@ base_image() {
   docker rmi -f "public.ecr.aws/lambda/provided:al2023-rapid-$ARCH" >/dev/null 2>&1 || true
 }
 
+# With a backend template of a user's own shipped in the package (BACKEND_TEMPLATE, as a user
+# runs `make package`), which the tenants' Deployments must then follow.
+CUSTOM_TEMPLATE=tests/data/backend-custom.yaml
 build_function() {
-  BUILD_DIR=.aws-sam/build-$ARCH ARCH=$ARCH bash dev/package.sh
+  BACKEND_TEMPLATE=$CUSTOM_TEMPLATE BUILD_DIR=.aws-sam/build-$ARCH ARCH=$ARCH bash dev/package.sh
 }
 
 start_forwarders() {
@@ -188,6 +191,7 @@ json.dump({"PostSignupFunction": {
     "HANDOFF_QUEUE_URL": queue,
     "REGISTRY_TABLE": "$REGISTRY_TABLE",
     "BACKEND_IMAGE": "$BACKEND_IMAGE",
+    "BACKEND_TEMPLATE_PATH": "/var/task/backend-template.yaml",
     "AWS_ENDPOINT_URL": "http://$BRIDGE_IP:$F_AWS",
 }, "TenantApiFunction": {
     "USER_POOL_ID": "$USER_POOL_ID",
@@ -243,6 +247,11 @@ PY
   echo "$status" | python3 -c "import json,sys; d=json.load(sys.stdin); sys.exit(0 if d['complete'] else 'sam-invoke: tenant incomplete: missing ' + ', '.join(d['missing']))"
   # The BackendImage deploy parameter (BACKEND_IMAGE) reached the Deployment, with no rebuild.
   echo "$status" | python3 -c "import json,sys; i=json.load(sys.stdin)['kubernetes']['deployment']['images']; sys.exit(0 if i[:1] == ['$BACKEND_IMAGE'] else f'sam-invoke: the backend image is {i}, not $BACKEND_IMAGE')"
+  # The template that shipped in the package (BackendTemplatePath) made the Deployment.
+  local made
+  made=$("$STACK_KUBECTL" --kubeconfig .stack/kubeconfig get deployment "backend-$sub" -n "$TENANT_NAMESPACE" \
+    -o 'jsonpath={.spec.template.metadata.annotations.example\.com/backend-template} {.spec.template.spec.containers[0].ports[0].containerPort}')
+  [ "$made" = "custom 9090" ] || die "the Deployment was not made from the packaged template (annotation and port: '$made')"
   local times
   times=$(function_log "$name" | python3 -c "
 import json, sys

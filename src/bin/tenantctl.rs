@@ -57,6 +57,12 @@ enum Command {
         #[arg(long)]
         sub: String,
     },
+    /// Check a backend Deployment template as the function's cold start does (for
+    /// `BACKEND_TEMPLATE=FILE make package`); prints what the tenants' Deployments will run.
+    CheckTemplate {
+        /// The template file (an apps/v1 Deployment).
+        file: std::path::PathBuf,
+    },
     /// Provision a tenant: `--event FILE|-` runs the trigger exactly (same budget, same hand-off,
     /// same answer on stdout); `--sub SUB` provisions one tenant directly and prints the report.
     Provision {
@@ -225,7 +231,10 @@ async fn main() -> ExitCode {
     let started = tokio::time::Instant::now();
     post_signup::install_crypto_provider();
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Token { .. } | Command::Event { .. }) {
+    if !matches!(
+        cli.command,
+        Command::Token { .. } | Command::Event { .. } | Command::CheckTemplate { .. }
+    ) {
         post_signup::telemetry::init(true);
     }
     let result = match cli.command {
@@ -235,6 +244,7 @@ async fn main() -> ExitCode {
             at,
         } => token(&cluster_name, region, at.as_deref()).await,
         Command::Event { sub } => parse_sub(&sub).map(|t| print(&sign_up_event(t.as_str()))),
+        Command::CheckTemplate { file } => check_template(&file),
         Command::Provision {
             event: Some(path), ..
         } => provision_event(&path, started).await,
@@ -707,5 +717,27 @@ async fn reconcile_cmd(
             summary.failed
         )));
     }
+    Ok(())
+}
+
+/// The template as the cold start loads it: an error names the file and the problem.
+fn check_template(file: &std::path::Path) -> Result<(), CliError> {
+    let template = post_signup::template::BackendTemplate::load(Some(file))
+        .map_err(|e| CliError::input(e.to_string()))?;
+    let containers: Vec<serde_json::Value> = template
+        .deployment()
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|pod| {
+            pod.containers
+                .iter()
+                .map(|c| serde_json::json!({"name": c.name, "image": c.image}))
+                .collect()
+        })
+        .unwrap_or_default();
+    print(
+        &serde_json::json!({"template": file.display().to_string(), "valid": true, "containers": containers}),
+    );
     Ok(())
 }
