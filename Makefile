@@ -26,7 +26,7 @@ demo: ## Bring the stack up; a person signs up (Cognito calls the trigger) and g
 test: ## Unit + integration tests against the stack (started and stopped if not running), lint, Lambda runtime smoke test
 	bash dev/test.sh
 
-bench: ## Token signing, tenantctl vs aws eks get-token, cold/warm invocations on the stack
+bench: ## Token signing, tenantctl vs aws eks get-token, cold/warm invocations, bursts, reconcile, list, vhost creation per broker setup
 	bash dev/bench.sh
 
 lint: ## cargo fmt --check, clippy -D warnings, cfn-lint, sam validate --lint

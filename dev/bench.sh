@@ -6,6 +6,8 @@
 #     with each step's duration and wall time / slowest branch; the warm invocation (with the
 #     registry's record) beside provisioning alone (the trigger before the registry)
 #  4. a burst of simultaneous cold sign-ups; 5. the reconciler at scale; 6. list from the registry
+#  7. vhost creation per second, sequential and concurrent: RabbitMQ 3.10, 4.0 on Mnesia (a
+#     throwaway node, dev/broker4.sh) and 4.0 on Khepri (the stack's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash dev/stack.sh up
@@ -92,3 +94,12 @@ echo "== 5. reconciler: a pool whose tenants all exist, checked in bulk"
 
 echo "== 6. tenantctl list over a registry of ${LIST_COUNT:-10000} tenants"
 "$STACK_VENV/bin/python" dev/bench_list.py --tenantctl "$(pwd)/target/release/tenantctl" --count "${LIST_COUNT:-10000}"
+
+echo "== 7. vhost creation per second: 3.10, 4.0 on Mnesia, 4.0 on Khepri (sequential, then ${VHOST_BURST:-100} at once)"
+mnesia=$(bash dev/broker4.sh up)
+# An if, not `[ … ] && …`: under set -e a false test as the last command would fail the run.
+stop_mnesia() { if [ -n "${mnesia:-}" ]; then bash dev/broker4.sh down; fi; }
+trap stop_mnesia EXIT
+python3 dev/bench_vhosts.py --user "$RABBITMQ_ADMIN_USERNAME" --password "$RABBITMQ_ADMIN_PASSWORD" \
+  --sequential "${VHOST_SEQUENTIAL:-50}" --concurrent "${VHOST_BURST:-100}" \
+  "3.10=$RABBITMQ_3_10_MANAGEMENT_URL" "4.0-mnesia=$mnesia" "4.0-khepri=$RABBITMQ_4_0_MANAGEMENT_URL"
