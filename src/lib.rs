@@ -4,6 +4,7 @@
 pub mod api;
 pub mod app;
 pub mod aws;
+pub mod cells;
 pub mod cluster;
 pub mod cognito;
 pub mod eks;

@@ -442,6 +442,20 @@ impl RabbitMq {
         self.list("users", &["users"]).await
     }
 
+    /// The broker's version and object totals (`GET /api/overview`).
+    pub async fn overview(&self) -> Result<Overview, StepError> {
+        self.get("overview".to_owned(), &["overview"])
+            .await?
+            .ok_or_else(|| {
+                StepError::new(
+                    System::Rabbitmq,
+                    "read overview",
+                    FailureKind::BadResponse,
+                    "no overview (404)",
+                )
+            })
+    }
+
     pub async fn vhosts(&self) -> Result<Vec<Vhost>, StepError> {
         self.list("vhosts", &["vhosts"]).await
     }
@@ -478,6 +492,23 @@ pub struct User {
     /// A list on 3.9+, a comma-separated string on older brokers.
     #[serde(default)]
     pub tags: serde_json::Value,
+}
+
+/// The part of `GET /api/overview` a cell's usage needs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Overview {
+    #[serde(default)]
+    pub rabbitmq_version: String,
+    #[serde(default)]
+    pub object_totals: ObjectTotals,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct ObjectTotals {
+    #[serde(default)]
+    pub connections: u64,
+    #[serde(default)]
+    pub queues: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]

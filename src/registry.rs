@@ -13,6 +13,7 @@
 //! - The outcome fields (provisioned / handed off / failed, with the failing step's kind) are
 //!   observations, written with plain updates that never touch the intent fields.
 
+use crate::cells::CellState;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
@@ -399,6 +400,13 @@ fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
+/// A cell's item in the registry table: `cell#<name>` (no tenant id has a `#`).
+const CELL_KEY_PREFIX: &str = "cell#";
+
+fn cell_key(name: &str) -> String {
+    format!("{CELL_KEY_PREFIX}{name}")
+}
+
 fn key(sub: &str) -> Item {
     HashMap::from([("sub".to_owned(), s(sub))])
 }
@@ -736,8 +744,9 @@ impl Registry {
         limit: i32,
     ) -> Result<Page, StepError> {
         let action = format!("list tenants of table '{}'", self.table);
-        let mut conditions = Vec::new();
-        let mut values: Item = HashMap::new();
+        // The cells' items (their state) share the table; they are not tenants.
+        let mut conditions = vec!["NOT begins_with(#sub, :cell_prefix)"];
+        let mut values: Item = HashMap::from([(":cell_prefix".to_owned(), s(CELL_KEY_PREFIX))]);
         if let Some(state) = filter.state {
             conditions.push("#state = :state");
             values.insert(":state".to_owned(), s(state.as_str()));
@@ -752,13 +761,11 @@ impl Registry {
             .table_name(&self.table)
             .limit(limit.clamp(1, 1000))
             .set_exclusive_start_key(start.map(key));
-        if !conditions.is_empty() {
-            let expression = conditions.join(" AND ");
-            scan = scan
-                .set_expression_attribute_names(Some(aliases(&[&expression])))
-                .filter_expression(expression)
-                .set_expression_attribute_values(Some(values));
-        }
+        let expression = conditions.join(" AND ");
+        scan = scan
+            .set_expression_attribute_names(Some(aliases(&[&expression])))
+            .filter_expression(expression)
+            .set_expression_attribute_values(Some(values));
         let out = scan
             .send()
             .await
@@ -773,6 +780,82 @@ impl Registry {
             .last_evaluated_key
             .and_then(|k| k.get("sub").and_then(|v| v.as_s().ok()).cloned());
         Ok(Page { records, next })
+    }
+
+    /// The state operators gave each of `names` (`tenantctl cell drain`); a cell missing from the
+    /// answer has none yet (its file's state holds).
+    pub async fn cell_states(
+        &self,
+        names: &[&str],
+    ) -> Result<HashMap<String, CellState>, StepError> {
+        let action = format!("read cell states of table '{}'", self.table);
+        let mut out = HashMap::new();
+        for chunk in names.chunks(100) {
+            let keys = chunk.iter().map(|n| key(&cell_key(n))).collect::<Vec<_>>();
+            let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| {
+                    StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
+                })?;
+            let got = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|e| sdk_error(System::Registry, &action, e))?;
+            if got.unprocessed_keys.as_ref().is_some_and(|u| !u.is_empty()) {
+                return Err(StepError::new(
+                    System::Registry,
+                    &action,
+                    FailureKind::Throttled,
+                    "some cell states were not read (throttled); try again",
+                ));
+            }
+            for item in got
+                .responses
+                .unwrap_or_default()
+                .remove(&self.table)
+                .unwrap_or_default()
+            {
+                let name = item.get("sub").and_then(|v| v.as_s().ok()).cloned();
+                let state = item.get("cell_state").and_then(|v| v.as_s().ok()).cloned();
+                if let (Some(name), Some(state)) = (name, state)
+                    && let (Some(name), Some(state)) =
+                        (name.strip_prefix(CELL_KEY_PREFIX), CellState::parse(&state))
+                {
+                    out.insert(name.to_owned(), state);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records an operator's state for a cell; returns the state it had (`None`: none recorded).
+    pub async fn set_cell_state(
+        &self,
+        name: &str,
+        state: CellState,
+    ) -> Result<Option<CellState>, StepError> {
+        let action = format!("set cell '{name}' {}", state.as_str());
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&cell_key(name))))
+            .update_expression("SET cell_state = :state, changed_at = :at")
+            .expression_attribute_values(":state", s(state.as_str()))
+            .expression_attribute_values(":at", s(now()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| sdk_error(System::Registry, &action, e))?;
+        Ok(out
+            .attributes
+            .and_then(|a| a.get("cell_state").and_then(|v| v.as_s().ok()).cloned())
+            .and_then(|s| CellState::parse(&s)))
     }
 
     /// Every record matching `filter`, page by page; each page is retried on transient

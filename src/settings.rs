@@ -34,6 +34,7 @@ pub mod var {
     pub const SECRET_PREFIX: &str = "TENANT_SECRET_PREFIX";
     pub const TEMPLATE_PATH: &str = "BACKEND_TEMPLATE_PATH";
     pub const PLANS_PATH: &str = "PLANS_PATH";
+    pub const CELLS_PATH: &str = "CELLS_PATH";
     pub const BACKEND_IMAGE: &str = "BACKEND_IMAGE";
     pub const BUDGET_MS: &str = "PROVISION_BUDGET_MS";
     pub const CONNECT_TIMEOUT_MS: &str = "CONNECT_TIMEOUT_MS";
@@ -76,6 +77,9 @@ pub struct Settings {
     pub backend_image: Option<String>,
     /// Another plans file than the embedded `deploy/plans.yaml`.
     pub plans_path: Option<PathBuf>,
+    /// The cells (brokers): a file's (`CELLS_PATH`), or the implicit one of the `RABBITMQ_*`
+    /// settings.
+    pub cells: crate::cells::Cells,
     pub budget: Duration,
     pub connect_timeout: Duration,
     /// Where provisioning that cannot finish in time is handed off (SQS).
@@ -185,6 +189,15 @@ impl Settings {
             ));
         }
         let plans_path = get(var::PLANS_PATH).map(PathBuf::from);
+        let cells = match get(var::CELLS_PATH) {
+            Some(path) => crate::cells::Cells::load(std::path::Path::new(&path))
+                .map_err(|e| err(var::CELLS_PATH, e.to_string()))?,
+            None => crate::cells::Cells::implicit(
+                management_url.clone(),
+                amqp_url.clone(),
+                &admin_secret_id,
+            ),
+        };
         let budget = millis(
             var::BUDGET_MS,
             get(var::BUDGET_MS),
@@ -279,6 +292,7 @@ impl Settings {
             template_path,
             backend_image,
             plans_path,
+            cells,
             budget,
             connect_timeout,
             handoff_queue_url,

@@ -38,6 +38,13 @@ enum Output {
     Json,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CellAction {
+    Open,
+    Drain,
+    Close,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Print an ExecCredential with a freshly signed EKS token, like `aws eks get-token`.
@@ -104,6 +111,20 @@ enum Command {
         plan: Option<String>,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+    },
+    /// Per cell (broker): tenants, vhosts and connections against capacity, state, broker
+    /// version, from bulk listings (CELLS_PATH names the cells; without it, the one broker).
+    Cells {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Change a cell's state in the registry: `open` (takes new tenants), `drain` (takes none;
+    /// its tenants stay), `close` (takes none, expected empty).
+    Cell {
+        #[arg(value_enum)]
+        action: CellAction,
+        /// A cell of the cells file.
+        name: String,
     },
     /// Record every tenant of this installation that exists but has no record, from what its
     /// objects carry (once: recorded tenants are never adopted again).
@@ -274,6 +295,8 @@ async fn main() -> ExitCode {
             list(&filter, output).await
         }
         Command::Adopt { dry_run } => adopt(dry_run).await,
+        Command::Cells { output } => cells(output).await,
+        Command::Cell { action, name } => cell(action, &name).await,
         Command::Plan { sub, name } => change(&sub, Change::Plan(name), Some(7), 0).await,
         Command::Suspend { sub } => change(&sub, Change::Suspend, Some(7), 0).await,
         Command::Resume { sub } => change(&sub, Change::Resume, Some(7), 0).await,
@@ -739,5 +762,104 @@ fn check_template(file: &std::path::Path) -> Result<(), CliError> {
     print(
         &serde_json::json!({"template": file.display().to_string(), "valid": true, "containers": containers}),
     );
+    Ok(())
+}
+
+async fn cells(output: Output) -> Result<(), CliError> {
+    let app = init().await?;
+    let secrets = post_signup::secrets_manager::SecretsManager::new(
+        aws_sdk_secretsmanager::Client::new(&app.aws_config()),
+    );
+    let settings = &app.settings;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(300);
+    let rows = post_signup::cells::report(
+        &settings.cells,
+        &secrets,
+        &app.registry,
+        &app.plans,
+        settings.connect_timeout,
+        settings.budget,
+        deadline,
+    )
+    .await
+    .map_err(CliError::outside)?;
+    match output {
+        Output::Json => print(&rows),
+        Output::Text => {
+            let of = |u: &post_signup::cells::Usage| {
+                let used = u.used.map_or("?".to_owned(), |n| n.to_string());
+                match u.capacity {
+                    Some(c) => format!("{used}/{c}"),
+                    None => used,
+                }
+            };
+            println!(
+                "{:<16}  {:<9}  {:<8}  {:>13}  {:>13}  {:>9}  {:>7}  {:>9}  {:>10}",
+                "cell",
+                "state",
+                "version",
+                "vhosts",
+                "connections",
+                "granted",
+                "active",
+                "suspended",
+                "offboarded"
+            );
+            for r in &rows {
+                println!(
+                    "{:<16}  {:<9}  {:<8}  {:>13}  {:>13}  {:>9}  {:>7}  {:>9}  {:>10}{}",
+                    r.name,
+                    r.state.as_str(),
+                    r.broker_version.as_deref().unwrap_or("?"),
+                    of(&r.vhosts),
+                    of(&r.connections),
+                    r.connections_granted,
+                    r.tenants.active,
+                    r.tenants.suspended,
+                    r.tenants.offboarded,
+                    r.broker_error
+                        .as_ref()
+                        .map_or(String::new(), |e| format!("  (broker: {e})"))
+                );
+            }
+        }
+    }
+    if let Some(r) = rows.iter().find(|r| r.broker_error.is_some()) {
+        return Err(CliError::outside(anyhow::anyhow!(
+            "cell '{}': its broker did not answer ({})",
+            r.name,
+            r.broker_error.as_deref().unwrap_or("")
+        )));
+    }
+    Ok(())
+}
+
+async fn cell(action: CellAction, name: &str) -> Result<(), CliError> {
+    use post_signup::cells::CellState;
+    let settings = settings()?;
+    let Some(declared) = settings.cells.get(name) else {
+        return Err(CliError::input(format!(
+            "no cell '{name}' in {} (cells: {})",
+            settings.cells.source,
+            settings.cells.names().join(", ")
+        )));
+    };
+    let state = match action {
+        CellAction::Open => CellState::Open,
+        CellAction::Drain => CellState::Draining,
+        CellAction::Close => CellState::Closed,
+    };
+    let app = init().await?;
+    let before = app
+        .registry
+        .set_cell_state(name, state)
+        .await
+        .map_err(CliError::outside)?;
+    print(&serde_json::json!({
+        "cell": name,
+        "before": before.unwrap_or(declared.state).as_str(),
+        "after": state.as_str(),
+        "changed": before.unwrap_or(declared.state) != state,
+    }));
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! run in parallel against one stack.
 
 mod api;
+mod cells;
 mod faults;
 mod handoff;
 mod helpers;
