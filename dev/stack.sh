@@ -473,20 +473,21 @@ export STACK_FRONTEND_PORT=$FRONTEND_PORT
 export RABBITMQ_3_10_WEB_STOMP_URL=ws://127.0.0.1:$STOMP_PORT/ws
 export RABBITMQ_4_0_WEB_STOMP_URL=ws://127.0.0.1:$STOMP4_PORT/ws
 EOT
-  cat > "$S/operator.env" <<EOT
-# The operator identity (worker, reconciler, tenantctl). Load after .stack/env:
-#   set -a; . .stack/env; . .stack/operator.env; set +a
-export AWS_ACCESS_KEY_ID=$OP_AKID
-export AWS_SECRET_ACCESS_KEY=$OP_SECRET
-export AWS_SESSION_TOKEN=$OP_SESSION
-# The worker's longer budget (the trigger's is Cognito's 5 s).
-export PROVISION_BUDGET_MS=20000
-EOT
-  cat > "$S/reconciler.env" <<EOT
-# The scheduled reconciler's identity (lists and repairs; removes nothing). Load after .stack/env.
-export AWS_ACCESS_KEY_ID=$REC_AKID
-export AWS_SECRET_ACCESS_KEY=$REC_SECRET
-export AWS_SESSION_TOKEN=$REC_SESSION
+  identity_env operator.env "the operator identity (tenantctl drain, reconcile, deprovision)" \
+    "$OP_AKID" "$OP_SECRET" "$OP_SESSION"
+  identity_env reconciler.env "the scheduled reconciler's identity (lists and repairs; removes nothing)" \
+    "$REC_AKID" "$REC_SECRET" "$REC_SESSION"
+}
+
+# identity_env FILE WHAT AKID SECRET SESSION: .stack/FILE, another identity's credentials, to
+# load after .stack/env (with the worker's longer budget: the trigger's is Cognito's 5 s).
+identity_env() {
+  cat > "$S/$1" <<EOT
+# $2. Load after .stack/env:
+#   set -a; . .stack/env; . .stack/$1; set +a
+export AWS_ACCESS_KEY_ID=$3
+export AWS_SECRET_ACCESS_KEY=$4
+export AWS_SESSION_TOKEN=$5
 export PROVISION_BUDGET_MS=20000
 EOT
 }

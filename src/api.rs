@@ -28,7 +28,7 @@ use url::Url;
 
 use crate::registry::{Lifecycle, Registry, TenantRecord};
 use crate::secrets_manager::SecretsManager;
-use crate::settings::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_SECRET_PREFIX, SettingsError};
+use crate::settings::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_SECRET_PREFIX, SettingsError, Vars, err};
 use crate::tenant::TenantId;
 
 /// Every variable the API handler reads.
@@ -69,26 +69,15 @@ pub struct ApiSettings {
     pub timeout: Duration,
 }
 
-fn err(var: &'static str, problem: impl Into<String>) -> SettingsError {
-    SettingsError {
-        var,
-        problem: problem.into(),
-    }
-}
-
 impl ApiSettings {
     pub fn from_env() -> Result<Self, SettingsError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        let get = |name: &'static str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let required =
-            |name: &'static str| get(name).ok_or_else(|| err(name, "is required but not set"));
+        let vars = Vars(&lookup);
+        let get = |name: &'static str| vars.get(name);
+        let required = |name: &'static str| vars.required(name);
         let user_pool_id = required(var::USER_POOL_ID)?;
         // `us-east-1_AbC123`: the region is part of the id (and of the issuer).
         let pool_region = match user_pool_id.split_once('_') {

@@ -49,6 +49,22 @@ pub mod var {
     pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
 }
 
+/// Variables read through a lookup: trimmed, blank as unset, a missing required one named.
+pub(crate) struct Vars<'a, F: Fn(&str) -> Option<String>>(pub(crate) &'a F);
+
+impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
+    pub(crate) fn get(&self, name: &'static str) -> Option<String> {
+        (self.0)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub(crate) fn required(&self, name: &'static str) -> Result<String, SettingsError> {
+        self.get(name)
+            .ok_or_else(|| err(name, "is required but not set"))
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("setting {var}: {problem}")]
 pub struct SettingsError {
@@ -56,7 +72,7 @@ pub struct SettingsError {
     pub problem: String,
 }
 
-fn err(var: &'static str, problem: impl Into<String>) -> SettingsError {
+pub(crate) fn err(var: &'static str, problem: impl Into<String>) -> SettingsError {
     SettingsError {
         var,
         problem: problem.into(),
@@ -103,13 +119,9 @@ impl Settings {
 
     /// Reads settings through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        let get = |name: &'static str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let required =
-            |name: &'static str| get(name).ok_or_else(|| err(name, "is required but not set"));
+        let vars = Vars(&lookup);
+        let get = |name: &'static str| vars.get(name);
+        let required = |name: &'static str| vars.required(name);
 
         if let Some(raw) = lookup(var::AWS_ENDPOINT_URL) {
             if raw.trim().is_empty() {

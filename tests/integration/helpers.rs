@@ -145,13 +145,7 @@ pub fn http() -> reqwest::Client {
 
 /// GET a Kubernetes API path as the stack admin; `None` on 404.
 pub async fn kube_admin_get(path: &str) -> Option<Value> {
-    let token = std::fs::read_to_string(var("STACK_ADMIN_TOKEN_FILE")).unwrap();
-    let resp = http()
-        .get(format!("{}{path}", var("STACK_KUBE_API")))
-        .bearer_auth(token.trim())
-        .send()
-        .await
-        .unwrap();
+    let resp = kube_admin(reqwest::Method::GET, path).await;
     if resp.status() == 404 {
         return None;
     }
@@ -159,15 +153,20 @@ pub async fn kube_admin_get(path: &str) -> Option<Value> {
     Some(resp.json().await.unwrap())
 }
 
-/// DELETE a Kubernetes API path as the cluster admin (a person's hand, in tests).
-pub async fn kube_admin_delete(path: &str) {
+/// A request to the Kubernetes API as the cluster admin.
+async fn kube_admin(method: reqwest::Method, path: &str) -> reqwest::Response {
     let token = std::fs::read_to_string(var("STACK_ADMIN_TOKEN_FILE")).unwrap();
-    let resp = http()
-        .delete(format!("{}{path}", var("STACK_KUBE_API")))
+    http()
+        .request(method, format!("{}{path}", var("STACK_KUBE_API")))
         .bearer_auth(token.trim())
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// DELETE a Kubernetes API path as the cluster admin (a person's hand, in tests).
+pub async fn kube_admin_delete(path: &str) {
+    let resp = kube_admin(reqwest::Method::DELETE, path).await;
     assert!(
         resp.status().is_success(),
         "DELETE {path}: {}",
