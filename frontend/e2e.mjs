@@ -110,7 +110,13 @@ await test("a handed-off sign-up shows 'setting up your workspace' until the wor
     await fault({ clear: true, match: p.sub });
   }
   // The worker (tenantctl drain, as the operator) finishes the hand-off; the page notices.
-  execFileSync(`${root}target/debug/tenantctl`, ["drain"], { env: { ...operator, PATH: process.env.PATH }, stdio: ["ignore", "ignore", "pipe"] });
+  // The queue is the stack's: other tests may have left hand-offs on it that cannot be finished
+  // (their tables are gone), which makes drain exit 1. What counts is this person's page.
+  try {
+    execFileSync(`${root}target/debug/tenantctl`, ["drain"], { env: { ...operator, PATH: process.env.PATH }, stdio: ["ignore", "ignore", "pipe"] });
+  } catch (e) {
+    console.log(`  drain: ${String(e.stderr || e.message).trim().split("\n").pop()}`);
+  }
   await p.page.waitForSelector('#status[data-state="round-trip-ok"]', { timeout: 60000 });
   await p.context.close();
 });
