@@ -6,6 +6,7 @@
 #   dev/functions.sh up      build, start, register the trigger with the stand-in's Cognito
 #                            (idempotent: running functions are left as they are)
 #   dev/functions.sh down    stop them and unregister the trigger
+#   dev/functions.sh status  exit 0 if they run
 #
 # Once up, the stack's Cognito calls the trigger on ConfirmSignUp/AdminConfirmSignUp as Cognito
 # does, and .stack/functions.env names the API's URL (STACK_API_URL) and the page's
@@ -99,5 +100,7 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down; log "down" ;;
-  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+  # Exit 0 if all three run (and the stand-in knows the trigger's address).
+  status) alive trigger && alive api && alive frontend && [ -f $S/functions.env ] ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
 esac

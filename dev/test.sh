@@ -12,7 +12,7 @@ fi
 # The functions (the trigger Cognito calls, the frontend's API, the example page), run for real
 # beside the stack; stopped afterwards if this run started them.
 functions_started=
-if [ ! -f .stack/functions.env ]; then
+if ! bash dev/functions.sh status; then
   bash dev/functions.sh up
   functions_started=1
 fi
