@@ -245,9 +245,11 @@ class CognitoTriggerShim:
         with self.lock:
             url = self.functions.get(arn)
         if url is None:
+            # The caller (a person, on a page) sees this text: no ARN in it. The log says which.
+            print(f"aws-standin: no function registered for {arn}: dev/functions.sh up starts it",
+                  file=sys.stderr, flush=True)
             return ("UnexpectedLambdaException",
-                    f"PostConfirmation invocation failed due to error ResourceNotFoundException "
-                    f"(the stand-in has no function registered for {arn}: dev/functions.sh up starts it).")
+                    "PostConfirmation invocation failed due to error ResourceNotFoundException.")
         data = json.dumps(event).encode()
         for attempt in range(1, self.MAX_ATTEMPTS + 1):
             req = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})

@@ -28,7 +28,9 @@ use url::Url;
 
 use crate::registry::{Lifecycle, Registry, TenantRecord};
 use crate::secrets_manager::SecretsManager;
-use crate::settings::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_SECRET_PREFIX, SettingsError, Vars, err};
+use crate::settings::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_SECRET_PREFIX, SettingsError, Vars, err, millis, parse_url,
+};
 use crate::tenant::TenantId;
 
 /// Every variable the API handler reads.
@@ -111,10 +113,7 @@ impl ApiSettings {
             None => format!("https://cognito-idp.{region}.amazonaws.com/{user_pool_id}"),
         };
         let jwks = get(var::JWKS_URL).unwrap_or_else(|| format!("{issuer}/.well-known/jwks.json"));
-        let jwks_url = Url::parse(&jwks)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-            .ok_or_else(|| err(var::JWKS_URL, format!("'{jwks}' is not an http(s) URL")))?;
+        let jwks_url = parse_url(var::JWKS_URL, &jwks, &["http", "https"])?;
         let cors_origins = get(var::CORS_ORIGINS)
             .map(|s| {
                 s.split(',')
@@ -136,25 +135,14 @@ impl ApiSettings {
             }
         }
         let web_stomp_url = get(var::WEB_STOMP_URL)
-            .map(|raw| {
-                Url::parse(&raw)
-                    .ok()
-                    .filter(|u| matches!(u.scheme(), "ws" | "wss") && u.host().is_some())
-                    .ok_or_else(|| err(var::WEB_STOMP_URL, format!("'{raw}' is not a ws(s) URL")))
-            })
+            .map(|raw| parse_url(var::WEB_STOMP_URL, &raw, &["ws", "wss"]))
             .transpose()?;
-        let timeout = match get(var::TIMEOUT_MS) {
-            None => DEFAULT_TIMEOUT,
-            Some(raw) => match raw.parse::<u64>() {
-                Ok(ms) if (100..=25_000).contains(&ms) => Duration::from_millis(ms),
-                _ => {
-                    return Err(err(
-                        var::TIMEOUT_MS,
-                        format!("'{raw}' is not a number of milliseconds from 100 to 25000"),
-                    ));
-                }
-            },
-        };
+        let timeout = millis(
+            var::TIMEOUT_MS,
+            get(var::TIMEOUT_MS),
+            DEFAULT_TIMEOUT,
+            100..=25_000,
+        )?;
         Ok(Self {
             user_pool_id,
             client_ids,
@@ -202,11 +190,13 @@ struct Claims {
 /// Verifies Cognito access tokens against the pool's JWKS (fetched at cold start, refetched on
 /// an unknown `kid` at most every [`JWKS_REFRESH_INTERVAL`]).
 pub struct TokenVerifier {
-    issuer: String,
     client_ids: Vec<String>,
     jwks_url: Url,
     http: reqwest::Client,
-    keys: RwLock<JwkSet>,
+    /// Made once: the algorithm, issuer and required claims every token is checked against.
+    validation: Validation,
+    /// The pool's keys by `kid`, decoded once per fetch (not per request).
+    keys: RwLock<HashMap<String, DecodingKey>>,
     last_fetch: Mutex<Option<Instant>>,
 }
 
@@ -217,12 +207,18 @@ impl TokenVerifier {
             .timeout(settings.timeout)
             .build()
             .map_err(|e| format!("http client: {e}"))?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        // Access tokens carry `client_id`, not `aud`: checked in `verify`.
+        validation.validate_aud = false;
+        validation.leeway = 5;
         Ok(Self {
-            issuer: settings.issuer.clone(),
             client_ids: settings.client_ids.clone(),
             jwks_url: settings.jwks_url.clone(),
             http,
-            keys: RwLock::new(JwkSet { keys: Vec::new() }),
+            validation,
+            keys: RwLock::new(HashMap::new()),
             last_fetch: Mutex::new(None),
         })
     }
@@ -233,7 +229,7 @@ impl TokenVerifier {
         if last.is_some_and(|t| t.elapsed() < JWKS_REFRESH_INTERVAL) {
             // Fetched (or tried) moments ago. With no keys at all, the last try failed: that is
             // an outage of the key endpoint, not a bad token.
-            if self.keys.read().await.keys.is_empty() {
+            if self.keys.read().await.is_empty() {
                 return Err(TokenError::KeysUnavailable(
                     "the last fetch failed; retried every 30 s".into(),
                 ));
@@ -255,7 +251,15 @@ impl TokenVerifier {
             .json()
             .await
             .map_err(|e| unavailable(format!("jwks body: {e}")))?;
-        *self.keys.write().await = set;
+        let keys = set
+            .keys
+            .iter()
+            .filter_map(|jwk| {
+                let kid = jwk.common.key_id.clone()?;
+                DecodingKey::from_jwk(jwk).ok().map(|k| (kid, k))
+            })
+            .collect();
+        *self.keys.write().await = keys;
         Ok(())
     }
 
@@ -273,13 +277,7 @@ impl TokenVerifier {
                 self.key(&kid).await.ok_or(TokenError::UnknownKey)?
             }
         };
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        // Access tokens carry `client_id`, not `aud`: checked below.
-        validation.validate_aud = false;
-        validation.leeway = 5;
-        let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
             .map_err(|e| TokenError::Invalid(format!("{:?}", e.kind())))?
             .claims;
         if claims.token_use != "access" {
@@ -296,9 +294,7 @@ impl TokenVerifier {
     }
 
     async fn key(&self, kid: &str) -> Option<DecodingKey> {
-        let keys = self.keys.read().await;
-        keys.find(kid)
-            .and_then(|jwk| DecodingKey::from_jwk(jwk).ok())
+        self.keys.read().await.get(kid).cloned()
     }
 }
 

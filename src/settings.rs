@@ -323,7 +323,11 @@ impl Settings {
     }
 }
 
-fn parse_url(var: &'static str, value: &str, schemes: &[&str]) -> Result<Url, SettingsError> {
+pub(crate) fn parse_url(
+    var: &'static str,
+    value: &str,
+    schemes: &[&str],
+) -> Result<Url, SettingsError> {
     let url = Url::parse(value).map_err(|e| err(var, format!("not a URL ({e})")))?;
     if !schemes.contains(&url.scheme()) {
         return Err(err(
@@ -344,7 +348,7 @@ fn parse_url(var: &'static str, value: &str, schemes: &[&str]) -> Result<Url, Se
     Ok(url)
 }
 
-fn millis(
+pub(crate) fn millis(
     var: &'static str,
     value: Option<String>,
     default: Duration,

@@ -767,14 +767,12 @@ fn check_template(file: &std::path::Path) -> Result<(), CliError> {
 
 async fn cells(output: Output) -> Result<(), CliError> {
     let app = init().await?;
-    let secrets = post_signup::secrets_manager::SecretsManager::new(
-        aws_sdk_secretsmanager::Client::new(&app.aws_config()),
-    );
+    let secrets = &app.provisioner().await.map_err(CliError::outside)?.secrets;
     let settings = &app.settings;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(300);
     let rows = post_signup::cells::report(
         &settings.cells,
-        &secrets,
+        secrets,
         &app.registry,
         &app.plans,
         settings.connect_timeout,
