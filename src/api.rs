@@ -43,6 +43,7 @@ pub mod var {
     pub const SECRET_PREFIX: &str = "TENANT_SECRET_PREFIX";
     pub const CORS_ORIGINS: &str = "CORS_ALLOWED_ORIGINS";
     pub const WEB_STOMP_URL: &str = "RABBITMQ_WEB_STOMP_URL";
+    pub const CELLS_PATH: &str = "CELLS_PATH";
     pub const REGION: &str = "AWS_REGION";
     pub const TIMEOUT_MS: &str = "API_TIMEOUT_MS";
 }
@@ -67,6 +68,8 @@ pub struct ApiSettings {
     pub cors_origins: Vec<String>,
     /// The tenant's broker's Web-STOMP endpoint, when it has one.
     pub web_stomp_url: Option<Url>,
+    /// Each cell's Web-STOMP endpoint (`CELLS_PATH`): a tenant's cell's wins over the one above.
+    pub cell_web_stomp_urls: std::collections::BTreeMap<String, Url>,
     /// Each outside call (registry, Secrets Manager, JWKS) gets at most this long.
     pub timeout: Duration,
 }
@@ -137,6 +140,15 @@ impl ApiSettings {
         let web_stomp_url = get(var::WEB_STOMP_URL)
             .map(|raw| parse_url(var::WEB_STOMP_URL, &raw, &["ws", "wss"]))
             .transpose()?;
+        let cell_web_stomp_urls = match get(var::CELLS_PATH) {
+            None => Default::default(),
+            Some(path) => crate::cells::Cells::load(std::path::Path::new(&path))
+                .map_err(|e| err(var::CELLS_PATH, e.to_string()))?
+                .all()
+                .iter()
+                .filter_map(|c| Some((c.name.clone(), c.web_stomp_url.clone()?)))
+                .collect(),
+        };
         let timeout = millis(
             var::TIMEOUT_MS,
             get(var::TIMEOUT_MS),
@@ -152,6 +164,7 @@ impl ApiSettings {
             secret_prefix: get(var::SECRET_PREFIX).unwrap_or_else(|| DEFAULT_SECRET_PREFIX.into()),
             cors_origins,
             web_stomp_url,
+            cell_web_stomp_urls,
             timeout,
         })
     }
@@ -555,11 +568,14 @@ impl Api {
                 HttpResponse::json(403, serde_json::json!({"status": "suspended"}))
             }
             Readiness::Provisioning => provisioning(),
-            Readiness::Ready => self.ready(&tenant).await,
+            Readiness::Ready => {
+                let cell = record.as_ref().map(|r| r.cell.as_str());
+                self.ready(&tenant, cell).await
+            }
         }
     }
 
-    async fn ready(&self, tenant: &TenantId) -> HttpResponse {
+    async fn ready(&self, tenant: &TenantId, cell: Option<&str>) -> HttpResponse {
         let name = tenant.secrets_manager_name(&self.settings.secret_prefix);
         let read = tokio::time::timeout(self.settings.timeout, self.secrets.get_json(&name)).await;
         let value = match read {
@@ -591,7 +607,10 @@ impl Api {
             serde_json::json!({
                 "status": "ready",
                 "amqp_url": amqp,
-                "web_stomp_url": self.settings.web_stomp_url.as_ref().map(Url::as_str),
+                "web_stomp_url": cell
+                    .and_then(|c| self.settings.cell_web_stomp_urls.get(c))
+                    .or(self.settings.web_stomp_url.as_ref())
+                    .map(Url::as_str),
                 "vhost": stored.vhost,
                 "username": stored.username,
                 "password": stored.password.expose_secret(),

@@ -14,12 +14,13 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::aws::{AwsCredentials, load_config, region};
+use crate::brokers::Brokers;
 use crate::eks_token::EksTokenSigner;
 use crate::handoff::HandoffQueue;
 use crate::kubernetes::{Kubernetes, TokenSource};
+use crate::placement::Placement;
 use crate::plan::Plans;
 use crate::provision::Provisioner;
-use crate::rabbitmq::RabbitMq;
 use crate::registry::Registry;
 use crate::secrets_manager::SecretsManager;
 use crate::settings::Settings;
@@ -30,6 +31,8 @@ pub struct App {
     pub handoff: HandoffQueue,
     /// Needs no cold-start call: the trigger records the tenant even while those are running.
     pub registry: Registry,
+    /// Which cell a new tenant lives in (needs no cold-start call either).
+    pub placement: Placement,
     aws: aws_config::SdkConfig,
     template: BackendTemplate,
     pub plans: Plans,
@@ -38,6 +41,9 @@ pub struct App {
     /// When this container started (process start for the Lambda).
     started: Instant,
     first_invocation: AtomicBool,
+    /// Every cell's broker must be reachable at start (tenantctl, tests); the Lambda's is
+    /// lenient: a cell whose admin secret fails fails only its own tenants.
+    strict: bool,
 }
 
 impl App {
@@ -75,7 +81,8 @@ impl App {
         settings: Settings,
         aws: &aws_config::SdkConfig,
     ) -> anyhow::Result<Self> {
-        let app = Self::new(settings, aws.clone(), Instant::now())?;
+        let mut app = Self::new(settings, aws.clone(), Instant::now())?;
+        app.strict = true;
         app.provisioner().await?;
         Ok(app)
     }
@@ -98,10 +105,19 @@ impl App {
             aws_sdk_dynamodb::Client::new(&aws),
             &settings.registry_table,
         );
+        if let Some(cell) = settings.cells.all().iter().find(|c| c.cluster.is_some()) {
+            anyhow::bail!(
+                "cells file {}: cell '{}': cluster: a cell's own cluster is not supported yet; every tenant's backend runs in CLUSTER_NAME (remove the field)",
+                settings.cells.source,
+                cell.name
+            );
+        }
+        let placement = Placement::new(settings.cells.clone(), registry.clone(), plans.clone());
         Ok(Self {
             settings,
             handoff,
             registry,
+            placement,
             aws,
             template,
             plans,
@@ -109,6 +125,7 @@ impl App {
             provisioner: OnceCell::new(),
             started,
             first_invocation: AtomicBool::new(true),
+            strict: false,
         })
     }
 
@@ -134,7 +151,36 @@ impl App {
         // of milliseconds of CPU, more on a fractional Lambda vCPU). Doing it here, on a
         // blocking thread while the admin secret is in flight, keeps it off the first request.
         let entropy = tokio::task::spawn_blocking(warm_up_entropy);
-        let admin = secrets.admin_secret(&settings.admin_secret_id);
+        // Per-request timeouts are a backstop for calls made outside the orchestrator (tenantctl
+        // status): inside it, the deadline fires first and reports which steps were unfinished.
+        let request_timeout = settings.budget + Duration::from_millis(500);
+        let brokers = Brokers::new(
+            settings.cells.clone(),
+            secrets.clone(),
+            settings.connect_timeout,
+            request_timeout,
+        );
+        let admin = async {
+            let (loaded, warmed) = tokio::join!(brokers.load_all(), self.placement.warm());
+            if let Err(e) = warmed {
+                tracing::warn!(error = %e, "cells' counters not read at start; placement reads them");
+            }
+            let failed: Vec<_> = loaded
+                .into_iter()
+                .filter_map(|(c, r)| r.err().map(|e| (c, e)))
+                .collect();
+            let all_failed = failed.len() == settings.cells.all().len();
+            match failed.into_iter().next() {
+                Some((cell, e)) if self.strict || all_failed => {
+                    Err(anyhow::Error::new(e).context(format!("cell '{cell}'")))
+                }
+                Some((cell, e)) => {
+                    tracing::warn!(cell, error = %e, "a cell's broker is not ready; its tenants are handed off until it is");
+                    Ok(())
+                }
+                None => Ok(()),
+            }
+        };
         let access = async {
             match &settings.cluster_access {
                 Some(access) => Ok(access.clone()),
@@ -148,23 +194,8 @@ impl App {
             }
         };
         let (admin, access, _) = tokio::join!(Box::pin(admin), Box::pin(access), entropy);
-        let admin = admin?;
+        admin?;
         let access = access?;
-
-        // Per-request timeouts are a backstop for calls made outside the orchestrator (tenantctl
-        // status): inside it, the deadline fires first and reports which steps were unfinished.
-        let request_timeout = settings.budget + Duration::from_millis(500);
-        let reload_from = (secrets.clone(), settings.admin_secret_id.clone());
-        let rabbitmq = RabbitMq::new(
-            settings.management_url.clone(),
-            admin.credential,
-            settings.connect_timeout,
-            request_timeout,
-        )?
-        .with_admin_reload(std::sync::Arc::new(move || {
-            let (secrets, id) = reload_from.clone();
-            Box::pin(async move { secrets.admin_secret(&id).await.map(|a| a.credential) })
-        }));
         let kubernetes = Kubernetes::new(
             &access,
             &settings.namespace,
@@ -179,11 +210,10 @@ impl App {
             "cold-start calls complete"
         );
         Ok(Provisioner {
-            rabbitmq,
+            brokers,
+            placement: self.placement.clone(),
             secrets,
             kubernetes,
-            password_key: admin.password_key,
-            amqp_base: settings.amqp_url.clone(),
             secret_prefix: settings.secret_prefix.clone(),
             template: self.template.clone(),
             plans: self.plans.clone(),

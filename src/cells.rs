@@ -178,6 +178,14 @@ impl Cells {
 
     /// The first cell: where tenants recorded before cells (cell `default`) live when the
     /// file does not declare a `default` cell of its own.
+    /// The cell a record's cell name means: itself, or — for records written before cells were
+    /// declared (`default`) — the first cell of a file that declares no `default`.
+    pub fn resolve(&self, name: &str) -> Option<&Cell> {
+        self.get(name).or_else(|| {
+            (name == DEFAULT_CELL && self.get(DEFAULT_CELL).is_none()).then(|| self.first())
+        })
+    }
+
     pub fn first(&self) -> &Cell {
         &self.cells[0]
     }
@@ -204,6 +212,15 @@ pub struct CellReport {
     pub connections: Usage,
     pub connections_granted: u64,
     pub tenants: TenantCounts,
+    /// The placement's counters: tenants holding a seat, and the connections they were granted
+    /// when placed (what new sign-ups are checked against).
+    pub seats: Seats,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Seats {
+    pub tenants: u64,
+    pub connections: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -233,8 +250,8 @@ pub async fn report(
     use crate::registry::{Lifecycle, ListFilter};
     let names = cells.names();
     let every = ListFilter::default();
-    let (records, states) =
-        tokio::try_join!(registry.all(&every, deadline), registry.cell_states(&names))?;
+    let (records, items) =
+        tokio::try_join!(registry.all(&every, deadline), registry.cell_items(&names))?;
     let brokers = futures::future::join_all(cells.all().iter().map(|cell| async move {
         let admin = secrets.admin_secret(&cell.admin_secret_id).await?;
         let rabbit = crate::rabbitmq::RabbitMq::new(
@@ -271,8 +288,9 @@ pub async fn report(
                 Lifecycle::Offboarded => tenants.offboarded += 1,
             }
         }
-        let (state, state_from) = match states.get(&cell.name) {
-            Some(s) => (*s, "registry"),
+        let item = items.get(&cell.name).copied().unwrap_or_default();
+        let (state, state_from) = match item.state {
+            Some(s) => (s, "registry"),
             None => (cell.state, "file"),
         };
         let (version, error, vhosts, connections) = match broker {
@@ -306,6 +324,10 @@ pub async fn report(
             },
             connections_granted: granted,
             tenants,
+            seats: Seats {
+                tenants: item.tenants,
+                connections: item.connections,
+            },
         });
     }
     Ok(out)

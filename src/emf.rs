@@ -35,8 +35,12 @@ pub mod name {
     pub const RECONCILE_FAILED: &str = "ReconcileFailed";
     pub const RECONCILE_ORPHANS: &str = "ReconcileOrphans";
     pub const RECONCILE_TOMBSTONES: &str = "ReconcileTombstones";
-    /// Registry: the trigger's conditional create.
+    /// Registry: the trigger's conditional create (with cells: the placement's transaction).
     pub const REGISTRY_WRITE_DURATION: &str = "RegistryWriteDuration";
+    /// A new tenant found no open cell with room (the capacity alarm watches it).
+    pub const NO_CELL_WITH_ROOM: &str = "NoCellWithRoom";
+    /// Reconciler: each cell's free vhosts (capacity minus seats), by `Cell`.
+    pub const CELL_FREE_VHOSTS: &str = "CellFreeVhosts";
 }
 
 /// The dimension names.
@@ -44,6 +48,7 @@ pub mod dimension {
     pub const FUNCTION: &str = "Function";
     pub const OUTCOME: &str = "Outcome";
     pub const STEP: &str = "Step";
+    pub const CELL: &str = "Cell";
 }
 
 /// Installs the EMF collector (the Lambda binary, once at start); `function` becomes the
@@ -66,7 +71,12 @@ fn describe() {
         describe_histogram!(n, Unit::Milliseconds, "");
     }
     describe_histogram!(STEP_ATTEMPTS, Unit::Count, "");
-    for n in [ONBOARDINGS, COLD_STARTS, HANDOFFS_PROCESSED] {
+    for n in [
+        ONBOARDINGS,
+        COLD_STARTS,
+        HANDOFFS_PROCESSED,
+        NO_CELL_WITH_ROOM,
+    ] {
         describe_counter!(n, Unit::Count, "");
     }
     for n in [
@@ -75,6 +85,7 @@ fn describe() {
         RECONCILE_FAILED,
         RECONCILE_ORPHANS,
         RECONCILE_TOMBSTONES,
+        CELL_FREE_VHOSTS,
     ] {
         describe_gauge!(n, Unit::Count, "");
     }
@@ -108,6 +119,16 @@ pub fn steps(report: &Report) {
 
 pub fn registry_write(took: Duration) {
     histogram!(name::REGISTRY_WRITE_DURATION).record(ms(took));
+}
+
+/// A new tenant that no cell could take.
+pub fn no_cell_with_room() {
+    counter!(name::NO_CELL_WITH_ROOM).increment(1);
+}
+
+/// A cell's free vhosts, as the reconciler read its counters.
+pub fn cell_free_vhosts(cell: &str, free: u64) {
+    gauge!(name::CELL_FREE_VHOSTS, dimension::CELL => cell.to_owned()).set(free as f64);
 }
 
 pub fn handoff_processed(outcome: &'static str) {

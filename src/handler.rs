@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::error::{FailureKind, StepError, System};
 use crate::event::{Action, EventError, classify};
 use crate::handoff::HandoffMessage;
+use crate::placement::PlacementError;
 use crate::provision::Mode;
 use crate::registry::{Created, LastOutcome, Lifecycle, TenantRecord};
 use crate::tenant::TenantId;
@@ -133,6 +134,7 @@ pub async fn handle_reporting(
     // is durable: whatever is not finished now is finished without the person.
     let fresh = TenantRecord::new(&tenant, pool.as_deref(), &app.plans, "sign-up");
     let created = Box::pin(record_first(app, &fresh, work_deadline)).shared();
+    let placed = created.clone();
     let held_back = std::sync::atomic::AtomicBool::new(false);
     let gate = {
         let created = created.clone();
@@ -156,8 +158,29 @@ pub async fn handle_reporting(
             .provisioner()
             .await
             .map_err(|e| (format!("{e:#}"), "cold start: unfinished".to_owned()))?;
-        let provisioned =
-            Box::pin(provisioner.provision_gated(&tenant, gate, Mode::SignUp, work_deadline)).await;
+        // With cells, the placement decides the broker: the broker calls wait for it. Without,
+        // the one broker's calls start at once and only the credentials wait for the record.
+        let broker = if app.placement.counts() {
+            let placed = placed.await.map_err(|e| {
+                let detail = match &e {
+                    PlacementError::NoRoom(_) => "placement: no cell with room".to_owned(),
+                    PlacementError::Registry(s) => format!("registry: {}", kind_text(s.kind)),
+                };
+                (e.to_string(), detail)
+            })?;
+            provisioner.brokers.get(&placed.record().cell).await
+        } else {
+            provisioner.brokers.first().await
+        }
+        .map_err(|e| (e.to_string(), format!("cell: {}", kind_text(e.kind))))?;
+        let provisioned = Box::pin(provisioner.provision_gated(
+            &tenant,
+            broker,
+            gate,
+            Mode::SignUp,
+            work_deadline,
+        ))
+        .await;
         crate::emf::steps(match &provisioned {
             Ok(report) => report,
             Err(e) => &e.report,
@@ -175,6 +198,10 @@ pub async fn handle_reporting(
     });
     let record = match created {
         Ok(c) => Some(c.record().clone()),
+        Err(PlacementError::NoRoom(cells)) => {
+            tracing::error!(request_id, tenant = %tenant, cells, "no open cell has room for a new tenant: handed off; open or add a cell");
+            None
+        }
         Err(e) => {
             tracing::warn!(request_id, tenant = %tenant, error = %e, "tenant not recorded; the worker or the reconciler records it");
             None
@@ -258,25 +285,43 @@ pub async fn handle_reporting(
 
 /// The conditional create, retried on transient failures and bounded by `deadline` (the
 /// attempt in flight too).
+/// Records the new tenant (with cells: places it, see `placement`), retrying transient
+/// failures inside the deadline.
 async fn record_first(
     app: &App,
     record: &TenantRecord,
     deadline: Instant,
-) -> Result<Created, StepError> {
+) -> Result<Created, PlacementError> {
     let started = Instant::now();
-    let writing = crate::retry::until("registry.create", deadline, || app.registry.create(record));
-    match tokio::time::timeout_at(deadline, writing).await {
-        Ok((result, _)) => {
-            crate::emf::registry_write(started.elapsed());
-            result
+    let writing = crate::retry::until("registry.place", deadline, || async {
+        match app.placement.place(record).await {
+            Ok(created) => Ok(Ok(created)),
+            Err(PlacementError::NoRoom(cells)) => Ok(Err(cells)),
+            Err(PlacementError::Registry(e)) => Err(e),
         }
+    });
+    match tokio::time::timeout_at(deadline, writing).await {
+        Ok((Ok(Ok(created)), _)) => {
+            crate::emf::registry_write(started.elapsed());
+            Ok(created)
+        }
+        Ok((Ok(Err(cells)), _)) => Err(PlacementError::NoRoom(cells)),
+        Ok((Err(e), _)) => Err(e.into()),
         Err(_) => Err(StepError::new(
             System::Registry,
             format!("record tenant {}", record.sub),
             FailureKind::Timeout,
             "no answer before the deadline",
-        )),
+        )
+        .into()),
     }
+}
+
+fn kind_text(kind: FailureKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "other".to_owned())
 }
 
 /// A sign-up event for a tenant the record says is offboarded (a late retry, a replayed event):
@@ -289,9 +334,15 @@ async fn tombstoned(app: &App, tenant: &TenantId, record: &TenantRecord, deadlin
     let Ok(Ok(p)) = tokio::time::timeout_at(deadline, app.provisioner()).await else {
         return;
     };
-    if let Ok(Err(e)) =
-        tokio::time::timeout_at(deadline, p.rabbitmq.delete_vhost(tenant.rabbitmq_vhost())).await
-    {
+    let removing = async {
+        p.brokers
+            .get(&record.cell)
+            .await?
+            .rabbitmq
+            .delete_vhost(tenant.rabbitmq_vhost())
+            .await
+    };
+    if let Ok(Err(e)) = tokio::time::timeout_at(deadline, removing).await {
         tracing::warn!(tenant = %tenant, error = %e, "could not remove the vhost of an offboarded tenant; the reconciler does");
     }
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod app;
 pub mod aws;
+pub mod brokers;
 pub mod cells;
 pub mod cluster;
 pub mod cognito;
@@ -17,6 +18,7 @@ pub mod handoff;
 pub mod kubernetes;
 pub mod lifecycle;
 pub mod manifests;
+pub mod placement;
 pub mod plan;
 pub mod provision;
 pub mod rabbitmq;

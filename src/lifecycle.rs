@@ -136,22 +136,26 @@ impl DeploymentStatus {
 pub async fn status(p: &Provisioner, tenant: &TenantId) -> Result<TenantStatus, StepError> {
     let sm_name = tenant.secrets_manager_name(&p.secret_prefix);
     let (secret_name, deployment_name) = (tenant.secret_name(), tenant.deployment_name());
-    let (record, user, vhost, permission, secret, deployment, sm) = tokio::join!(
-        Box::pin(p.registry.get(tenant)),
-        p.rabbitmq.user(tenant.rabbitmq_user()),
-        p.rabbitmq.vhost(tenant.rabbitmq_vhost()),
-        p.rabbitmq
-            .permission(tenant.rabbitmq_vhost(), tenant.rabbitmq_user()),
+    // The record says which cell's broker holds the tenant (none: the first cell).
+    let record = p.registry.get(tenant).await?;
+    let broker = match &record {
+        Some(r) => p.brokers.get(&r.cell).await?,
+        None => p.brokers.first().await?,
+    };
+    let rabbitmq = &broker.rabbitmq;
+    let (user, vhost, permission, secret, deployment, sm) = tokio::join!(
+        rabbitmq.user(tenant.rabbitmq_user()),
+        rabbitmq.vhost(tenant.rabbitmq_vhost()),
+        rabbitmq.permission(tenant.rabbitmq_vhost(), tenant.rabbitmq_user()),
         Box::pin(p.kubernetes.get::<Secret>(&secret_name)),
         Box::pin(p.kubernetes.get::<Deployment>(&deployment_name)),
         Box::pin(p.secrets.get_json(&sm_name)),
     );
-    let record = record?;
     let (user, vhost, permission) = (user?, vhost?, permission?);
     let (secret, deployment) = (secret?, deployment?);
     let (vhost_limits, user_limits) = tokio::join!(
-        p.rabbitmq.vhost_limits(tenant.rabbitmq_vhost()),
-        p.rabbitmq.user_limits(tenant.rabbitmq_user()),
+        rabbitmq.vhost_limits(tenant.rabbitmq_vhost()),
+        rabbitmq.user_limits(tenant.rabbitmq_user()),
     );
     let (vhost_limits, user_limits) = (vhost_limits?, user_limits?);
     let secret_generation = secret.as_ref().and_then(|s| generation_of(&s.metadata));
@@ -407,7 +411,12 @@ pub async fn record_or_new(
         return Ok(r);
     }
     let fresh = TenantRecord::new(tenant, user_pool_id, &p.plans, origin);
-    Ok(match p.registry.create(&fresh).await? {
+    let placed = p
+        .placement
+        .place(&fresh)
+        .await
+        .map_err(|e| e.into_step(tenant.as_str()))?;
+    Ok(match placed {
         Created::New(r) | Created::Existing(r) => r,
     })
 }
@@ -523,15 +532,27 @@ async fn converge_once(
                 "the offboarding is not finished; an operator finishes it (`tenantctl deprovision --sub` again)",
             ));
         }
-        done.removed = Some(remove(p, tenant, record.retain_data, options.recovery_days).await?);
+        let removed = remove(p, tenant, record, options.recovery_days).await?;
+        if removed.rabbitmq_vhost.is_some() {
+            // The vhost is gone: its seat in the cell is free again (once).
+            p.registry.release_seat(record).await?;
+        }
+        done.removed = Some(removed);
         return Ok(done);
     };
-    let report = Box::pin(p.provision_with(tenant, &state, Instant::now() + options.budget))
-        .await
-        .map_err(|e| {
-            let system = e.failures.first().map_or(System::Rabbitmq, |f| f.system);
-            StepError::new(system, "provision", FailureKind::Other, e.to_string())
-        })?;
+    // A restored tenant whose vhost was removed takes a seat again (its cell must have room).
+    p.placement.reseat(record).await?;
+    let report = Box::pin(p.provision_with(
+        tenant,
+        &record.cell,
+        &state,
+        Instant::now() + options.budget,
+    ))
+    .await
+    .map_err(|e| {
+        let system = e.failures.first().map_or(System::Rabbitmq, |f| f.system);
+        StepError::new(system, "provision", FailureKind::Other, e.to_string())
+    })?;
     done.report = Some(report);
     if record.pending.as_deref() == Some("plan") {
         let name = tenant.secrets_manager_name(&p.secret_prefix);
@@ -539,7 +560,10 @@ async fn converge_once(
     }
     if state.suspended {
         // The limit keeps new connections out; the open ones are closed here.
-        p.rabbitmq
+        p.brokers
+            .get(&record.cell)
+            .await?
+            .rabbitmq
             .close_user_connections(tenant.rabbitmq_user())
             .await?;
     } else if let Some(rotated) = record
@@ -547,7 +571,7 @@ async fn converge_once(
         .filter(|_| matches!(record.pending.as_deref(), Some("rotate" | "restore")))
     {
         done.closed_connections =
-            close_old_connections(p, tenant, rotated, options.rollout_wait).await?;
+            close_old_connections(p, tenant, &record.cell, rotated, options.rollout_wait).await?;
     }
     Ok(done)
 }
@@ -561,6 +585,7 @@ async fn converge_once(
 async fn close_old_connections(
     p: &Provisioner,
     tenant: &TenantId,
+    cell: &str,
     rotated: jiff::Timestamp,
     wait: Duration,
 ) -> Result<usize, StepError> {
@@ -593,12 +618,12 @@ async fn close_old_connections(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let open = p
-        .rabbitmq
+    let rabbitmq = &p.brokers.get(cell).await?.rabbitmq;
+    let open = rabbitmq
         .user_connections(tenant.rabbitmq_user())
         .await?
         .len();
-    p.rabbitmq
+    rabbitmq
         .close_user_connections(tenant.rabbitmq_user())
         .await?;
     tracing::info!(tenant = %tenant, rotated = %rotated, closed = open, "connections closed after rotation");
@@ -682,14 +707,15 @@ pub struct RemovalReport {
 async fn remove(
     p: &Provisioner,
     tenant: &TenantId,
-    retain_data: bool,
+    record: &TenantRecord,
     recovery_days: Option<i64>,
 ) -> Result<RemovalReport, StepError> {
-    let rabbitmq_permission = p
-        .rabbitmq
+    let retain_data = record.retain_data;
+    let rabbitmq = &p.brokers.get(&record.cell).await?.rabbitmq;
+    let rabbitmq_permission = rabbitmq
         .delete_permission(tenant.rabbitmq_vhost(), tenant.rabbitmq_user())
         .await?;
-    let rabbitmq_user = p.rabbitmq.delete_user(tenant.rabbitmq_user()).await?;
+    let rabbitmq_user = rabbitmq.delete_user(tenant.rabbitmq_user()).await?;
     let kubernetes_deployment = p
         .kubernetes
         .delete::<Deployment>(&tenant.deployment_name())
@@ -705,7 +731,7 @@ async fn remove(
     let rabbitmq_vhost = if retain_data {
         None
     } else {
-        Some(p.rabbitmq.delete_vhost(tenant.rabbitmq_vhost()).await?)
+        Some(rabbitmq.delete_vhost(tenant.rabbitmq_vhost()).await?)
     };
     tracing::info!(tenant = %tenant, retain_data, "tenant removed");
     Ok(RemovalReport {

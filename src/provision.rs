@@ -17,24 +17,23 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
-use url::Url;
 
+use crate::brokers::{Broker, Brokers};
 use crate::error::StepError;
 use crate::kubernetes::Kubernetes;
 use crate::manifests::{credentials_checksum, tenant_deployment, tenant_secret};
+use crate::placement::Placement;
 use crate::plan::{Plans, TenantState};
-use crate::rabbitmq::RabbitMq;
 use crate::secrets_manager::SecretsManager;
 use crate::template::BackendTemplate;
 use crate::tenant::TenantId;
-use crate::tenant_credentials::{PasswordKey, TenantCredentials};
 
 pub struct Provisioner {
-    pub rabbitmq: RabbitMq,
+    /// Each cell's broker; a tenant's is its record's `cell`.
+    pub brokers: Brokers,
+    pub placement: Placement,
     pub secrets: SecretsManager,
     pub kubernetes: Kubernetes,
-    pub password_key: PasswordKey,
-    pub amqp_base: Url,
     pub secret_prefix: String,
     pub template: BackendTemplate,
     pub plans: Plans,
@@ -65,6 +64,8 @@ pub enum Outcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub tenant: String,
+    /// The cell (broker) it was provisioned in.
+    pub cell: String,
     pub rabbitmq_user: String,
     pub rabbitmq_vhost: String,
     pub kubernetes_namespace: String,
@@ -254,6 +255,7 @@ impl Provisioner {
     /// suspended tenant's vhost takes no connections.
     async fn put_limits(
         &self,
+        broker: &Broker,
         tenant: &TenantId,
         plan: &crate::plan::Plan,
         state: &TenantState,
@@ -261,19 +263,20 @@ impl Provisioner {
     ) -> Result<(), StepError> {
         let (vhost, user) = (tenant.rabbitmq_vhost(), tenant.rabbitmq_user());
         let (wanted_vhost, wanted_user) = desired_limits(plan, state);
+        let rabbitmq = &broker.rabbitmq;
         // RabbitMQ keeps all limits of a vhost (or user) in one runtime parameter and each PUT
         // of one limit reads, changes and writes that whole map: two PUTs for the same vhost
         // at once lose one of them (seen: a limit silently missing). So one vhost's limits go
         // one after the other, the user's beside them.
         let vhost_limits = async {
             for (name, value) in &wanted_vhost {
-                self.rabbitmq.put_vhost_limit(vhost, name, *value).await?;
+                rabbitmq.put_vhost_limit(vhost, name, *value).await?;
             }
             Ok::<_, StepError>(())
         };
         let user_limits = async {
             for (name, value) in &wanted_user {
-                self.rabbitmq.put_user_limit(user, name, *value).await?;
+                rabbitmq.put_user_limit(user, name, *value).await?;
             }
             Ok(())
         };
@@ -281,15 +284,13 @@ impl Provisioner {
         if mode == Mode::Converge {
             // A new vhost has no other limits; an existing one may hold limits its plan no
             // longer has (or an operator's by hand): the plan is the whole truth.
-            let (vhost_now, user_now) = tokio::try_join!(
-                self.rabbitmq.vhost_limits(vhost),
-                self.rabbitmq.user_limits(user),
-            )?;
+            let (vhost_now, user_now) =
+                tokio::try_join!(rabbitmq.vhost_limits(vhost), rabbitmq.user_limits(user),)?;
             for name in vhost_now.keys().filter(|k| !wanted_vhost.contains_key(*k)) {
-                self.rabbitmq.delete_vhost_limit(vhost, name).await?;
+                rabbitmq.delete_vhost_limit(vhost, name).await?;
             }
             for name in user_now.keys().filter(|k| !wanted_user.contains_key(*k)) {
-                self.rabbitmq.delete_user_limit(user, name).await?;
+                rabbitmq.delete_user_limit(user, name).await?;
             }
         }
         Ok(())
@@ -352,33 +353,79 @@ impl Provisioner {
         self.kubernetes.namespace()
     }
 
-    pub fn tenant_credentials(&self, tenant: &TenantId, generation: u32) -> TenantCredentials {
-        TenantCredentials::new(tenant, &self.password_key, &self.amqp_base, generation)
-    }
-
-    /// A new tenant (a sign-up): the default plan, active, first password. Reads nothing first,
-    /// so the trigger's path has no read-before-write round trip.
+    /// A new tenant (a sign-up) in the first cell: the default plan, active, first password.
+    /// Reads nothing first, so the trigger's path has no read-before-write round trip.
     pub async fn provision(
         &self,
         tenant: &TenantId,
         deadline: Instant,
     ) -> Result<Report, ProvisionError> {
-        let state = TenantState::new(&self.plans);
-        self.provision_gated(tenant, async { Some(state) }, Mode::SignUp, deadline)
+        let broker = self
+            .brokers
+            .first()
             .await
+            .map_err(|e| self.not_started(tenant, e, deadline))?;
+        let state = TenantState::new(&self.plans);
+        self.provision_gated(
+            tenant,
+            broker,
+            async { Some(state) },
+            Mode::SignUp,
+            deadline,
+        )
+        .await
     }
 
-    /// Provisions `tenant` in `state` (its plan, suspension and password generation, as its
-    /// record says): what the worker, the reconciler and operators converge to.
+    /// Provisions `tenant` in its `cell` in `state` (its plan, suspension and password
+    /// generation, as its record says): what the worker, the reconciler and operators
+    /// converge to.
     pub async fn provision_with(
         &self,
         tenant: &TenantId,
+        cell: &str,
         state: &TenantState,
         deadline: Instant,
     ) -> Result<Report, ProvisionError> {
-        let state = state.clone();
-        self.provision_gated(tenant, async { Some(state) }, Mode::Converge, deadline)
+        let broker = self
+            .brokers
+            .get(cell)
             .await
+            .map_err(|e| self.not_started(tenant, e, deadline))?;
+        let state = state.clone();
+        self.provision_gated(
+            tenant,
+            broker,
+            async { Some(state) },
+            Mode::Converge,
+            deadline,
+        )
+        .await
+    }
+
+    /// Nothing could start: the cell's broker could not be built (its admin secret).
+    fn not_started(&self, tenant: &TenantId, e: StepError, deadline: Instant) -> ProvisionError {
+        ProvisionError {
+            tenant: tenant.to_string(),
+            failures: vec![e],
+            unfinished: Vec::new(),
+            finished: Vec::new(),
+            budget_ms: deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis(),
+            report: Report {
+                tenant: tenant.to_string(),
+                cell: String::new(),
+                rabbitmq_user: tenant.rabbitmq_user().to_owned(),
+                rabbitmq_vhost: tenant.rabbitmq_vhost().to_owned(),
+                kubernetes_namespace: self.namespace().to_owned(),
+                kubernetes_secret: tenant.secret_name(),
+                kubernetes_deployment: tenant.deployment_name(),
+                secrets_manager_name: tenant.secrets_manager_name(&self.secret_prefix),
+                wall_ms: 0.0,
+                branches_ms: BTreeMap::new(),
+                steps: Vec::new(),
+            },
+        }
     }
 
     /// The orchestrator. `state` is the tenant's recorded state as it becomes known: the
@@ -390,6 +437,7 @@ impl Provisioner {
     pub async fn provision_gated(
         &self,
         tenant: &TenantId,
+        broker: &Broker,
         state: impl Future<Output = Option<TenantState>>,
         mode: Mode,
         deadline: Instant,
@@ -415,7 +463,7 @@ impl Provisioner {
             Box::pin(async {
                 let description = vhost_description(tenant, &self.secret_prefix);
                 let vhost = rec.step(step::RABBITMQ_VHOST, || {
-                    self.rabbitmq.put_vhost(
+                    broker.rabbitmq.put_vhost(
                         tenant.rabbitmq_vhost(),
                         &description,
                         vhost_plan.rabbitmq.default_queue_type,
@@ -423,9 +471,10 @@ impl Provisioner {
                 });
                 let user = async {
                     let state = state.clone().await?;
-                    let creds = self.tenant_credentials(tenant, state.generation);
+                    let creds = broker.tenant_credentials(tenant, state.generation);
                     rec.step(step::RABBITMQ_USER, || {
-                        self.rabbitmq
+                        broker
+                            .rabbitmq
                             .put_user(tenant.rabbitmq_user(), &creds.password)
                     })
                     .await
@@ -435,11 +484,12 @@ impl Provisioner {
                 if let (Ok(()), Some(state)) = tokio::join!(vhost, user) {
                     let plan = self.plans.for_state(&state);
                     let grant = rec.step(step::RABBITMQ_PERMISSION, || {
-                        self.rabbitmq
+                        broker
+                            .rabbitmq
                             .put_permission(tenant.rabbitmq_vhost(), tenant.rabbitmq_user())
                     });
                     let limits = rec.step(step::RABBITMQ_LIMITS, || {
-                        self.put_limits(tenant, plan, &state, mode)
+                        self.put_limits(broker, tenant, plan, &state, mode)
                     });
                     let _ = tokio::join!(grant, limits);
                 }
@@ -452,7 +502,7 @@ impl Provisioner {
                     return;
                 };
                 let plan = self.plans.for_state(&state);
-                let creds = self.tenant_credentials(tenant, state.generation);
+                let creds = broker.tenant_credentials(tenant, state.generation);
                 let json = creds.to_secret_json();
                 let _ = rec
                     .step(step::SECRETS_MANAGER_PUT, || {
@@ -483,7 +533,7 @@ impl Provisioner {
                     return;
                 };
                 let plan = self.plans.for_state(&state);
-                let creds = self.tenant_credentials(tenant, state.generation);
+                let creds = broker.tenant_credentials(tenant, state.generation);
                 let ns = self.namespace();
                 let secret = tenant_secret(tenant, &creds, ns, &state);
                 let checksum = credentials_checksum(&secret);
@@ -521,6 +571,7 @@ impl Provisioner {
         };
         let report = Report {
             tenant: tenant.to_string(),
+            cell: broker.cell.clone(),
             rabbitmq_user: tenant.rabbitmq_user().to_owned(),
             rabbitmq_vhost: tenant.rabbitmq_vhost().to_owned(),
             kubernetes_namespace: self.namespace().to_owned(),

@@ -85,6 +85,14 @@ pub struct ReconcileSummary {
     /// Offboardings left half-done, when this run may not remove (the scheduled function):
     /// `tenantctl deprovision --sub` (or `tenantctl reconcile`) finishes them.
     pub unfinished_offboardings: Vec<String>,
+    /// Tenants with a vhost of this installation on a cell that is not theirs (a move left
+    /// unfinished, a placement repaired elsewhere): reported only, never removed by the run.
+    pub strays: Vec<String>,
+    /// Cells whose broker could not be listed: their tenants were left alone in this run.
+    pub unlisted_cells: Vec<String>,
+    /// Tenants given the seat in their cell's count they should hold and did not (recorded
+    /// before cells were declared, or a restore's seat not yet taken).
+    pub seated: usize,
     pub pruned: usize,
     pub dry_run: bool,
     /// `sub: why` of each tenant that was (or would be) repaired.
@@ -93,14 +101,23 @@ pub struct ReconcileSummary {
     pub elapsed_ms: f64,
 }
 
-/// What exists, from bulk listings.
+/// One cell's broker, from bulk listings.
 #[derive(Debug, Default)]
-pub struct Inventory {
+struct BrokerListing {
     users: HashSet<String>,
     vhosts: BTreeMap<String, Option<String>>,
     permissions: HashSet<(String, String)>,
     vhost_limits: BTreeMap<String, BTreeMap<String, i64>>,
     user_limits: BTreeMap<String, BTreeMap<String, i64>>,
+}
+
+/// What exists, from bulk listings: each cell's broker, and the cluster and Secrets Manager
+/// (shared by every cell).
+#[derive(Debug, Default)]
+pub struct Inventory {
+    /// By cell name; a cell whose broker could not be listed holds its error, and its tenants
+    /// are left alone in this run (reported, never judged on missing data).
+    brokers: BTreeMap<String, Result<BrokerListing, StepError>>,
     /// Secret name → the state its labels and annotations carry (for adoption only) and the
     /// password generation it holds.
     kube_secrets: HashMap<String, (TenantState, Option<u32>)>,
@@ -117,17 +134,44 @@ where
     crate::retry::until(name, deadline, op).await.0
 }
 
+async fn list_broker(
+    p: &Provisioner,
+    cell: &str,
+    deadline: Instant,
+) -> Result<BrokerListing, StepError> {
+    let r = &p.brokers.get(cell).await?.rabbitmq;
+    let (users, vhosts, permissions, vhost_limits, user_limits) = tokio::join!(
+        listing("rabbitmq.users", deadline, || r.users()),
+        listing("rabbitmq.vhosts", deadline, || r.vhosts()),
+        listing("rabbitmq.permissions", deadline, || r.permissions()),
+        listing("rabbitmq.vhost-limits", deadline, || r.all_vhost_limits()),
+        listing("rabbitmq.user-limits", deadline, || r.all_user_limits()),
+    );
+    Ok(BrokerListing {
+        users: users?.into_iter().map(|u| u.name).collect(),
+        vhosts: vhosts?
+            .into_iter()
+            .map(|v| (v.name, v.description))
+            .collect(),
+        permissions: permissions?
+            .into_iter()
+            .map(|p| (p.vhost, p.user))
+            .collect(),
+        vhost_limits: vhost_limits?,
+        user_limits: user_limits?,
+    })
+}
+
 impl Inventory {
     pub async fn load(p: &Provisioner, deadline: Instant) -> Result<Self, StepError> {
-        let r = &p.rabbitmq;
-        let (users, vhosts, permissions, vhost_limits, user_limits) = tokio::join!(
-            listing("rabbitmq.users", deadline, || r.users()),
-            listing("rabbitmq.vhosts", deadline, || r.vhosts()),
-            listing("rabbitmq.permissions", deadline, || r.permissions()),
-            listing("rabbitmq.vhost-limits", deadline, || r.all_vhost_limits()),
-            listing("rabbitmq.user-limits", deadline, || r.all_user_limits()),
+        let names = p.brokers.cells().names();
+        let brokers = futures::future::join_all(
+            names
+                .iter()
+                .map(|cell| Box::pin(list_broker(p, cell, deadline))),
         );
-        let (secrets, deployments, sm) = tokio::join!(
+        let (brokers, secrets, deployments, sm) = tokio::join!(
+            brokers,
             Box::pin(listing("kubernetes.secrets", deadline, || {
                 p.kubernetes.list_metadata::<Secret>(TENANT_LABEL)
             })),
@@ -138,6 +182,13 @@ impl Inventory {
                 p.secrets.list_names(&p.secret_prefix)
             })),
         );
+        let brokers: BTreeMap<String, Result<BrokerListing, StepError>> =
+            names.iter().map(|n| (*n).to_owned()).zip(brokers).collect();
+        if brokers.values().all(Result::is_err)
+            && let Some(Err(e)) = brokers.values().next()
+        {
+            return Err(e.clone());
+        }
         let kube_secrets = secrets?
             .into_iter()
             .filter_map(|o| {
@@ -157,32 +208,66 @@ impl Inventory {
             .filter_map(|d| Some((d.metadata.name.clone()?, DeploymentStatus::of(d))))
             .collect();
         Ok(Self {
-            users: users?.into_iter().map(|u| u.name).collect(),
-            vhosts: vhosts?
-                .into_iter()
-                .map(|v| (v.name, v.description))
-                .collect(),
-            permissions: permissions?
-                .into_iter()
-                .map(|p| (p.vhost, p.user))
-                .collect(),
-            vhost_limits: vhost_limits?,
-            user_limits: user_limits?,
+            brokers,
             kube_secrets,
             kube_deployments,
             sm_secrets: sm?.into_iter().collect(),
         })
     }
 
-    /// One tenant's parts, as the listings saw them.
-    pub fn observed(&self, p: &Provisioner, tenant: &TenantId) -> Observed {
+    /// The cells whose broker could not be listed, with why.
+    pub fn unlisted(&self) -> Vec<(String, StepError)> {
+        self.brokers
+            .iter()
+            .filter_map(|(c, r)| r.as_ref().err().map(|e| (c.clone(), e.clone())))
+            .collect()
+    }
+
+    /// The cells whose broker holds a vhost of this installation for `tenant`.
+    pub fn vhost_cells(&self, p: &Provisioner, tenant: &TenantId) -> Vec<String> {
+        let ours = vhost_description(tenant, &p.secret_prefix);
+        self.brokers
+            .iter()
+            .filter_map(|(c, r)| {
+                let l = r.as_ref().ok()?;
+                (l.vhosts.get(tenant.rabbitmq_vhost())?.as_deref() == Some(ours.as_str()))
+                    .then(|| c.clone())
+            })
+            .collect()
+    }
+
+    /// The cell `tenant` lives in: its record's, or (no record) the one holding its vhost, or
+    /// the first.
+    pub fn home(
+        &self,
+        p: &Provisioner,
+        tenant: &TenantId,
+        record: Option<&TenantRecord>,
+    ) -> String {
+        match record {
+            Some(r) => p
+                .brokers
+                .resolve(&r.cell)
+                .map_or_else(|| r.cell.clone(), |c| c.name.clone()),
+            None => self
+                .vhost_cells(p, tenant)
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| p.brokers.cells().first().name.clone()),
+        }
+    }
+
+    /// One tenant's parts, as the listings saw them (its broker's: `cell`'s); `None` when that
+    /// cell's broker was not listed.
+    pub fn observed(&self, p: &Provisioner, tenant: &TenantId, cell: &str) -> Option<Observed> {
+        let broker = self.brokers.get(cell)?.as_ref().ok()?;
         let (vhost, user) = (tenant.rabbitmq_vhost(), tenant.rabbitmq_user());
         let secret = self.kube_secrets.get(&tenant.secret_name());
         let deployment = self.kube_deployments.get(&tenant.deployment_name());
-        Observed {
-            user: self.users.contains(user),
-            vhost: self.vhosts.contains_key(vhost),
-            permission: self
+        Some(Observed {
+            user: broker.users.contains(user),
+            vhost: broker.vhosts.contains_key(vhost),
+            permission: broker
                 .permissions
                 .contains(&(vhost.to_owned(), user.to_owned())),
             secret: secret.is_some(),
@@ -190,12 +275,12 @@ impl Inventory {
             secrets_manager: self
                 .sm_secrets
                 .contains(&tenant.secrets_manager_name(&p.secret_prefix)),
-            vhost_limits: Some(self.vhost_limits.get(vhost).cloned().unwrap_or_default()),
-            user_limits: Some(self.user_limits.get(user).cloned().unwrap_or_default()),
+            vhost_limits: Some(broker.vhost_limits.get(vhost).cloned().unwrap_or_default()),
+            user_limits: Some(broker.user_limits.get(user).cloned().unwrap_or_default()),
             secret_generation: secret.and_then(|(_, g)| *g),
             deployment_replicas: deployment.map(|d| d.replicas),
             deployment_resources: deployment.and_then(|d| d.resources.clone()),
-        }
+        })
     }
 
     /// The state a tenant's objects carry: read once, by adoption, to write its first record.
@@ -210,11 +295,14 @@ impl Inventory {
     /// installation, tenant-labelled objects in the namespace, secrets under the prefix.
     pub fn tenants(&self, p: &Provisioner) -> BTreeSet<TenantId> {
         let mut out = BTreeSet::new();
-        for (name, description) in &self.vhosts {
-            if let Ok(t) = TenantId::parse(name)
-                && description.as_deref() == Some(vhost_description(&t, &p.secret_prefix).as_str())
-            {
-                out.insert(t);
+        for listing in self.brokers.values().filter_map(|r| r.as_ref().ok()) {
+            for (name, description) in &listing.vhosts {
+                if let Ok(t) = TenantId::parse(name)
+                    && description.as_deref()
+                        == Some(vhost_description(&t, &p.secret_prefix).as_str())
+                {
+                    out.insert(t);
+                }
             }
         }
         let strip = |name: &str, prefix: &str| name.strip_prefix(prefix).map(str::to_owned);
@@ -368,7 +456,13 @@ pub async fn reconcile(
 
     enum Work {
         Converge(TenantRecord),
-        Record(TenantRecord),
+        /// A record to write: in the cell given (adoption: where its vhost is), or placed.
+        Record((TenantRecord, Option<String>)),
+    }
+    for (cell, e) in inventory.unlisted() {
+        summary.failed += 1;
+        summary.unlisted_cells.push(cell.clone());
+        summary.failures.push(format!("cell '{cell}': {e}"));
     }
     let mut work = Vec::new();
     let mut orphans = Vec::new();
@@ -378,7 +472,21 @@ pub async fn reconcile(
         if user == UserView::Confirmed || user == UserView::Disabled {
             summary.users += usize::from(user == UserView::Confirmed);
         }
-        let observed = inventory.observed(p, tenant);
+        let home = inventory.home(p, tenant, record);
+        let elsewhere: Vec<String> = inventory
+            .vhost_cells(p, tenant)
+            .into_iter()
+            .filter(|c| *c != home)
+            .collect();
+        if record.is_some() && !elsewhere.is_empty() {
+            summary.strays.push(format!(
+                "{tenant}: a vhost on {} (lives in {home})",
+                elsewhere.join(", ")
+            ));
+        }
+        let Some(observed) = inventory.observed(p, tenant, &home) else {
+            continue; // its cell was not listed (reported above)
+        };
         let lines = record
             .map(|r| drift(&p.plans, r, &observed))
             .unwrap_or_default();
@@ -414,6 +522,7 @@ pub async fn reconcile(
                 } else {
                     TenantRecord::new(tenant, pool_id, &p.plans, "reconciler")
                 };
+                let new = (new, adopt.then(|| home.clone()));
                 summary.incomplete.push(format!(
                     "{tenant}: no record ({})",
                     if adopt { "adopting what exists" } else { "new" }
@@ -454,11 +563,17 @@ pub async fn reconcile(
                 // someone wrote it meanwhile, theirs): `recorded` says this run wrote it.
                 let (sub, recorded, record) = match w {
                     Work::Converge(r) => (r.sub.clone(), false, Ok(r)),
-                    Work::Record(r) => match p.registry.create(&r).await {
-                        Ok(Created::New(r)) => (r.sub.clone(), true, Ok(r)),
-                        Ok(Created::Existing(r)) => (r.sub.clone(), false, Ok(r)),
-                        Err(e) => (r.sub.clone(), false, Err(e)),
-                    },
+                    Work::Record((r, cell)) => {
+                        let created = match &cell {
+                            Some(cell) => p.placement.record_in(&r, cell).await,
+                            None => p.placement.place(&r).await.map_err(|e| e.into_step(&r.sub)),
+                        };
+                        match created {
+                            Ok(Created::New(r)) => (r.sub.clone(), true, Ok(r)),
+                            Ok(Created::Existing(r)) => (r.sub.clone(), false, Ok(r)),
+                            Err(e) => (r.sub.clone(), false, Err(e)),
+                        }
+                    }
                 };
                 let result = match record {
                     Ok(r) => converge(p, &r, converge_options).await.map(drop),
@@ -482,6 +597,7 @@ pub async fn reconcile(
         if options.prune {
             summary.pruned = prune(p, pool, to_prune, &options, &mut summary).await;
         }
+        seat_repair(p, &records, &mut summary).await;
     }
     summary.elapsed_ms = (started.elapsed().as_secs_f64() * 1e3 * 10.0).round() / 10.0;
     tracing::info!(
@@ -493,6 +609,8 @@ pub async fn reconcile(
         failed = summary.failed,
         orphans = summary.orphans.len(),
         unrecorded = summary.unrecorded.len(),
+        strays = summary.strays.len(),
+        unlisted_cells = summary.unlisted_cells.len(),
         tombstones = summary.tombstones.len(),
         unfinished_offboardings = summary.unfinished_offboardings.len(),
         disabled = summary.disabled.len(),
@@ -502,6 +620,50 @@ pub async fn reconcile(
         "reconciled"
     );
     Ok(summary)
+}
+
+/// Every tenant whose vhost exists (or is kept) holds a seat in its cell's count: tenants that
+/// do not (recorded before cells were declared) are counted as they are. Then each cell's free
+/// capacity is published (`CellFreeVhosts`).
+async fn seat_repair(
+    p: &Provisioner,
+    records: &HashMap<TenantId, TenantRecord>,
+    summary: &mut ReconcileSummary,
+) {
+    if !p.placement.counts() {
+        return;
+    }
+    let unseated = records.values().filter(|r| {
+        r.seat_connections.is_none() && (r.state != Lifecycle::Offboarded || r.retain_data)
+    });
+    for r in unseated {
+        match p.placement.reseat(r).await {
+            Ok(true) => summary.seated += 1,
+            Ok(false) => {}
+            Err(e) => {
+                summary.failed += 1;
+                summary.failures.push(format!("{}: {e}", r.sub));
+            }
+        }
+    }
+    match p.placement.views(true).await {
+        Ok(views) => {
+            for v in views {
+                // Open cells only: a draining or closed cell may well be full on purpose.
+                if let Some(capacity) = v
+                    .cell
+                    .capacity
+                    .vhosts
+                    .filter(|_| v.state == crate::cells::CellState::Open)
+                {
+                    let free = u64::from(capacity).saturating_sub(v.tenants);
+                    crate::emf::cell_free_vhosts(&v.cell.name, free);
+                    tracing::info!(cell = %v.cell.name, state = v.state.as_str(), seats = v.tenants, capacity, free, "cell capacity");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cells' counters not read"),
+    }
 }
 
 /// The orphans old enough to prune; refuses the whole prune when they are more than the
@@ -614,10 +776,17 @@ pub async fn adopt(
         dry_run,
         ..Default::default()
     };
+    for (cell, e) in inventory.unlisted() {
+        report.failures.push(format!("cell '{cell}': {e}"));
+    }
     for tenant in inventory.tenants(p) {
         if known.contains(tenant.as_str()) {
             continue;
         }
+        let home = inventory.home(p, &tenant, None);
+        let Some(observed) = inventory.observed(p, &tenant, &home) else {
+            continue;
+        };
         if !dry_run {
             let mut r = TenantRecord::from_state(
                 &tenant,
@@ -625,12 +794,12 @@ pub async fn adopt(
                 &inventory.labelled_state(p, &tenant),
                 "adopted",
             );
-            if inventory.observed(p, &tenant).missing().is_empty() {
+            if observed.missing().is_empty() {
                 r.outcome = LastOutcome::Provisioned;
                 r.provisioned_at = Some(r.created_at.clone());
                 r.converged_version = r.version;
             }
-            match p.registry.create(&r).await {
+            match p.placement.record_in(&r, &home).await {
                 Ok(Created::New(_)) => {}
                 Ok(Created::Existing(_)) => continue,
                 Err(e) => {

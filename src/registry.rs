@@ -105,6 +105,11 @@ pub struct TenantRecord {
     pub generation: u32,
     /// Where the tenant lives (its broker).
     pub cell: String,
+    /// The tenant holds a seat in its cell's counters (placed there with a conditional count),
+    /// with this many connections granted; released when its vhost is removed. `None`: not
+    /// counted (the implicit cell of a single-broker installation, or released).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seat_connections: Option<u64>,
     /// Offboarded with its vhost (and messages) kept: never pruned, never removed by a repair.
     #[serde(default)]
     pub retain_data: bool,
@@ -174,6 +179,7 @@ impl TenantRecord {
             plan: state.plan.clone(),
             generation: state.generation,
             cell: DEFAULT_CELL.to_owned(),
+            seat_connections: None,
             retain_data: false,
             origin: origin.to_owned(),
             created_at: now(),
@@ -351,6 +357,40 @@ pub fn transition(
     next.event = Some(change.event());
     next.event_seq = record.event_seq + 1;
     Ok(Some(next))
+}
+
+/// A cell's item in the registry: an operator's state, and the counters placement keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CellItem {
+    /// `None`: no operator set one (the cells file's state holds).
+    pub state: Option<CellState>,
+    /// Tenants holding a seat (each has a vhost on the cell's broker, or is about to).
+    pub tenants: u64,
+    /// The sum of their plans' connection limits when they were placed.
+    pub connections: u64,
+}
+
+/// A seat asked of one cell: the limits its count must stay within.
+#[derive(Debug, Clone, Copy)]
+pub struct Seat<'a> {
+    pub cell: &'a str,
+    pub max_tenants: u64,
+    pub max_connections: u64,
+    /// The connections this tenant's plan grants.
+    pub connections: u64,
+    /// Whether the cells file says `open` (the registry's state, when set, wins).
+    pub open_by_file: bool,
+}
+
+/// The result of a placement's transaction.
+#[derive(Debug, Clone)]
+pub enum Placed {
+    /// This call wrote the record and took the seat.
+    New(TenantRecord),
+    /// The tenant had a record already (a duplicate, a retry): it lives where that one says.
+    Existing(TenantRecord),
+    /// The cell is full, or not open: nothing was written.
+    Refused,
 }
 
 /// The result of the conditional create.
@@ -788,7 +828,18 @@ impl Registry {
         &self,
         names: &[&str],
     ) -> Result<HashMap<String, CellState>, StepError> {
-        let action = format!("read cell states of table '{}'", self.table);
+        Ok(self
+            .cell_items(names)
+            .await?
+            .into_iter()
+            .filter_map(|(name, item)| item.state.map(|s| (name, s)))
+            .collect())
+    }
+
+    /// Each of `names`' item (state and counters), read consistently; a cell with no item is
+    /// absent from the answer.
+    pub async fn cell_items(&self, names: &[&str]) -> Result<HashMap<String, CellItem>, StepError> {
+        let action = format!("read cells of table '{}'", self.table);
         let mut out = HashMap::new();
         for chunk in names.chunks(100) {
             let keys = chunk.iter().map(|n| key(&cell_key(n))).collect::<Vec<_>>();
@@ -821,16 +872,291 @@ impl Registry {
                 .unwrap_or_default()
             {
                 let name = item.get("sub").and_then(|v| v.as_s().ok()).cloned();
-                let state = item.get("cell_state").and_then(|v| v.as_s().ok()).cloned();
-                if let (Some(name), Some(state)) = (name, state)
-                    && let (Some(name), Some(state)) =
-                        (name.strip_prefix(CELL_KEY_PREFIX), CellState::parse(&state))
-                {
-                    out.insert(name.to_owned(), state);
-                }
+                let Some(name) = name
+                    .as_deref()
+                    .and_then(|n| n.strip_prefix(CELL_KEY_PREFIX))
+                    .map(str::to_owned)
+                else {
+                    continue;
+                };
+                let number = |field: &str| {
+                    item.get(field)
+                        .and_then(|v| v.as_n().ok())
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .map_or(0, |v| v.max(0) as u64)
+                };
+                let state = item
+                    .get("cell_state")
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|s| CellState::parse(s));
+                out.insert(
+                    name,
+                    CellItem {
+                        state,
+                        tenants: number("tenants"),
+                        connections: number("connections"),
+                    },
+                );
             }
         }
         Ok(out)
+    }
+
+    /// The update that takes a seat in `seat.cell`, conditioned on room and an open state.
+    fn take_seat(
+        &self,
+        seat: &Seat,
+        enforce: bool,
+    ) -> Result<aws_sdk_dynamodb::types::Update, StepError> {
+        let state_condition = if seat.open_by_file {
+            "(attribute_not_exists(#cell_state) OR #cell_state = :open)"
+        } else {
+            "#cell_state = :open"
+        };
+        let condition = format!(
+            "(attribute_not_exists(#tenants) OR #tenants < :max_tenants) AND \
+             (attribute_not_exists(#connections) OR #connections <= :room) AND {state_condition}"
+        );
+        let expression = "SET #tenants = if_not_exists(#tenants, :zero) + :one, \
+                          #connections = if_not_exists(#connections, :zero) + :c";
+        let update = aws_sdk_dynamodb::types::Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(&cell_key(seat.cell))))
+            .update_expression(expression)
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":c", n(seat.connections));
+        let update = if enforce {
+            update
+                .set_expression_attribute_names(Some(aliases(&[expression, &condition])))
+                .condition_expression(condition)
+                .expression_attribute_values(":max_tenants", n(seat.max_tenants))
+                .expression_attribute_values(
+                    ":room",
+                    n(seat.max_connections.saturating_sub(seat.connections)),
+                )
+                .expression_attribute_values(":open", s(CellState::Open.as_str()))
+        } else {
+            update.set_expression_attribute_names(Some(aliases(&[expression])))
+        };
+        update.build().map_err(|e| {
+            StepError::new(
+                System::Registry,
+                format!("place a tenant in cell '{}'", seat.cell),
+                FailureKind::Other,
+                e.to_string(),
+            )
+        })
+    }
+
+    /// Writes `record` (a new tenant's) in `seat.cell` and takes a seat there, in one
+    /// transaction: the record only if the tenant has none, the seat only if the cell has room
+    /// and is open. A tenant with a record already comes back as it is (`Existing`); a full or
+    /// closed cell refuses and nothing is written.
+    pub async fn place(&self, record: &TenantRecord, seat: &Seat<'_>) -> Result<Placed, StepError> {
+        self.place_with(record, seat, true).await
+    }
+
+    /// As [`Registry::place`], counting the seat whatever the cell's room and state: for a
+    /// tenant whose vhost is already on that cell's broker (adoption).
+    pub async fn place_anyway(
+        &self,
+        record: &TenantRecord,
+        seat: &Seat<'_>,
+    ) -> Result<Placed, StepError> {
+        self.place_with(record, seat, false).await
+    }
+
+    async fn place_with(
+        &self,
+        record: &TenantRecord,
+        seat: &Seat<'_>,
+        enforce: bool,
+    ) -> Result<Placed, StepError> {
+        use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+        let action = format!("place tenant {} in cell '{}'", record.sub, seat.cell);
+        let mut placed = record.clone();
+        placed.cell = seat.cell.to_owned();
+        placed.seat_connections = Some(seat.connections);
+        if enforce && seat.connections > seat.max_connections {
+            return Ok(Placed::Refused);
+        }
+        let item: Item = serde_dynamo::to_item(&placed).map_err(|e| {
+            StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
+        })?;
+        let other = |e: aws_sdk_dynamodb::error::BuildError| {
+            StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
+        };
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#sub)")
+            .expression_attribute_names("#sub", "sub")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(other)?;
+        let sent = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(self.take_seat(seat, enforce)?)
+                    .build(),
+            )
+            .send()
+            .await;
+        let e = match sent {
+            Ok(_) => return Ok(Placed::New(placed)),
+            Err(e) => e,
+        };
+        let reasons = match e.as_service_error() {
+            Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) => {
+                c.cancellation_reasons.clone().unwrap_or_default()
+            }
+            _ => return Err(sdk_error(System::Registry, &action, e)),
+        };
+        let code = |i: usize| {
+            reasons
+                .get(i)
+                .and_then(|r| r.code.as_deref())
+                .unwrap_or("None")
+        };
+        if code(0) == "ConditionalCheckFailed" {
+            let old = reasons[0].item.clone();
+            let existing = match old {
+                Some(item) => decode(&action, item)?,
+                None => self.get(&record.tenant()?).await?.ok_or_else(|| {
+                    StepError::new(
+                        System::Registry,
+                        &action,
+                        FailureKind::Conflict,
+                        "the record exists and does not; try again",
+                    )
+                })?,
+            };
+            return Ok(Placed::Existing(existing));
+        }
+        if code(1) == "ConditionalCheckFailed" {
+            return Ok(Placed::Refused);
+        }
+        // A concurrent transaction on the same cell's item (`TransactionConflict`): try again.
+        let mut err = sdk_error(System::Registry, &action, e);
+        err.kind = FailureKind::Throttled;
+        Err(err)
+    }
+
+    /// Gives back the seat of a tenant whose vhost is gone: the record stops counting and the
+    /// cell's counters go down, once (the record's condition makes a repeat a no-op).
+    pub async fn release_seat(&self, record: &TenantRecord) -> Result<bool, StepError> {
+        use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+        let Some(connections) = record.seat_connections else {
+            return Ok(false);
+        };
+        let action = format!(
+            "release tenant {}'s seat in cell '{}'",
+            record.sub, record.cell
+        );
+        let other = |e: aws_sdk_dynamodb::error::BuildError| {
+            StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
+        };
+        let on_record = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(&record.sub)))
+            .update_expression("REMOVE #seat_connections")
+            .condition_expression("attribute_exists(#seat_connections) AND #cell = :cell")
+            .expression_attribute_names("#seat_connections", "seat_connections")
+            .expression_attribute_names("#cell", "cell")
+            .expression_attribute_values(":cell", s(&record.cell))
+            .build()
+            .map_err(other)?;
+        let on_cell = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(&cell_key(&record.cell))))
+            .update_expression("ADD #tenants :minus_one, #connections :minus_c")
+            .expression_attribute_names("#tenants", "tenants")
+            .expression_attribute_names("#connections", "connections")
+            .expression_attribute_values(":minus_one", AttributeValue::N("-1".into()))
+            .expression_attribute_values(":minus_c", AttributeValue::N(format!("-{connections}")))
+            .build()
+            .map_err(other)?;
+        let sent = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(on_record).build())
+            .transact_items(TransactWriteItem::builder().update(on_cell).build())
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                if let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error()
+                    && c.cancellation_reasons.as_ref().and_then(|r| r.first()).and_then(|r| r.code.as_deref()) == Some("ConditionalCheckFailed")
+                {
+                    return Ok(false);
+                }
+                Err(sdk_error(System::Registry, &action, e))
+            }
+        }
+    }
+
+    /// Takes a seat for a tenant that holds none, in `seat.cell` (its own; a record still
+    /// naming the pre-cells `default` is renamed to it): with `enforce`, under the same room and
+    /// state conditions as a placement (a restore after the vhost was removed); without, as it
+    /// is (a tenant whose vhost exists there already). `false`: it holds one already.
+    pub async fn reseat(
+        &self,
+        record: &TenantRecord,
+        seat: &Seat<'_>,
+        enforce: bool,
+    ) -> Result<bool, StepError> {
+        use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+        let action = format!("seat tenant {} in cell '{}'", record.sub, seat.cell);
+        let on_record = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(&record.sub)))
+            .update_expression("SET #seat_connections = :c, #cell = :cell")
+            .condition_expression("attribute_not_exists(#seat_connections) AND #cell = :was")
+            .expression_attribute_names("#seat_connections", "seat_connections")
+            .expression_attribute_names("#cell", "cell")
+            .expression_attribute_values(":cell", s(seat.cell))
+            .expression_attribute_values(":was", s(&record.cell))
+            .expression_attribute_values(":c", n(seat.connections))
+            .build()
+            .map_err(|e| {
+                StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
+            })?;
+        let sent = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(on_record).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(self.take_seat(seat, enforce)?)
+                    .build(),
+            )
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                if let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() {
+                    let code = |i: usize| c.cancellation_reasons.as_ref().and_then(|r| r.get(i)).and_then(|r| r.code.as_deref());
+                    if code(0) == Some("ConditionalCheckFailed") {
+                        return Ok(false); // seated already (or moved): nothing to take
+                    }
+                    if code(1) == Some("ConditionalCheckFailed") {
+                        return Err(StepError::new(
+                            System::Registry,
+                            &action,
+                            FailureKind::Rejected,
+                            format!("cell '{}' is full or not open: `tenantctl move --sub {} --to CELL` places it elsewhere", seat.cell, record.sub),
+                        ));
+                    }
+                }
+                Err(sdk_error(System::Registry, &action, e))
+            }
+        }
     }
 
     /// Records an operator's state for a cell; returns the state it had (`None`: none recorded).

@@ -18,6 +18,10 @@ const secret = (name) => `arn:aws:secretsmanager:${region}:${account}:secret:${n
 const sub = "4f8e2d3c-1b2a-4c5d-9e8f-0a1b2c3d4e5f";
 const tenantSecret = secret(`${params.TenantSecretPrefix}${sub}`);
 const adminSecret = secret(params.RabbitMqAdminSecretId);
+// A cell's admin secret (cells file): named under the admin secret's name.
+const cellAdminSecret = secret(`${params.RabbitMqAdminSecretId}/cell-b`);
+// A name that only starts like it is not one of them.
+const lookalikeSecret = secret(`${params.RabbitMqAdminSecretId}-staging`);
 const otherSecret = secret("prod/database-password");
 const registry = arn("TenantRegistry");
 const stream = `${registry}/stream/2026-01-01T00:00:00.000`;
@@ -42,6 +46,8 @@ const table = [
   // The trigger: writes a tenant's credentials under the prefix, records, hands off. Reads and
   // deletes nothing of a tenant's.
   ["PostSignupFunctionRole", "secretsmanager:GetSecretValue", adminSecret, A],
+  ["PostSignupFunctionRole", "secretsmanager:GetSecretValue", cellAdminSecret, A],
+  ["PostSignupFunctionRole", "secretsmanager:GetSecretValue", lookalikeSecret, D],
   ["PostSignupFunctionRole", "secretsmanager:GetSecretValue", tenantSecret, D],
   ["PostSignupFunctionRole", "secretsmanager:CreateSecret", tenantSecret, A],
   ["PostSignupFunctionRole", "secretsmanager:PutSecretValue", tenantSecret, A],
@@ -57,6 +63,8 @@ const table = [
   ["PostSignupFunctionRole", "dynamodb:PutItem", registry, A],
   ["PostSignupFunctionRole", "dynamodb:UpdateItem", registry, A],
   ["PostSignupFunctionRole", "dynamodb:GetItem", registry, A],
+  ["PostSignupFunctionRole", "dynamodb:BatchGetItem", registry, A],
+  ["PostSignupFunctionRole", "dynamodb:BatchGetItem", otherTable, D],
   ["PostSignupFunctionRole", "dynamodb:DeleteItem", registry, D],
   ["PostSignupFunctionRole", "dynamodb:Scan", registry, D],
   ["PostSignupFunctionRole", "dynamodb:PutItem", otherTable, D],
@@ -74,6 +82,8 @@ const table = [
   ["HandoffWorkerFunctionRole", "sqs:ReceiveMessage", otherQueue, D],
   ["HandoffWorkerFunctionRole", "sqs:DeleteMessage", otherQueue, D],
   ["HandoffWorkerFunctionRole", "secretsmanager:GetSecretValue", adminSecret, A],
+  ["HandoffWorkerFunctionRole", "secretsmanager:GetSecretValue", cellAdminSecret, A],
+  ["HandoffWorkerFunctionRole", "dynamodb:BatchGetItem", registry, A],
   ["HandoffWorkerFunctionRole", "secretsmanager:CreateSecret", tenantSecret, A],
   ["HandoffWorkerFunctionRole", "secretsmanager:GetSecretValue", tenantSecret, D],
   ["HandoffWorkerFunctionRole", "secretsmanager:DeleteSecret", tenantSecret, D],
@@ -88,6 +98,9 @@ const table = [
   ["ReconcilerFunctionRole", "cognito-idp:AdminDeleteUser", pool, D],
   ["ReconcilerFunctionRole", "cognito-idp:AdminDisableUser", pool, D],
   ["ReconcilerFunctionRole", "dynamodb:Scan", registry, A],
+  ["ReconcilerFunctionRole", "dynamodb:BatchGetItem", registry, A],
+  ["ReconcilerFunctionRole", "secretsmanager:GetSecretValue", cellAdminSecret, A],
+  ["ReconcilerFunctionRole", "secretsmanager:GetSecretValue", otherSecret, D],
   ["ReconcilerFunctionRole", "dynamodb:PutItem", registry, A],
   ["ReconcilerFunctionRole", "dynamodb:DeleteItem", registry, D],
   ["ReconcilerFunctionRole", "secretsmanager:ListSecrets", "*", A],
@@ -101,6 +114,7 @@ const table = [
   // GET /tenant: reads a tenant's record and secret; nothing else.
   ["TenantApiFunctionRole", "secretsmanager:GetSecretValue", tenantSecret, A],
   ["TenantApiFunctionRole", "secretsmanager:GetSecretValue", adminSecret, D],
+  ["TenantApiFunctionRole", "secretsmanager:GetSecretValue", cellAdminSecret, D],
   ["TenantApiFunctionRole", "secretsmanager:GetSecretValue", otherSecret, D],
   ["TenantApiFunctionRole", "secretsmanager:PutSecretValue", tenantSecret, D],
   ["TenantApiFunctionRole", "secretsmanager:ListSecrets", "*", D],

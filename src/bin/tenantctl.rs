@@ -70,6 +70,14 @@ enum Command {
         /// The template file (an apps/v1 Deployment).
         file: std::path::PathBuf,
     },
+    /// Check a cells file as the functions' cold start does (for `CELLS=FILE make package`);
+    /// prints each cell (no secret). With --admin-secret-id, also refuses a cell whose admin
+    /// secret the template's roles cannot read (neither that id nor named under `ID/`).
+    CheckCells {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        admin_secret_id: Option<String>,
+    },
     /// Provision a tenant: `--event FILE|-` runs the trigger exactly (same budget, same hand-off,
     /// same answer on stdout); `--sub SUB` provisions one tenant directly and prints the report.
     Provision {
@@ -254,7 +262,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(
         cli.command,
-        Command::Token { .. } | Command::Event { .. } | Command::CheckTemplate { .. }
+        Command::Token { .. }
+            | Command::Event { .. }
+            | Command::CheckTemplate { .. }
+            | Command::CheckCells { .. }
     ) {
         post_signup::telemetry::init(true);
     }
@@ -266,6 +277,10 @@ async fn main() -> ExitCode {
         } => token(&cluster_name, region, at.as_deref()).await,
         Command::Event { sub } => parse_sub(&sub).map(|t| print(&sign_up_event(t.as_str()))),
         Command::CheckTemplate { file } => check_template(&file),
+        Command::CheckCells {
+            file,
+            admin_secret_id,
+        } => check_cells(&file, admin_secret_id.as_deref()),
         Command::Provision {
             event: Some(path), ..
         } => provision_event(&path, started).await,
@@ -744,6 +759,22 @@ async fn reconcile_cmd(
 }
 
 /// The template as the cold start loads it: an error names the file and the problem.
+fn check_cells(file: &std::path::Path, admin_secret_id: Option<&str>) -> Result<(), CliError> {
+    let cells =
+        post_signup::cells::Cells::load(file).map_err(|e| CliError::input(e.to_string()))?;
+    if let Some(id) = admin_secret_id {
+        let readable = |s: &str| s == id || s.strip_prefix(id).is_some_and(|r| r.starts_with('/'));
+        if let Some(cell) = cells.all().iter().find(|c| !readable(&c.admin_secret_id)) {
+            return Err(CliError::input(format!(
+                "cells file {}: cell '{}': admin_secret_id: '{}' is not readable by the functions: name it '{id}' or '{id}/<name>'",
+                cells.source, cell.name, cell.admin_secret_id
+            )));
+        }
+    }
+    print(&serde_json::json!({"cells": cells.all(), "valid": true}));
+    Ok(())
+}
+
 fn check_template(file: &std::path::Path) -> Result<(), CliError> {
     let template = post_signup::template::BackendTemplate::load(Some(file))
         .map_err(|e| CliError::input(e.to_string()))?;
@@ -792,26 +823,32 @@ async fn cells(output: Output) -> Result<(), CliError> {
                 }
             };
             println!(
-                "{:<16}  {:<9}  {:<8}  {:>13}  {:>13}  {:>9}  {:>7}  {:>9}  {:>10}",
+                "{:<16}  {:<9}  {:<8}  {:>13}  {:>13}  {:>9}  {:>13}  {:>7}  {:>9}  {:>10}",
                 "cell",
                 "state",
                 "version",
                 "vhosts",
                 "connections",
                 "granted",
+                "seats",
                 "active",
                 "suspended",
                 "offboarded"
             );
             for r in &rows {
+                let seats = match r.vhosts.capacity {
+                    Some(c) => format!("{}/{c}", r.seats.tenants),
+                    None => "-".to_owned(),
+                };
                 println!(
-                    "{:<16}  {:<9}  {:<8}  {:>13}  {:>13}  {:>9}  {:>7}  {:>9}  {:>10}{}",
+                    "{:<16}  {:<9}  {:<8}  {:>13}  {:>13}  {:>9}  {:>13}  {:>7}  {:>9}  {:>10}{}",
                     r.name,
                     r.state.as_str(),
                     r.broker_version.as_deref().unwrap_or("?"),
                     of(&r.vhosts),
                     of(&r.connections),
                     r.connections_granted,
+                    seats,
                     r.tenants.active,
                     r.tenants.suspended,
                     r.tenants.offboarded,

@@ -2,34 +2,21 @@
 //! cells file of the test's own, reported from bulk listings (`tenantctl cells`), and a cell's
 //! state changed in the registry (`tenantctl cell drain|open|close`), never in the file.
 
+use lambda_runtime::{Context, LambdaEvent};
+use post_signup::app::App;
+use post_signup::cells::CellState;
+use post_signup::handler::{self, Finish};
+use post_signup::tenant::TenantId;
 use serde_json::Value;
 
 use crate::helpers::*;
 
-/// The broker under test (POST_SIGNUP_TEST_BROKER) and the other one.
 fn brokers() -> (String, String) {
-    let under_test = var("STACK_RABBITMQ");
-    let other = if under_test == "4.0" { "3.10" } else { "4.0" };
-    (under_test, other.to_owned())
+    stack_brokers()
 }
 
-/// A cells file naming the stack's two brokers, the one under test first (cell `a`, where the
-/// tenants recorded before cells live); returns its path.
 fn cells_file(capacity: u32) -> String {
-    let path = std::env::temp_dir().join(format!("cells-{}.yaml", uuid::Uuid::new_v4()));
-    let cell = |name: &str, broker: &str| {
-        let broker = broker.replace('.', "_");
-        format!(
-            "  - name: {name}\n    management_url: {}\n    amqp_url: {}\n    admin_secret_id: {}\n    capacity: {{vhosts: {capacity}, connections: 500}}\n",
-            var(&format!("RABBITMQ_{broker}_MANAGEMENT_URL")),
-            var(&format!("RABBITMQ_{broker}_AMQP_URL")),
-            var("RABBITMQ_ADMIN_SECRET_ID"),
-        )
-    };
-    let (a, b) = brokers();
-    let text = format!("cells:\n{}{}", cell("a", &a), cell("b", &b));
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_owned()
+    cells_file_with(capacity, capacity, 500)
 }
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, Value, String) {
@@ -55,10 +42,42 @@ async fn two_brokers_are_two_cells_reported_from_bulk_listings() {
     ];
     // A tenant recorded before cells (cell `default`) lives in the first cell.
     let tenant = fresh_tenant();
+    let before = registry_at(&table).await;
+    let mut old = post_signup::registry::TenantRecord::new(
+        &tenant,
+        None,
+        &post_signup::plan::Plans::embedded().unwrap(),
+        "sign-up",
+    );
+    old.cell = post_signup::cells::DEFAULT_CELL.to_owned();
+    before.create(&old).await.unwrap();
     let (code, _, err) = run(&["provision", "--sub", tenant.as_str()], &env);
     assert_eq!(code, 0, "{err}");
+    // A new one is placed (and counted) in a cell.
+    let placed = fresh_tenant();
+    let (code, _, err) = run(&["provision", "--sub", placed.as_str()], &env);
+    assert_eq!(code, 0, "{err}");
+    let home = registry_at(&table)
+        .await
+        .get(&placed)
+        .await
+        .unwrap()
+        .unwrap()
+        .cell;
+    assert!(["a", "b"].contains(&home.as_str()), "{home}");
     let (code, rows, err) = run(&["cells", "--output", "json"], &env);
     assert_eq!(code, 0, "{err}");
+    // The tenant recorded before cells is counted where it lives, and its record names it.
+    let legacy = registry_at(&table)
+        .await
+        .get(&tenant)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(legacy.cell, "a");
+    let seats = |cell: &str| u64::from(home == cell) + u64::from(cell == "a");
+    assert_eq!(row(&rows, "a")["seats"]["tenants"], seats("a"), "{rows}");
+    assert_eq!(row(&rows, "b")["seats"]["tenants"], seats("b"), "{rows}");
     let a = row(&rows, "a");
     let b = row(&rows, "b");
     assert!(
@@ -75,8 +94,9 @@ async fn two_brokers_are_two_cells_reported_from_bulk_listings() {
             .starts_with(&brokers().1),
         "{b}"
     );
-    assert_eq!(a["tenants"]["active"], 1, "{a}");
-    assert_eq!(b["tenants"]["active"], 0, "{b}");
+    let active = |cell: &str| u64::from(home == cell);
+    assert_eq!(a["tenants"]["active"], 1 + active("a"), "{a}");
+    assert_eq!(b["tenants"]["active"], active("b"), "{b}");
     assert_eq!(a["vhosts"]["capacity"], 20);
     assert!(
         a["vhosts"]["used"].as_u64().unwrap() >= 2,
@@ -108,7 +128,8 @@ async fn a_cell_is_drained_and_opened_in_the_registry_not_the_file() {
     assert_eq!(row(&rows, "b")["state"], "draining");
     assert_eq!(row(&rows, "b")["state_from"], "registry");
     assert_eq!(row(&rows, "a")["state"], "open");
-    // The cell's item shares the registry table: listing tenants skips it.
+    // The cell's item shares the registry table: listing tenants skips it. A draining cell
+    // takes no new tenant.
     let tenant = fresh_tenant();
     assert_eq!(run(&["provision", "--sub", tenant.as_str()], &env).0, 0);
     let (code, listed, err) = run(&["list", "--output", "json"], &env);
@@ -120,6 +141,7 @@ async fn a_cell_is_drained_and_opened_in_the_registry_not_the_file() {
         .filter_map(|r| r["tenant"].as_str())
         .collect();
     assert_eq!(tenants, [tenant.as_str()]);
+    assert_eq!(listed[0]["cell"], "a", "b is draining: {listed}");
     let (_, change, _) = run(&["cell", "open", "b"], &env);
     assert_eq!(
         (&change["before"], &change["after"]),
@@ -149,4 +171,172 @@ async fn a_bad_cells_file_is_refused_naming_the_cell_and_the_field() {
         err.contains("CELLS_PATH") && err.contains("cell 'a' (cells[0]): capacity.vhosts"),
         "{err}"
     );
+}
+
+/// The trigger's answer to `tenant`'s sign-up on `app`.
+async fn sign_up(app: &App, tenant: &TenantId) -> Finish {
+    let event = signup_event(tenant.as_str());
+    handler::handle_reporting(app, LambdaEvent::new(event, Context::default()))
+        .await
+        .expect("the trigger answers")
+        .1
+}
+
+/// An app with this test's cells file, registry table and hand-off queue.
+async fn cells_app(a_vhosts: u32, b_vhosts: u32) -> (App, String, String) {
+    let (table, _) = fresh_registry_table().await;
+    let queue = fresh_queue().await;
+    let cells = cells_file_with(a_vhosts, b_vhosts, 500);
+    let app = app_with(&[
+        ("CELLS_PATH", cells.as_str()),
+        ("REGISTRY_TABLE", table.as_str()),
+        ("HANDOFF_QUEUE_URL", queue.as_str()),
+    ])
+    .await;
+    (app, table, queue)
+}
+
+async fn cell_of(app: &App, tenant: &TenantId) -> Option<String> {
+    app.registry.get(tenant).await.unwrap().map(|r| r.cell)
+}
+
+#[tokio::test]
+async fn a_full_cell_sends_sign_ups_to_the_next_a_draining_one_gets_none_and_no_room_hands_off() {
+    let (app, _, queue) = cells_app(2, 20).await;
+    app.registry
+        .set_cell_state("b", CellState::Draining)
+        .await
+        .unwrap();
+    let (t1, t2, t3, t4) = (
+        fresh_tenant(),
+        fresh_tenant(),
+        fresh_tenant(),
+        fresh_tenant(),
+    );
+    // b drains: both land on a, each on a's broker only.
+    for t in [&t1, &t2] {
+        assert_eq!(sign_up(&app, t).await, Finish::Provisioned);
+        assert_eq!(cell_of(&app, t).await.as_deref(), Some("a"));
+        assert!(vhost_in_cell(&app, "a", t).await);
+        assert!(!vhost_in_cell(&app, "b", t).await);
+    }
+    // a is full and b drains: no room anywhere. Handed off, not recorded, nothing created.
+    assert_eq!(sign_up(&app, &t3).await, Finish::HandedOff);
+    assert_eq!(cell_of(&app, &t3).await, None);
+    assert!(!vhost_in_cell(&app, "a", &t3).await && !vhost_in_cell(&app, "b", &t3).await);
+    let handed: Vec<_> = queue_bodies(&queue).await;
+    assert!(
+        handed.iter().any(|m| m["sub"] == t3.as_str()),
+        "t3 handed off: {handed:?}"
+    );
+    // b opens: the next sign-up lands there (a is full), and so does the hand-off, drained.
+    app.registry
+        .set_cell_state("b", CellState::Open)
+        .await
+        .unwrap();
+    assert_eq!(sign_up(&app, &t4).await, Finish::Provisioned);
+    assert_eq!(cell_of(&app, &t4).await.as_deref(), Some("b"));
+    assert!(vhost_in_cell(&app, "b", &t4).await);
+    assert!(!vhost_in_cell(&app, "a", &t4).await);
+    let drained = tenantctl_with(
+        &["drain"],
+        &[
+            ("CELLS_PATH", app.settings.cells.source.as_str()),
+            ("REGISTRY_TABLE", app.registry.table()),
+            ("HANDOFF_QUEUE_URL", queue.as_str()),
+        ],
+        true,
+    );
+    assert!(
+        drained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drained.stderr)
+    );
+    assert_eq!(cell_of(&app, &t3).await.as_deref(), Some("b"));
+    assert!(vhost_in_cell(&app, "b", &t3).await);
+    let seats = app.registry.cell_items(&["a", "b"]).await.unwrap();
+    assert_eq!(
+        (seats["a"].tenants, seats["b"].tenants),
+        (2, 2),
+        "{seats:?}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_sign_ups_never_push_a_cell_past_its_capacity() {
+    let (app, table, _) = cells_app(3, 3).await;
+    let tenants: Vec<TenantId> = (0..10).map(|_| fresh_tenant()).collect();
+    let answers = futures::future::join_all(tenants.iter().map(|t| sign_up(&app, t))).await;
+    let provisioned = answers
+        .iter()
+        .filter(|f| **f == Finish::Provisioned)
+        .count();
+    let handed_off = answers.iter().filter(|f| **f == Finish::HandedOff).count();
+    assert_eq!((provisioned, handed_off), (6, 4), "{answers:?}");
+    let seats = app.registry.cell_items(&["a", "b"]).await.unwrap();
+    assert_eq!(
+        (seats["a"].tenants, seats["b"].tenants),
+        (3, 3),
+        "{seats:?}"
+    );
+    let mut per_cell = std::collections::BTreeMap::<String, usize>::new();
+    for t in &tenants {
+        match cell_of(&app, t).await {
+            Some(cell) => {
+                *per_cell.entry(cell.clone()).or_default() += 1;
+                let other = if cell == "a" { "b" } else { "a" };
+                assert!(vhost_in_cell(&app, &cell, t).await, "{t} on {cell}");
+                assert!(!vhost_in_cell(&app, other, t).await, "{t} not on {other}");
+            }
+            None => {
+                assert!(!vhost_in_cell(&app, "a", t).await && !vhost_in_cell(&app, "b", t).await)
+            }
+        }
+    }
+    assert_eq!(
+        per_cell.values().copied().collect::<Vec<_>>(),
+        [3, 3],
+        "records per cell in {table}: {per_cell:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_offboarding_frees_its_seat_and_a_restore_takes_one_again() {
+    let (app, table, _) = cells_app(1, 1).await;
+    let env = [
+        ("CELLS_PATH", app.settings.cells.source.as_str()),
+        ("REGISTRY_TABLE", table.as_str()),
+    ];
+    let t = fresh_tenant();
+    assert_eq!(sign_up(&app, &t).await, Finish::Provisioned);
+    let home = cell_of(&app, &t).await.unwrap();
+    let seats = |items: &std::collections::HashMap<String, post_signup::registry::CellItem>| {
+        items.get(&home).map_or(0, |i| i.tenants)
+    };
+    assert_eq!(
+        seats(&app.registry.cell_items(&["a", "b"]).await.unwrap()),
+        1
+    );
+    let (code, _, err) = run(&["deprovision", "--sub", t.as_str()], &env);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        seats(&app.registry.cell_items(&["a", "b"]).await.unwrap()),
+        0,
+        "freed"
+    );
+    let (code, _, err) = run(&["deprovision", "--sub", t.as_str()], &env);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        seats(&app.registry.cell_items(&["a", "b"]).await.unwrap()),
+        0,
+        "freed once, not twice"
+    );
+    let (code, _, err) = run(&["restore", "--sub", t.as_str()], &env);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        seats(&app.registry.cell_items(&["a", "b"]).await.unwrap()),
+        1,
+        "taken again"
+    );
+    assert!(vhost_in_cell(&app, &home, &t).await);
 }

@@ -548,3 +548,50 @@ pub async fn stream_events(stream_arn: &str, tenant: &TenantId) -> Vec<(String, 
     }
     out
 }
+
+/// The broker under test (POST_SIGNUP_TEST_BROKER) and the other one of the stack.
+pub fn stack_brokers() -> (String, String) {
+    let under_test = var("STACK_RABBITMQ");
+    let other = if under_test == "4.0" { "3.10" } else { "4.0" };
+    (under_test, other.to_owned())
+}
+
+/// A cells file of the test's own naming the stack's two brokers as cells `a` (the broker
+/// under test, where tenants recorded before cells live) and `b` (the other one), with these
+/// vhost capacities and `connections` each; returns its path.
+pub fn cells_file_with(a_vhosts: u32, b_vhosts: u32, connections: u64) -> String {
+    let path = std::env::temp_dir().join(format!("cells-{}.yaml", uuid::Uuid::new_v4()));
+    let cell = |name: &str, broker: &str, vhosts: u32| {
+        let broker = broker.replace('.', "_");
+        format!(
+            "  - name: {name}\n    management_url: {}\n    amqp_url: {}\n    admin_secret_id: {}\n    capacity: {{vhosts: {vhosts}, connections: {connections}}}\n",
+            var(&format!("RABBITMQ_{broker}_MANAGEMENT_URL")),
+            var(&format!("RABBITMQ_{broker}_AMQP_URL")),
+            var("RABBITMQ_ADMIN_SECRET_ID"),
+        )
+    };
+    let (a, b) = stack_brokers();
+    let text = format!(
+        "cells:\n{}{}",
+        cell("a", &a, a_vhosts),
+        cell("b", &b, b_vhosts)
+    );
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// Whether cell `cell`'s broker (of `app`'s cells) has `tenant`'s vhost.
+pub async fn vhost_in_cell(app: &App, cell: &str, tenant: &TenantId) -> bool {
+    app.provisioner()
+        .await
+        .unwrap()
+        .brokers
+        .get(cell)
+        .await
+        .unwrap()
+        .rabbitmq
+        .vhost(tenant.rabbitmq_vhost())
+        .await
+        .unwrap()
+        .is_some()
+}

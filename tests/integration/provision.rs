@@ -240,6 +240,10 @@ async fn assert_no_secret(text: &str, tenant: &TenantId, app: &post_signup::app:
         .provisioner()
         .await
         .unwrap()
+        .brokers
+        .first()
+        .await
+        .unwrap()
         .tenant_credentials(tenant, 0)
         .password;
     assert!(

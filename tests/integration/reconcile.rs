@@ -16,6 +16,8 @@ struct Installation {
     namespace: String,
     prefix: String,
     table: String,
+    /// A cells file (the stack's two brokers as cells `a` and `b`), when the test has one.
+    cells: Option<String>,
 }
 
 impl Installation {
@@ -43,16 +45,21 @@ impl Installation {
             namespace,
             prefix: format!("post-signup/rec-{id}/"),
             table,
+            cells: None,
         }
     }
 
     fn env(&self) -> Vec<(&str, &str)> {
-        vec![
+        let mut env = vec![
             ("USER_POOL_ID", self.pool.as_str()),
             ("TENANT_NAMESPACE", self.namespace.as_str()),
             ("TENANT_SECRET_PREFIX", self.prefix.as_str()),
             ("REGISTRY_TABLE", self.table.as_str()),
-        ]
+        ];
+        if let Some(cells) = &self.cells {
+            env.push(("CELLS_PATH", cells.as_str()));
+        }
+        env
     }
 
     /// The same installation seen through another user pool (a wrong USER_POOL_ID).
@@ -62,6 +69,7 @@ impl Installation {
             namespace: self.namespace.clone(),
             prefix: self.prefix.clone(),
             table: self.table.clone(),
+            cells: self.cells.clone(),
         }
     }
 
@@ -495,4 +503,72 @@ async fn the_scheduled_reconciler_reports_an_unfinished_offboarding_and_removes_
     let run = inst.reconcile(&[]);
     assert_eq!(run["repaired"], 1, "{run}");
     assert_eq!(inst.parts(&tenant)["missing"].as_array().unwrap().len(), 6);
+}
+
+#[tokio::test]
+async fn reconcile_repairs_tenants_on_both_cells_each_on_its_own_broker() {
+    let mut inst = Installation::new().await;
+    inst.cells = Some(cells_file_with(20, 20, 500));
+    // One tenant in each cell: the other cell drains while each is placed.
+    inst.ok(&["cell", "drain", "b"]);
+    let in_a = inst.confirmed_user("in-a").await;
+    inst.ok(&["provision", "--sub", in_a.as_str()]);
+    inst.ok(&["cell", "open", "b"]);
+    inst.ok(&["cell", "drain", "a"]);
+    let in_b = inst.confirmed_user("in-b").await;
+    inst.ok(&["provision", "--sub", in_b.as_str()]);
+    inst.ok(&["cell", "open", "a"]);
+    assert_eq!(inst.parts(&in_a)["record"]["cell"], "a");
+    assert_eq!(inst.parts(&in_b)["record"]["cell"], "b");
+    // Each loses its RabbitMQ user, on its own broker.
+    let env = inst.env();
+    let app = app_with(&env).await;
+    let p = app.provisioner().await.unwrap();
+    for (tenant, cell) in [(&in_a, "a"), (&in_b, "b")] {
+        let broker = p.brokers.get(cell).await.unwrap();
+        broker
+            .rabbitmq
+            .delete_user(tenant.rabbitmq_user())
+            .await
+            .unwrap();
+        assert_eq!(inst.parts(tenant)["complete"], false);
+    }
+    let run = inst.reconcile(&[]);
+    assert_eq!(
+        (run["repaired"].as_u64(), run["failed"].as_u64()),
+        (Some(2), Some(0)),
+        "{run}"
+    );
+    assert_eq!(run["strays"], serde_json::json!([]), "{run}");
+    for (tenant, cell, other) in [(&in_a, "a", "b"), (&in_b, "b", "a")] {
+        assert_eq!(inst.parts(tenant)["complete"], true, "{tenant}");
+        let user = |c: &'static str| async move {
+            p.brokers
+                .get(c)
+                .await
+                .unwrap()
+                .rabbitmq
+                .user(tenant.rabbitmq_user())
+                .await
+                .unwrap()
+                .is_some()
+        };
+        assert!(user(cell).await, "{tenant}'s user back on {cell}");
+        assert!(!user(other).await, "{tenant}'s user not on {other}");
+        // Its credentials carry its own cell's broker.
+        let url = inst.amqp_url(tenant).await;
+        let port = url::Url::parse(&url).unwrap().port().unwrap();
+        let broker = if cell == "a" {
+            stack_brokers().0
+        } else {
+            stack_brokers().1
+        };
+        let expected = var(&format!("RABBITMQ_{}_AMQP_URL", broker.replace('.', "_")));
+        assert_eq!(
+            Some(port),
+            url::Url::parse(&expected).unwrap().port(),
+            "{url}"
+        );
+        amqp_login(&url).await.unwrap();
+    }
 }

@@ -320,7 +320,9 @@ async fn adopt_records_existing_tenants_from_their_objects_once() {
         generation: 3,
     };
     let deadline = tokio::time::Instant::now() + app.budget();
-    p.provision_with(&tenant, &state, deadline).await.unwrap();
+    p.provision_with(&tenant, post_signup::cells::DEFAULT_CELL, &state, deadline)
+        .await
+        .unwrap();
     let status = ok(&["status", "--sub", tenant.as_str()], &[]).await;
     assert_eq!(status["state"], "unrecorded", "{status}");
     // Into a registry of its own: adopt takes every unrecorded tenant of the namespace.
