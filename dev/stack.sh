@@ -265,7 +265,7 @@ log.console = true
 log.console.level = warning
 log.file = false
 EOT
-  echo "[rabbitmq_management,rabbitmq_web_stomp]." > "$r/enabled_plugins"
+  echo "[rabbitmq_management,rabbitmq_web_stomp,rabbitmq_shovel,rabbitmq_shovel_management]." > "$r/enabled_plugins"
   start rabbitmq env HOME="$r" RABBITMQ_NODENAME="post-signup-$AMQP_PORT@localhost" \
     RABBITMQ_CONFIG_FILE="$r/rabbitmq.conf" RABBITMQ_ENABLED_PLUGINS_FILE="$r/enabled_plugins" \
     RABBITMQ_MNESIA_BASE="$r/mnesia" RABBITMQ_LOG_BASE="$r/log" RABBITMQ_DIST_PORT="$DIST_PORT" \
@@ -282,7 +282,7 @@ start_rabbitmq4() {
   sed -e "s/127.0.0.1:$AMQP_PORT/127.0.0.1:$AMQP4_PORT/" -e "s/^management.tcp.port = .*/management.tcp.port = $MGMT4_PORT/" \
     -e "s/^web_stomp.tcp.port = .*/web_stomp.tcp.port = $STOMP4_PORT/" \
     "$S/rabbitmq/rabbitmq.conf" > "$r/rabbitmq.conf"
-  echo "[rabbitmq_management,rabbitmq_web_stomp]." > "$r/enabled_plugins"
+  echo "[rabbitmq_management,rabbitmq_web_stomp,rabbitmq_shovel,rabbitmq_shovel_management]." > "$r/enabled_plugins"
   start rabbitmq4 unshare --mount --propagation private sh -c \
     'mount -t proc proc "$0/proc" && mount --bind /dev "$0/dev" && mount --bind "$1" "$0/stack" && shift && exec chroot "$@"' \
     "$RABBITMQ4_ROOTFS" "$r" "$RABBITMQ4_ROOTFS" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/stack \

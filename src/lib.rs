@@ -18,6 +18,7 @@ pub mod handoff;
 pub mod kubernetes;
 pub mod lifecycle;
 pub mod manifests;
+pub mod moving;
 pub mod placement;
 pub mod plan;
 pub mod provision;

@@ -589,6 +589,28 @@ async fn close_old_connections(
     rotated: jiff::Timestamp,
     wait: Duration,
 ) -> Result<usize, StepError> {
+    wait_rolled(p, tenant, wait, "the new password").await?;
+    let rabbitmq = &p.brokers.get(cell).await?.rabbitmq;
+    let open = rabbitmq
+        .user_connections(tenant.rabbitmq_user())
+        .await?
+        .len();
+    rabbitmq
+        .close_user_connections(tenant.rabbitmq_user())
+        .await?;
+    tracing::info!(tenant = %tenant, rotated = %rotated, closed = open, "connections closed after rotation");
+    Ok(open)
+}
+
+/// Waits until the tenant's backend runs its current spec (a Deployment whose observed
+/// generation is its generation, every replica ready), at most `wait`; then an error that
+/// names what the roll was for and the re-run.
+pub(crate) async fn wait_rolled(
+    p: &Provisioner,
+    tenant: &TenantId,
+    wait: Duration,
+    what: &str,
+) -> Result<(), StepError> {
     let started = Instant::now();
     loop {
         let d = p
@@ -603,7 +625,7 @@ async fn close_old_connections(
             current && (status.replicas == 0 || status.ready())
         });
         if rolled {
-            break;
+            return Ok(());
         }
         if started.elapsed() >= wait {
             return Err(StepError::new(
@@ -611,23 +633,13 @@ async fn close_old_connections(
                 format!("roll the backend of tenant {tenant}"),
                 FailureKind::Timeout,
                 format!(
-                    "the backend has not rolled to the new password within {} s; connections with the old one stay open until a re-run finishes the rotation",
+                    "the backend has not rolled to {what} within {} s; run it again to finish",
                     wait.as_secs()
                 ),
             ));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let rabbitmq = &p.brokers.get(cell).await?.rabbitmq;
-    let open = rabbitmq
-        .user_connections(tenant.rabbitmq_user())
-        .await?
-        .len();
-    rabbitmq
-        .close_user_connections(tenant.rabbitmq_user())
-        .await?;
-    tracing::info!(tenant = %tenant, rotated = %rotated, closed = open, "connections closed after rotation");
-    Ok(open)
 }
 
 // --- changes --------------------------------------------------------------------------------

@@ -476,6 +476,94 @@ impl RabbitMq {
             .await
     }
 
+    /// The admin credential in use (for a shovel's URIs, which the broker itself connects with).
+    pub fn admin_credential(&self) -> AdminCredential {
+        self.admin.read().expect("admin credential lock").clone()
+    }
+
+    /// The vhost's definitions (queues, exchanges, bindings, policies, parameters), as the
+    /// management API exports one vhost: without vhost names, ready to import into another.
+    pub async fn definitions(&self, vhost: &str) -> Result<serde_json::Value, StepError> {
+        self.get(
+            format!("definitions of vhost '{vhost}'"),
+            &["definitions", vhost],
+        )
+        .await?
+        .ok_or_else(|| {
+            StepError::new(
+                System::Rabbitmq,
+                format!("read definitions of vhost '{vhost}'"),
+                FailureKind::Rejected,
+                "the vhost does not exist",
+            )
+        })
+    }
+
+    /// Imports definitions into `vhost` (which must exist): what exists already is kept, so a
+    /// repeated import converges.
+    pub async fn import_definitions(
+        &self,
+        vhost: &str,
+        definitions: &serde_json::Value,
+    ) -> Result<(), StepError> {
+        self.send(
+            format!("import definitions into vhost '{vhost}'"),
+            self.http
+                .post(self.url(&["definitions", vhost]))
+                .json(definitions),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The queues of a vhost (names only: message counts from the management database lag).
+    pub async fn queue_names(&self, vhost: &str) -> Result<Vec<String>, StepError> {
+        #[derive(Deserialize)]
+        struct Named {
+            name: String,
+        }
+        let queues: Vec<Named> = self
+            .list(&format!("queues of vhost '{vhost}'"), &["queues", vhost])
+            .await?;
+        Ok(queues.into_iter().map(|q| q.name).collect())
+    }
+
+    /// Declares a dynamic shovel (a runtime parameter of `vhost`): the broker runs it.
+    pub async fn put_shovel(
+        &self,
+        vhost: &str,
+        name: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), StepError> {
+        let body = serde_json::json!({"value": value});
+        self.send(
+            format!("declare shovel '{name}' in vhost '{vhost}'"),
+            self.http
+                .put(self.url(&["parameters", "shovel", vhost, name]))
+                .json(&body),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Whether the shovel is still declared (one with `src-delete-after` removes itself when
+    /// its work is done).
+    pub async fn shovel_exists(&self, vhost: &str, name: &str) -> Result<bool, StepError> {
+        let found: Option<serde_json::Value> = self
+            .get(
+                format!("shovel '{name}' in vhost '{vhost}'"),
+                &["parameters", "shovel", vhost, name],
+            )
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// The shovels' states in `vhost` (`running`, `starting`, `terminated` with a reason).
+    pub async fn shovel_states(&self, vhost: &str) -> Result<Vec<serde_json::Value>, StepError> {
+        self.list(&format!("shovels of vhost '{vhost}'"), &["shovels", vhost])
+            .await
+    }
+
     pub async fn delete_permission(&self, vhost: &str, user: &str) -> Result<bool, StepError> {
         self.delete(
             format!("permission of '{user}' on '{vhost}'"),

@@ -77,6 +77,8 @@ pub enum Event {
     TenantRotated,
     TenantOffboarded,
     TenantRestored,
+    /// Its credentials now point at another cell's broker (`tenantctl move`).
+    TenantMoved,
 }
 
 impl Event {
@@ -90,6 +92,7 @@ impl Event {
             Event::TenantRotated => "TenantRotated",
             Event::TenantOffboarded => "TenantOffboarded",
             Event::TenantRestored => "TenantRestored",
+            Event::TenantMoved => "TenantMoved",
         }
     }
 }
@@ -110,6 +113,10 @@ pub struct TenantRecord {
     /// counted (the implicit cell of a single-broker installation, or released).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seat_connections: Option<u64>,
+    /// A move to another cell in progress (`tenantctl move`): where from, where to, and the
+    /// last step done, so a re-run resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving: Option<MoveProgress>,
     /// Offboarded with its vhost (and messages) kept: never pruned, never removed by a repair.
     #[serde(default)]
     pub retain_data: bool,
@@ -180,6 +187,7 @@ impl TenantRecord {
             generation: state.generation,
             cell: DEFAULT_CELL.to_owned(),
             seat_connections: None,
+            moving: None,
             retain_data: false,
             origin: origin.to_owned(),
             created_at: now(),
@@ -285,6 +293,10 @@ pub enum TransitionError {
     NotOffboarded { sub: String, state: &'static str },
     #[error("tenant {sub} is not suspended: nothing to resume")]
     NotSuspended { sub: String },
+    #[error(
+        "tenant {sub} is moving to cell '{to}': finish the move first (`tenantctl move --sub {sub} --to {to}`)"
+    )]
+    Moving { sub: String, to: String },
 }
 
 /// What a change does to a record: the new record, or `None` when the record already says so
@@ -296,6 +308,12 @@ pub fn transition(
 ) -> Result<Option<TenantRecord>, TransitionError> {
     use Lifecycle::*;
     let sub = record.sub.clone();
+    if let Some(m) = &record.moving {
+        return Err(TransitionError::Moving {
+            sub,
+            to: m.to.clone(),
+        });
+    }
     let offboarded = || TransitionError::Offboarded {
         sub: sub.clone(),
         state: record.state.as_str(),
@@ -357,6 +375,19 @@ pub fn transition(
     next.event = Some(change.event());
     next.event_seq = record.event_seq + 1;
     Ok(Some(next))
+}
+
+/// A move's progress, in the tenant's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveProgress {
+    pub from: String,
+    pub to: String,
+    /// The last step done: `seated`, `copied`, `shovelled`, `switched`, `drained`.
+    pub step: String,
+    pub started_at: String,
+    /// What the tenant's seat in `from` counted (`None`: it held none there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_seat: Option<u64>,
 }
 
 /// A cell's item in the registry: an operator's state, and the counters placement keeps.
@@ -1153,6 +1184,178 @@ impl Registry {
                             format!("cell '{}' is full or not open: `tenantctl move --sub {} --to CELL` places it elsewhere", seat.cell, record.sub),
                         ));
                     }
+                }
+                Err(sdk_error(System::Registry, &action, e))
+            }
+        }
+    }
+
+    /// Starts a move of `record`'s tenant to `seat.cell`: takes a seat there (room and open, as a
+    /// placement) and records the move, in one transaction, only if the record is unchanged,
+    /// active and not moving already.
+    pub async fn begin_move(
+        &self,
+        record: &TenantRecord,
+        from: &str,
+        seat: &Seat<'_>,
+    ) -> Result<MoveProgress, StepError> {
+        use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+        let action = format!("start moving tenant {} to cell '{}'", record.sub, seat.cell);
+        let progress = MoveProgress {
+            from: from.to_owned(),
+            to: seat.cell.to_owned(),
+            step: "seated".to_owned(),
+            started_at: now(),
+            source_seat: record.seat_connections,
+        };
+        let value = serde_dynamo::to_attribute_value(&progress).map_err(|e| {
+            StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
+        })?;
+        let condition = "#version = :v AND attribute_not_exists(#moving) AND #state = :active";
+        let on_record = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(&record.sub)))
+            .update_expression("SET #moving = :moving")
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(aliases(&["#moving", condition])))
+            .expression_attribute_values(":moving", value)
+            .expression_attribute_values(":v", n(record.version))
+            .expression_attribute_values(":active", s(Lifecycle::Active.as_str()))
+            .build()
+            .map_err(|e| {
+                StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
+            })?;
+        let sent = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(on_record).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(self.take_seat(seat, true)?)
+                    .build(),
+            )
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(progress),
+            Err(e) => {
+                if let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() {
+                    let code = |i: usize| c.cancellation_reasons.as_ref().and_then(|r| r.get(i)).and_then(|r| r.code.as_deref());
+                    if code(0) == Some("ConditionalCheckFailed") {
+                        return Err(StepError::new(System::Registry, &action, FailureKind::Conflict, "the record changed meanwhile; run it again"));
+                    }
+                    if code(1) == Some("ConditionalCheckFailed") {
+                        return Err(StepError::new(System::Registry, &action, FailureKind::Rejected, format!("cell '{}' is full or not open", seat.cell)));
+                    }
+                }
+                Err(sdk_error(System::Registry, &action, e))
+            }
+        }
+    }
+
+    /// Records a move's next step done.
+    pub async fn move_step(
+        &self,
+        tenant: &TenantId,
+        to: &str,
+        step: &str,
+    ) -> Result<(), StepError> {
+        let action = format!("record tenant {tenant}'s move step '{step}'");
+        let condition = "#moving.#to = :to";
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(tenant.as_str())))
+            .update_expression("SET #moving.#step = :step")
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(aliases(&["#moving.#step", condition])))
+            .expression_attribute_values(":step", s(step))
+            .expression_attribute_values(":to", s(to))
+            .send()
+            .await
+            .map_err(|e| sdk_error(System::Registry, &action, e))?;
+        Ok(())
+    }
+
+    /// The switch: the tenant lives in `to` from now (its credentials are written for that
+    /// cell's broker next). Publishes `TenantMoved`.
+    pub async fn switch_cell(
+        &self,
+        tenant: &TenantId,
+        to: &str,
+        connections: u64,
+    ) -> Result<(), StepError> {
+        let action = format!("switch tenant {tenant} to cell '{to}'");
+        let condition = "#moving.#to = :to";
+        let expression = "SET #cell = :to, #seat_connections = :c, #moving.#step = :step, \
+                          #changed_at = :at, #event = :event, \
+                          #event_seq = if_not_exists(#event_seq, :zero) + :one";
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(tenant.as_str())))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(aliases(&[expression, condition])))
+            .expression_attribute_values(":to", s(to))
+            .expression_attribute_values(":c", n(connections))
+            .expression_attribute_values(":step", s("switched"))
+            .expression_attribute_values(":at", s(now()))
+            .expression_attribute_values(":event", s(Event::TenantMoved.as_str()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map_err(|e| sdk_error(System::Registry, &action, e))?;
+        Ok(())
+    }
+
+    /// The end of a move: the source cell's seat is given back and the move forgotten, once.
+    pub async fn finish_move(
+        &self,
+        tenant: &TenantId,
+        progress: &MoveProgress,
+    ) -> Result<(), StepError> {
+        let source_connections = progress.source_seat;
+        use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+        let action = format!("finish tenant {tenant}'s move to cell '{}'", progress.to);
+        let other = |e: aws_sdk_dynamodb::error::BuildError| {
+            StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
+        };
+        let condition = "#moving.#to = :to AND #cell = :to";
+        let on_record = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(tenant.as_str())))
+            .update_expression("REMOVE #moving, #event")
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(aliases(&["#moving #event", condition])))
+            .expression_attribute_values(":to", s(&progress.to))
+            .build()
+            .map_err(other)?;
+        let mut sending = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(on_record).build());
+        if let Some(c) = source_connections {
+            let on_cell = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(&cell_key(&progress.from))))
+                .update_expression("ADD #tenants :minus_one, #connections :minus_c")
+                .expression_attribute_names("#tenants", "tenants")
+                .expression_attribute_names("#connections", "connections")
+                .expression_attribute_values(":minus_one", AttributeValue::N("-1".into()))
+                .expression_attribute_values(":minus_c", AttributeValue::N(format!("-{c}")))
+                .build()
+                .map_err(other)?;
+            sending = sending.transact_items(TransactWriteItem::builder().update(on_cell).build());
+        }
+        match sending.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error()
+                    && c.cancellation_reasons.as_ref().and_then(|r| r.first()).and_then(|r| r.code.as_deref()) == Some("ConditionalCheckFailed")
+                {
+                    return Ok(()); // finished already
                 }
                 Err(sdk_error(System::Registry, &action, e))
             }

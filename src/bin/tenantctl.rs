@@ -166,6 +166,19 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         wait: u64,
     },
+    /// Move a tenant to another cell: its vhost's definitions and messages (shovels), then its
+    /// credentials (the backend rolls), then the source is removed. Resumable: run it again
+    /// after a failure. Refused for a suspended or offboarded tenant.
+    Move {
+        #[arg(long)]
+        sub: String,
+        /// The target cell (of the cells file).
+        #[arg(long)]
+        to: String,
+        /// Seconds to wait for the backend to roll, and for each pass of the shovels.
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
     /// Provision every tenant on the hand-off queue; exits when the queue is empty.
     Drain,
     /// Compare the user pool with what exists: provision missing or incomplete tenants, report
@@ -316,6 +329,7 @@ async fn main() -> ExitCode {
         Command::Suspend { sub } => change(&sub, Change::Suspend, Some(7), 0).await,
         Command::Resume { sub } => change(&sub, Change::Resume, Some(7), 0).await,
         Command::Rotate { sub, wait } => change(&sub, Change::Rotate, Some(7), wait).await,
+        Command::Move { sub, to, wait } => move_cmd(&sub, &to, wait).await,
         Command::Reconcile {
             dry_run,
             prune,
@@ -592,6 +606,29 @@ async fn change(
         .await
         .map_err(step_error)?;
     print(&done);
+    Ok(())
+}
+
+async fn move_cmd(sub: &str, to: &str, wait_secs: u64) -> Result<(), CliError> {
+    let tenant = parse_sub(sub)?;
+    let settings = settings()?;
+    if settings.cells.get(to).is_none() {
+        return Err(CliError::input(format!(
+            "no cell '{to}' in {} (cells: {})",
+            settings.cells.source,
+            settings.cells.names().join(", ")
+        )));
+    }
+    let app = init().await?;
+    let p = app.provisioner().await.map_err(CliError::outside)?;
+    let options = post_signup::moving::MoveOptions {
+        wait: std::time::Duration::from_secs(wait_secs),
+        budget: app.budget(),
+    };
+    let report = post_signup::moving::move_tenant(p, &tenant, to, options)
+        .await
+        .map_err(step_error)?;
+    print(&report);
     Ok(())
 }
 
