@@ -1,7 +1,9 @@
 //! One container's life on the local stack, as Lambda runs it: cold start (init), the first
 //! invocation (its budget counts from process start), then warm invocations of fresh tenants.
 //! Prints one JSON line: init, first and warm wall times side by side, the first/warm ratio,
-//! each step's warm median and wall time / slowest branch. Needs the stack's environment
+//! each step's warm median and wall time / slowest branch; and what placement adds: warm
+//! invocations with a cells file (one cell, the same broker) beside those without, interleaved
+//! in the same process, and the placement's transaction alone. Needs the stack's environment
 //! (`dev/bench.sh` exports `.stack/env`); run it as a fresh process for each cold sample.
 
 use std::collections::HashMap;
@@ -51,8 +53,40 @@ async fn main() {
     let mut ratios = Vec::new();
     let mut steps: HashMap<&'static str, Vec<f64>> = HashMap::new();
     let p = app.provisioner().await.unwrap();
+    // The same installation with a cells file: one cell on the same broker, room to spare.
+    let cells_path =
+        std::env::temp_dir().join(format!("bench-cells-{}.yaml", uuid::Uuid::new_v4()));
+    let env = |k: &str| std::env::var(k).expect("the stack's environment");
+    std::fs::write(
+        &cells_path,
+        format!(
+            "cells:\n  - name: bench\n    management_url: {}\n    amqp_url: {}\n    admin_secret_id: {}\n    capacity: {{vhosts: 1000000, connections: 100000000}}\n",
+            env("RABBITMQ_MANAGEMENT_URL"),
+            env("RABBITMQ_AMQP_URL"),
+            env("RABBITMQ_ADMIN_SECRET_ID")
+        ),
+    )
+    .unwrap();
+    let cells_settings = Settings::from_lookup(|k| match k {
+        "CELLS_PATH" => Some(cells_path.display().to_string()),
+        _ => std::env::var(k).ok(),
+    })
+    .expect("settings with a cells file");
+    let cells_app = App::init(cells_settings, tokio::time::Instant::now())
+        .await
+        .expect("cold start with cells");
+    invoke(&cells_app).await;
+    let mut with_cells = Vec::new();
+    let mut placements = Vec::new();
     for _ in 0..runs {
         warm.push(invoke(&app).await);
+        with_cells.push(invoke(&cells_app).await);
+        let placed =
+            post_signup::tenant::TenantId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
+        let record = post_signup::registry::TenantRecord::new(&placed, None, &p.plans, "bench");
+        let t = Instant::now();
+        cells_app.placement.place(&record).await.expect("placed");
+        placements.push(t.elapsed().as_secs_f64() * 1e3);
         let tenant =
             post_signup::tenant::TenantId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
         let report = p
@@ -79,6 +113,7 @@ async fn main() {
         v[v.len() / 2]
     };
     let warm_median = median(&mut warm.clone());
+    let _ = std::fs::remove_file(&cells_path);
     let mut step_medians: Vec<(String, f64)> = steps
         .into_iter()
         .map(|(k, mut v)| (k.to_owned(), median(&mut v)))
@@ -94,6 +129,8 @@ async fn main() {
         "first_over_warm": first_ms / warm_median,
         "provision_only_ms_median": median(&mut provision_only),
         "registry_create_ms_median": median(&mut creates),
+        "with_cells_invocation_ms_median": median(&mut with_cells),
+        "placement_ms_median": median(&mut placements),
         "wall_over_slowest_branch_median": median(&mut ratios.clone()),
         "step_ms_median": step_medians.into_iter().map(|(k, v)| (k, serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
     });

@@ -5,7 +5,8 @@
 #  3. invocations on the local stack: cold (new process, first event) and warm (same process),
 #     with each step's duration and wall time / slowest branch; the warm invocation (with the
 #     registry's record) beside provisioning alone (the trigger before the registry)
-#  4. a burst of simultaneous cold sign-ups; 5. the reconciler at scale; 6. list from the registry
+#  4. a burst of simultaneous cold sign-ups; 4b. the same over one cell and over two;
+#  5. the reconciler at scale; 6. list from the registry
 #  7. vhost creation per second, sequential and concurrent: RabbitMQ 3.10, 4.0 on Mnesia (a
 #     throwaway node, dev/broker4.sh) and 4.0 on Khepri (the stack's)
 set -euo pipefail
@@ -80,6 +81,11 @@ print(f"registry: warm invocation {med('warm_invocation_ms_median'):.1f} ms with
       f"{med('provision_only_ms_median'):.1f} ms (the trigger before the registry): "
       f"{med('warm_invocation_ms_median') / med('provision_only_ms_median'):.2f}x; "
       f"the conditional create alone {med('registry_create_ms_median'):.1f} ms, under the vhost PUT")
+print(f"placement: warm invocation with a cells file {med('with_cells_invocation_ms_median'):.1f} ms vs without "
+      f"{med('warm_invocation_ms_median'):.1f} ms (same broker, interleaved): "
+      f"{med('with_cells_invocation_ms_median') / med('warm_invocation_ms_median'):.2f}x, "
+      f"+{med('with_cells_invocation_ms_median') - med('warm_invocation_ms_median'):.1f} ms on the critical path; "
+      f"the placement's transaction alone {med('placement_ms_median'):.1f} ms")
 steps = rows[len(rows) // 2]["step_ms_median"]
 print("warm step medians (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in steps.items()))
 PY
@@ -88,6 +94,10 @@ echo "== 4. burst: ${BURST:-100} simultaneous cold sign-ups (one tenantctl proce
 # The peer first: the same burst with no registry to record in (the trigger before the registry).
 "$STACK_VENV/bin/python" dev/bench_burst.py --tenantctl "$(pwd)/target/release/tenantctl" --count "${BURST:-100}" --no-registry
 "$STACK_VENV/bin/python" dev/bench_burst.py --tenantctl "$(pwd)/target/release/tenantctl" --count "${BURST:-100}"
+
+echo "== 4b. burst across cells: ${BURST_CELLS:-200} simultaneous cold sign-ups on one cell (3.10) and on two (3.10 + 4.0 Khepri)"
+"$STACK_VENV/bin/python" dev/bench_burst.py --tenantctl "$(pwd)/target/release/tenantctl" --count "${BURST_CELLS:-200}" --cells 1
+"$STACK_VENV/bin/python" dev/bench_burst.py --tenantctl "$(pwd)/target/release/tenantctl" --count "${BURST_CELLS:-200}" --cells 2
 
 echo "== 5. reconciler: a pool whose tenants all exist, checked in bulk"
 "$STACK_VENV/bin/python" dev/bench_reconcile.py --tenantctl "$(pwd)/target/release/tenantctl" --sizes "${RECONCILE_SIZES:-100,1000}"

@@ -3,8 +3,12 @@ trigger exactly, as Lambda's concurrency would run it), against the local stack:
 inside the trigger, how many are handed off, how many are only recorded (hand-off failed, the
 record is the durable intent), how many people see the failure message (must be 0), how many
 tenants are missing after the drain and the reconciler's pass over the recorded ones (must be 0),
-and how long each process takes (each must answer within Cognito's 5 s)."""
+and how long each process takes (each must answer within Cognito's 5 s). With --cells N (1 or 2):
+the stack's brokers as N cells (3.10, then 4.0 on Khepri) in a registry table of the run's own,
+with where the tenants landed and the seconds from the burst's last answer until every tenant
+was complete (the drain finishing what was handed off)."""
 import argparse
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -12,21 +16,36 @@ import tempfile
 import time
 import uuid
 
-from benchlib import OPERATOR, STACK, fresh_queue, percentile, signup_event
+from benchlib import OPERATOR, STACK, fresh_queue, fresh_table, percentile, signup_event
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--tenantctl", required=True)
 ap.add_argument("--count", type=int, default=50)
 ap.add_argument("--no-registry", action="store_true",
                 help="the peer: a registry table that does not exist, so no record is ever written (the trigger before the registry)")
+ap.add_argument("--cells", type=int, choices=[1, 2],
+                help="place tenants over this many cells: the stack's 3.10 broker, then its 4.0 (Khepri)")
 args = ap.parse_args()
 
 queue = fresh_queue()
 env = {**os.environ, **STACK, "HANDOFF_QUEUE_URL": queue}
 if args.no_registry:
     env["REGISTRY_TABLE"] = f"missing-{uuid.uuid4().hex}"
+if args.cells:
+    brokers = [("a-3-10", "3_10"), ("b-4-0-khepri", "4_0")][:args.cells]
+    cells = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+    cells.write("cells:\n" + "".join(
+        f"  - name: {name}\n    management_url: {STACK[f'RABBITMQ_{b}_MANAGEMENT_URL']}\n"
+        f"    amqp_url: {STACK[f'RABBITMQ_{b}_AMQP_URL']}\n"
+        f"    admin_secret_id: {STACK['RABBITMQ_ADMIN_SECRET_ID']}\n"
+        f"    capacity: {{vhosts: 100000, connections: 100000000}}\n" for name, b in brokers))
+    cells.close()
+    env["CELLS_PATH"] = cells.name
+    env["REGISTRY_TABLE"] = fresh_table()
+operator = {**os.environ, **OPERATOR, **{k: env[k] for k in ("CELLS_PATH", "REGISTRY_TABLE") if k in env}}
 work = tempfile.mkdtemp()
 subs = [str(uuid.uuid4()) for _ in range(args.count)]
+walls, inside, handed, recorded, lost = [], 0, 0, 0, []
 procs = []
 for sub in subs:
     path = os.path.join(work, sub + ".json")
@@ -35,11 +54,21 @@ for sub in subs:
     procs.append((sub, time.perf_counter(), subprocess.Popen(
         [args.tenantctl, "provision", "--event", path], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
-walls, inside, handed, recorded, lost = [], 0, 0, 0, []
-for sub, t0, p in procs:
+
+
+def finish(entry):
+    """Each process's own answer time (a thread each: collecting them in order would count a
+    process's wait for the ones before it)."""
+    sub, t0, p = entry
     out, err = p.communicate()
-    walls.append((time.perf_counter() - t0) * 1e3)
-    if p.returncode != 0:
+    return sub, (time.perf_counter() - t0) * 1e3, p.returncode, err
+
+
+with concurrent.futures.ThreadPoolExecutor(max_workers=len(procs)) as pool:
+    finished = list(pool.map(finish, procs))
+for sub, wall, code, err in finished:
+    walls.append(wall)
+    if code != 0:
         lost.append(sub)
     elif "handed off" in err:
         handed += 1
@@ -47,33 +76,47 @@ for sub, t0, p in procs:
         recorded += 1
     else:
         inside += 1
-drain = subprocess.run([args.tenantctl, "drain"], env={**os.environ, **OPERATOR, "HANDOFF_QUEUE_URL": queue},
+burst_end = time.perf_counter()
+drain = subprocess.run([args.tenantctl, "drain"], env={**operator, "HANDOFF_QUEUE_URL": queue},
                        capture_output=True, text=True)
+drain_end = time.perf_counter()
 summary = json.loads(drain.stdout) if drain.stdout.strip() else {}
 
 
 def status(sub):
-    st = subprocess.run([args.tenantctl, "status", "--sub", sub], env={**os.environ, **OPERATOR},
+    st = subprocess.run([args.tenantctl, "status", "--sub", sub], env=operator,
                         capture_output=True, text=True)
     return json.loads(st.stdout) if st.returncode == 0 else {}
 
 
 incomplete = [sub for sub in subs if not status(sub).get("complete")]
 after_drain = len(incomplete)
+# Every tenant complete (each checked part by part above, untimed) when the drain ended.
+complete_after_s = round(drain_end - burst_end, 1) if not incomplete else None
+placed = {}
+if args.cells:
+    listed = subprocess.run([args.tenantctl, "list", "--output", "json"], env=operator,
+                            capture_output=True, text=True)
+    for row in json.loads(listed.stdout or "[]"):
+        placed[row["cell"]] = placed.get(row["cell"], 0) + 1
 # What the scheduled reconciler does for a confirmed user whose recorded tenant is unfinished
 # (the bench's users are synthetic, so it is asked per tenant): converge it to its record.
 for sub in incomplete:
     if status(sub).get("record"):
-        subprocess.run([args.tenantctl, "provision", "--sub", sub], env={**os.environ, **OPERATOR},
+        subprocess.run([args.tenantctl, "provision", "--sub", sub], env=operator,
                        capture_output=True, text=True)
 missing = [sub for sub in incomplete if not status(sub).get("complete")]
-result = {"bench": "burst", "registry": not args.no_registry, "count": args.count, "inside_trigger": inside, "handed_off": handed,
+result = {"bench": "burst", "registry": not args.no_registry, "cells": args.cells, "placed": placed,
+          "complete_after_s": complete_after_s, "count": args.count, "inside_trigger": inside, "handed_off": handed,
           "recorded_only": recorded, "failure_messages": len(lost), "drained": summary.get("provisioned"),
           "incomplete_after_drain": after_drain, "missing_after_reconcile": len(missing),
           "wall_ms_p50": round(percentile(walls, 50)), "wall_ms_p95": round(percentile(walls, 95)),
           "wall_ms_max": round(max(walls)), "over_5s": sum(w > 5000 for w in walls)}
 print(json.dumps(result))
-print(f"burst of {args.count} ({'with the registry' if not args.no_registry else 'no registry: the trigger before it'}): {inside} finished inside the trigger, {handed} handed off, {recorded} recorded only, "
+what = (f"over {args.cells} cell{'s' if args.cells > 1 else ''} {placed}" if args.cells
+        else 'with the registry' if not args.no_registry else 'no registry: the trigger before it')
+print(f"burst of {args.count} ({what}): {inside} finished inside the trigger, {handed} handed off, {recorded} recorded only, "
       f"{len(lost)} shown the failure message; after drain {after_drain} incomplete, after the reconciler's pass "
       f"{len(missing)} without a tenant; wall p50 {result['wall_ms_p50']} ms, "
-      f"p95 {result['wall_ms_p95']} ms, max {result['wall_ms_max']} ms ({result['over_5s']} over 5 s)")
+      f"p95 {result['wall_ms_p95']} ms, max {result['wall_ms_max']} ms ({result['over_5s']} over 5 s); "
+      f"every tenant complete {complete_after_s} s after the burst's last answer")
