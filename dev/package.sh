@@ -67,6 +67,7 @@ print(re.search(r'  RabbitMqAdminSecretId:\n(?:    .*\n)*?    Default: (\S+)', t
   ./target/debug/tenantctl check-cells "$CELLS" --admin-secret-id "$admin_id" >/dev/null
   for fn in PostSignupFunction HandoffWorkerFunction ReconcilerFunction TenantApiFunction; do
     cp "$CELLS" "$build_dir/$fn/cells.yaml"
+    cmp -s "$CELLS" "$build_dir/$fn/cells.yaml" || { echo "package: $fn has no copy of $CELLS" >&2; exit 1; }
   done
   echo "package: $CELLS ships as /var/task/cells.yaml (deploy with CellsPath=/var/task/cells.yaml)"
 fi

@@ -192,6 +192,7 @@ json.dump({"PostSignupFunction": {
     "REGISTRY_TABLE": "$REGISTRY_TABLE",
     "BACKEND_IMAGE": "$BACKEND_IMAGE",
     "BACKEND_TEMPLATE_PATH": "/var/task/backend-template.yaml",
+    "CELLS_PATH": "",
     "AWS_ENDPOINT_URL": "http://$BRIDGE_IP:$F_AWS",
 }, "TenantApiFunction": {
     "USER_POOL_ID": "$USER_POOL_ID",
@@ -200,6 +201,7 @@ json.dump({"PostSignupFunction": {
     "REGISTRY_TABLE": "$REGISTRY_TABLE",
     "TENANT_SECRET_PREFIX": "$TENANT_SECRET_PREFIX",
     "RABBITMQ_WEB_STOMP_URL": "$RABBITMQ_WEB_STOMP_URL",
+    "CELLS_PATH": "",
     "AWS_ENDPOINT_URL": "http://$BRIDGE_IP:$F_AWS",
 }}, open(sys.argv[1], "w"))
 PY

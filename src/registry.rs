@@ -1503,6 +1503,33 @@ mod tests {
     }
 
     #[test]
+    fn no_change_while_a_move_is_recorded() {
+        let mut r = record();
+        r.moving = Some(MoveProgress {
+            from: "a".into(),
+            to: "b".into(),
+            step: "copied".into(),
+            started_at: "2026-11-30T12:00:00Z".into(),
+            source_seat: Some(20),
+        });
+        for c in [
+            Change::Suspend,
+            Change::Rotate,
+            Change::Plan("business".into()),
+            Change::Offboard { retain_data: true },
+        ] {
+            let e = apply(&r, c).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("is moving to cell 'b': finish the move first"),
+                "{e}"
+            );
+        }
+        let item: Item = serde_dynamo::to_item(&r).unwrap();
+        assert_eq!(decode("t", item).unwrap(), r, "the move round-trips");
+    }
+
+    #[test]
     fn a_rotation_not_yet_applied_is_finished_not_repeated() {
         let r = record();
         let rotated = apply(&r, Change::Rotate).unwrap().unwrap();
