@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 
-from benchlib import OPERATOR, STACK, fresh_queue, fresh_table, percentile, signup_event
+from benchlib import OPERATOR, STACK, drop_namespace, fresh_namespace, fresh_queue, fresh_table, percentile, signup_event
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--tenantctl", required=True)
@@ -28,7 +28,8 @@ ap.add_argument("--cells", type=int, choices=[1, 2],
 args = ap.parse_args()
 
 queue = fresh_queue()
-env = {**os.environ, **STACK, "HANDOFF_QUEUE_URL": queue}
+namespace = fresh_namespace()
+env = {**os.environ, **STACK, "HANDOFF_QUEUE_URL": queue, "TENANT_NAMESPACE": namespace}
 if args.no_registry:
     env["REGISTRY_TABLE"] = f"missing-{uuid.uuid4().hex}"
 if args.cells:
@@ -42,7 +43,7 @@ if args.cells:
     cells.close()
     env["CELLS_PATH"] = cells.name
     env["REGISTRY_TABLE"] = fresh_table()
-operator = {**os.environ, **OPERATOR, **{k: env[k] for k in ("CELLS_PATH", "REGISTRY_TABLE") if k in env}}
+operator = {**os.environ, **OPERATOR, **{k: env[k] for k in ("CELLS_PATH", "REGISTRY_TABLE", "TENANT_NAMESPACE") if k in env}}
 work = tempfile.mkdtemp()
 subs = [str(uuid.uuid4()) for _ in range(args.count)]
 walls, inside, handed, recorded, lost = [], 0, 0, 0, []
@@ -106,6 +107,7 @@ for sub in incomplete:
         subprocess.run([args.tenantctl, "provision", "--sub", sub], env=operator,
                        capture_output=True, text=True)
 missing = [sub for sub in incomplete if not status(sub).get("complete")]
+drop_namespace(namespace)
 result = {"bench": "burst", "registry": not args.no_registry, "cells": args.cells, "placed": placed,
           "complete_after_s": complete_after_s, "count": args.count, "inside_trigger": inside, "handed_off": handed,
           "recorded_only": recorded, "failure_messages": len(lost), "drained": summary.get("provisioned"),

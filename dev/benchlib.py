@@ -55,3 +55,22 @@ def signup_event(tenantctl, sub):
 def percentile(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
+
+
+def fresh_namespace():
+    """A tenant namespace of the bench's own, with the shipped namespace and RBAC, so a burst's
+    hundreds of backends never fill the stack's `tenants` namespace (its quota would then keep
+    the tests' backends from rolling). Remove it with `drop_namespace`."""
+    ns = f"bench-{uuid.uuid4().hex[:10]}"
+    text = ""
+    for name in ("namespace.yaml", "rbac.yaml", "rbac-operator.yaml"):
+        with open(os.path.join(ROOT, "deploy", name)) as f:
+            text += "\n---\n" + f.read().replace("namespace: tenants", f"namespace: {ns}").replace("name: tenants", f"name: {ns}")
+    subprocess.run([STACK["STACK_KUBECTL"], "--kubeconfig", STACK["KUBECONFIG"], "apply", "-f", "-"],
+                   input=text, text=True, check=True, capture_output=True)
+    return ns
+
+
+def drop_namespace(ns):
+    subprocess.run([STACK["STACK_KUBECTL"], "--kubeconfig", STACK["KUBECONFIG"], "delete", "namespace", ns,
+                    "--wait=false"], check=True, capture_output=True)

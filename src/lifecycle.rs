@@ -549,10 +549,7 @@ async fn converge_once(
         Instant::now() + options.budget,
     ))
     .await
-    .map_err(|e| {
-        let system = e.failures.first().map_or(System::Rabbitmq, |f| f.system);
-        StepError::new(system, "provision", FailureKind::Other, e.to_string())
-    })?;
+    .map_err(|e| e.into_step("provision"))?;
     done.report = Some(report);
     if record.pending.as_deref() == Some("plan") {
         let name = tenant.secrets_manager_name(&p.secret_prefix);

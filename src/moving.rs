@@ -222,15 +222,7 @@ pub async fn move_tenant(
             Instant::now() + options.budget,
         ))
         .await
-        .map_err(|e| {
-            let system = e.failures.first().map_or(System::Rabbitmq, |f| f.system);
-            StepError::new(
-                system,
-                "provision on the target cell",
-                FailureKind::Other,
-                e.to_string(),
-            )
-        })?;
+        .map_err(|e| e.into_step("provision on the target cell"))?;
         wait_rolled(p, tenant, options.wait, "the target cell's credentials").await?;
         // The backend runs on the target: nothing may publish to the source any more.
         source.rabbitmq.delete_user(tenant.rabbitmq_user()).await?;

@@ -94,6 +94,21 @@ impl ProvisionError {
     /// The failing steps and their kinds, and the steps the deadline cut off, for the tenant's
     /// record: `rabbitmq.vhost: timeout; unfinished: kubernetes.deployment` (no messages, so
     /// never a secret or a host).
+    /// As one step error, for callers that converge several systems and report one error: the
+    /// first failing system, the whole description.
+    pub fn into_step(self, action: &str) -> StepError {
+        let system = self
+            .failures
+            .first()
+            .map_or(crate::error::System::Rabbitmq, |f| f.system);
+        StepError::new(
+            system,
+            action,
+            crate::error::FailureKind::Other,
+            self.to_string(),
+        )
+    }
+
     pub fn outcome_detail(&self) -> String {
         let failed = self
             .report

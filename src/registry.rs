@@ -511,6 +511,19 @@ fn aliases(expressions: &[&str]) -> HashMap<String, String> {
     out
 }
 
+/// How a transaction ended when it was not an error: written, or cancelled because these of
+/// its items' conditions failed (each with the item as it was, when one was asked for).
+enum Transacted {
+    Written,
+    ConditionsFailed(Vec<(bool, Option<Item>)>),
+}
+
+impl Transacted {
+    fn failed(&self, i: usize) -> bool {
+        matches!(self, Transacted::ConditionsFailed(r) if r.get(i).is_some_and(|(f, _)| *f))
+    }
+}
+
 fn is_condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E) -> bool {
     e.code() == Some("ConditionalCheckFailedException")
 }
@@ -933,6 +946,87 @@ impl Registry {
         Ok(out)
     }
 
+    /// Sends one transaction. A cancellation for failed conditions is an answer, not an error;
+    /// one for a concurrent transaction on the same items (`TransactionConflict`) is transient.
+    async fn transact(
+        &self,
+        action: &str,
+        items: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
+    ) -> Result<Transacted, StepError> {
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+        let e = match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => return Ok(Transacted::Written),
+            Err(e) => e,
+        };
+        let reasons = match e.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
+                c.cancellation_reasons.clone().unwrap_or_default()
+            }
+            _ => return Err(sdk_error(System::Registry, action, e)),
+        };
+        let code = |r: &aws_sdk_dynamodb::types::CancellationReason| r.code.clone();
+        if reasons
+            .iter()
+            .any(|r| code(r).as_deref() == Some("ConditionalCheckFailed"))
+        {
+            return Ok(Transacted::ConditionsFailed(
+                reasons
+                    .into_iter()
+                    .map(|r| (r.code.as_deref() == Some("ConditionalCheckFailed"), r.item))
+                    .collect(),
+            ));
+        }
+        let mut err = sdk_error(System::Registry, action, e);
+        if reasons
+            .iter()
+            .any(|r| code(r).as_deref() == Some("TransactionConflict"))
+        {
+            err.kind = FailureKind::Throttled;
+        }
+        Err(err)
+    }
+
+    /// `on_record` and a seat taken in `seat.cell`, in one transaction.
+    async fn update_taking_seat(
+        &self,
+        action: &str,
+        on_record: aws_sdk_dynamodb::types::Update,
+        seat: &Seat<'_>,
+        enforce: bool,
+    ) -> Result<Transacted, StepError> {
+        use aws_sdk_dynamodb::types::TransactWriteItem;
+        let items = vec![
+            TransactWriteItem::builder().update(on_record).build(),
+            TransactWriteItem::builder()
+                .update(self.take_seat(seat, enforce)?)
+                .build(),
+        ];
+        self.transact(action, items).await
+    }
+
+    /// The update that gives a seat of `cell` back (`connections`: what it counted).
+    fn give_back_seat(
+        &self,
+        cell: &str,
+        connections: u64,
+    ) -> Result<aws_sdk_dynamodb::types::Update, aws_sdk_dynamodb::error::BuildError> {
+        aws_sdk_dynamodb::types::Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(&cell_key(cell))))
+            .update_expression("ADD #tenants :minus_one, #connections :minus_c")
+            .expression_attribute_names("#tenants", "tenants")
+            .expression_attribute_names("#connections", "connections")
+            .expression_attribute_values(":minus_one", AttributeValue::N("-1".into()))
+            .expression_attribute_values(":minus_c", AttributeValue::N(format!("-{connections}")))
+            .build()
+    }
+
     /// The update that takes a seat in `seat.cell`, conditioned on room and an open state.
     fn take_seat(
         &self,
@@ -1026,55 +1120,34 @@ impl Registry {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(other)?;
-        let sent = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(put).build())
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(self.take_seat(seat, enforce)?)
-                    .build(),
-            )
-            .send()
-            .await;
-        let e = match sent {
-            Ok(_) => return Ok(Placed::New(placed)),
-            Err(e) => e,
+        let items = vec![
+            TransactWriteItem::builder().put(put).build(),
+            TransactWriteItem::builder()
+                .update(self.take_seat(seat, enforce)?)
+                .build(),
+        ];
+        let reasons = match self.transact(&action, items).await? {
+            Transacted::Written => return Ok(Placed::New(placed)),
+            Transacted::ConditionsFailed(reasons) => reasons,
         };
-        let reasons = match e.as_service_error() {
-            Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) => {
-                c.cancellation_reasons.clone().unwrap_or_default()
+        match reasons.into_iter().next() {
+            Some((true, old)) => {
+                let existing = match old {
+                    Some(item) => decode(&action, item)?,
+                    None => self.get(&record.tenant()?).await?.ok_or_else(|| {
+                        StepError::new(
+                            System::Registry,
+                            &action,
+                            FailureKind::Conflict,
+                            "the record exists and does not; try again",
+                        )
+                    })?,
+                };
+                Ok(Placed::Existing(existing))
             }
-            _ => return Err(sdk_error(System::Registry, &action, e)),
-        };
-        let code = |i: usize| {
-            reasons
-                .get(i)
-                .and_then(|r| r.code.as_deref())
-                .unwrap_or("None")
-        };
-        if code(0) == "ConditionalCheckFailed" {
-            let old = reasons[0].item.clone();
-            let existing = match old {
-                Some(item) => decode(&action, item)?,
-                None => self.get(&record.tenant()?).await?.ok_or_else(|| {
-                    StepError::new(
-                        System::Registry,
-                        &action,
-                        FailureKind::Conflict,
-                        "the record exists and does not; try again",
-                    )
-                })?,
-            };
-            return Ok(Placed::Existing(existing));
+            // The record's condition held: the seat's did not (full, or not open).
+            _ => Ok(Placed::Refused),
         }
-        if code(1) == "ConditionalCheckFailed" {
-            return Ok(Placed::Refused);
-        }
-        // A concurrent transaction on the same cell's item (`TransactionConflict`): try again.
-        let mut err = sdk_error(System::Registry, &action, e);
-        err.kind = FailureKind::Throttled;
-        Err(err)
     }
 
     /// Gives back the seat of a tenant whose vhost is gone: the record stops counting and the
@@ -1101,34 +1174,18 @@ impl Registry {
             .expression_attribute_values(":cell", s(&record.cell))
             .build()
             .map_err(other)?;
-        let on_cell = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(&cell_key(&record.cell))))
-            .update_expression("ADD #tenants :minus_one, #connections :minus_c")
-            .expression_attribute_names("#tenants", "tenants")
-            .expression_attribute_names("#connections", "connections")
-            .expression_attribute_values(":minus_one", AttributeValue::N("-1".into()))
-            .expression_attribute_values(":minus_c", AttributeValue::N(format!("-{connections}")))
-            .build()
+        let on_cell = self
+            .give_back_seat(&record.cell, connections)
             .map_err(other)?;
-        let sent = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(on_record).build())
-            .transact_items(TransactWriteItem::builder().update(on_cell).build())
-            .send()
-            .await;
-        match sent {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                if let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error()
-                    && c.cancellation_reasons.as_ref().and_then(|r| r.first()).and_then(|r| r.code.as_deref()) == Some("ConditionalCheckFailed")
-                {
-                    return Ok(false);
-                }
-                Err(sdk_error(System::Registry, &action, e))
-            }
-        }
+        let items = vec![
+            TransactWriteItem::builder().update(on_record).build(),
+            TransactWriteItem::builder().update(on_cell).build(),
+        ];
+        // A failed condition: released already.
+        Ok(matches!(
+            self.transact(&action, items).await?,
+            Transacted::Written
+        ))
     }
 
     /// Takes a seat for a tenant that holds none, in `seat.cell` (its own; a record still
@@ -1141,7 +1198,7 @@ impl Registry {
         seat: &Seat<'_>,
         enforce: bool,
     ) -> Result<bool, StepError> {
-        use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+        use aws_sdk_dynamodb::types::Update;
         let action = format!("seat tenant {} in cell '{}'", record.sub, seat.cell);
         let on_record = Update::builder()
             .table_name(&self.table)
@@ -1157,37 +1214,24 @@ impl Registry {
             .map_err(|e| {
                 StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
             })?;
-        let sent = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(on_record).build())
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(self.take_seat(seat, enforce)?)
-                    .build(),
-            )
-            .send()
-            .await;
-        match sent {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                if let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() {
-                    let code = |i: usize| c.cancellation_reasons.as_ref().and_then(|r| r.get(i)).and_then(|r| r.code.as_deref());
-                    if code(0) == Some("ConditionalCheckFailed") {
-                        return Ok(false); // seated already (or moved): nothing to take
-                    }
-                    if code(1) == Some("ConditionalCheckFailed") {
-                        return Err(StepError::new(
-                            System::Registry,
-                            &action,
-                            FailureKind::Rejected,
-                            format!("cell '{}' is full or not open: `tenantctl move --sub {} --to CELL` places it elsewhere", seat.cell, record.sub),
-                        ));
-                    }
-                }
-                Err(sdk_error(System::Registry, &action, e))
-            }
+        let done = self
+            .update_taking_seat(&action, on_record, seat, enforce)
+            .await?;
+        if done.failed(0) {
+            return Ok(false); // seated already (or moved): nothing to take
         }
+        if done.failed(1) {
+            return Err(StepError::new(
+                System::Registry,
+                &action,
+                FailureKind::Rejected,
+                format!(
+                    "cell '{}' is full or not open: `tenantctl move --sub {} --to CELL` places it elsewhere",
+                    seat.cell, record.sub
+                ),
+            ));
+        }
+        Ok(true)
     }
 
     /// Starts a move of `record`'s tenant to `seat.cell`: takes a seat there (room and open, as a
@@ -1199,7 +1243,7 @@ impl Registry {
         from: &str,
         seat: &Seat<'_>,
     ) -> Result<MoveProgress, StepError> {
-        use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+        use aws_sdk_dynamodb::types::Update;
         let action = format!("start moving tenant {} to cell '{}'", record.sub, seat.cell);
         let progress = MoveProgress {
             from: from.to_owned(),
@@ -1225,32 +1269,26 @@ impl Registry {
             .map_err(|e| {
                 StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
             })?;
-        let sent = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(on_record).build())
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(self.take_seat(seat, true)?)
-                    .build(),
-            )
-            .send()
-            .await;
-        match sent {
-            Ok(_) => Ok(progress),
-            Err(e) => {
-                if let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() {
-                    let code = |i: usize| c.cancellation_reasons.as_ref().and_then(|r| r.get(i)).and_then(|r| r.code.as_deref());
-                    if code(0) == Some("ConditionalCheckFailed") {
-                        return Err(StepError::new(System::Registry, &action, FailureKind::Conflict, "the record changed meanwhile; run it again"));
-                    }
-                    if code(1) == Some("ConditionalCheckFailed") {
-                        return Err(StepError::new(System::Registry, &action, FailureKind::Rejected, format!("cell '{}' is full or not open", seat.cell)));
-                    }
-                }
-                Err(sdk_error(System::Registry, &action, e))
-            }
+        let done = self
+            .update_taking_seat(&action, on_record, seat, true)
+            .await?;
+        if done.failed(0) {
+            return Err(StepError::new(
+                System::Registry,
+                &action,
+                FailureKind::Conflict,
+                "the record changed meanwhile; run it again",
+            ));
         }
+        if done.failed(1) {
+            return Err(StepError::new(
+                System::Registry,
+                &action,
+                FailureKind::Rejected,
+                format!("cell '{}' is full or not open", seat.cell),
+            ));
+        }
+        Ok(progress)
     }
 
     /// Records a move's next step done.
@@ -1332,34 +1370,13 @@ impl Registry {
             .expression_attribute_values(":to", s(&progress.to))
             .build()
             .map_err(other)?;
-        let mut sending = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(on_record).build());
+        let mut items = vec![TransactWriteItem::builder().update(on_record).build()];
         if let Some(c) = source_connections {
-            let on_cell = Update::builder()
-                .table_name(&self.table)
-                .set_key(Some(key(&cell_key(&progress.from))))
-                .update_expression("ADD #tenants :minus_one, #connections :minus_c")
-                .expression_attribute_names("#tenants", "tenants")
-                .expression_attribute_names("#connections", "connections")
-                .expression_attribute_values(":minus_one", AttributeValue::N("-1".into()))
-                .expression_attribute_values(":minus_c", AttributeValue::N(format!("-{c}")))
-                .build()
-                .map_err(other)?;
-            sending = sending.transact_items(TransactWriteItem::builder().update(on_cell).build());
+            let on_cell = self.give_back_seat(&progress.from, c).map_err(other)?;
+            items.push(TransactWriteItem::builder().update(on_cell).build());
         }
-        match sending.send().await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                if let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error()
-                    && c.cancellation_reasons.as_ref().and_then(|r| r.first()).and_then(|r| r.code.as_deref()) == Some("ConditionalCheckFailed")
-                {
-                    return Ok(()); // finished already
-                }
-                Err(sdk_error(System::Registry, &action, e))
-            }
-        }
+        // A failed condition: finished already.
+        self.transact(&action, items).await.map(drop)
     }
 
     /// Records an operator's state for a cell; returns the state it had (`None`: none recorded).
