@@ -211,6 +211,8 @@ mod tests {
         onboarding("provisioned", Duration::from_millis(130), true);
         onboarding("handed-off", Duration::from_millis(3900), false);
         handoff_processed("provisioned");
+        no_cell_with_room();
+        cell_free_vhosts("eu-west-1-a", 42);
         let mut buf = Vec::new();
         collector.flush(&mut buf).unwrap();
         let text = String::from_utf8(buf).unwrap();
@@ -239,6 +241,19 @@ mod tests {
             "{c:?}"
         );
         find(name::HANDOFFS_PROCESSED, Some("provisioned"));
+        // What the capacity alarms read: a count, and each cell's free vhosts by `Cell`.
+        let full = find(name::NO_CELL_WITH_ROOM, None);
+        assert_eq!(
+            (full.unit.as_str(), full.value.as_f64()),
+            ("Count", Some(1.0))
+        );
+        let free = find(name::CELL_FREE_VHOSTS, None);
+        assert_eq!(
+            (free.unit.as_str(), free.value.as_f64()),
+            ("Count", Some(42.0))
+        );
+        assert!(with(&free, dimension::CELL), "{free:?}");
+        assert_eq!(free.doc[dimension::CELL], "eu-west-1-a");
         assert!(
             metrics
                 .iter()
