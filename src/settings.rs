@@ -163,12 +163,32 @@ impl Settings {
             ));
         }
 
-        let management_url = parse_url(
-            var::MANAGEMENT_URL,
-            &required(var::MANAGEMENT_URL)?,
-            &["http", "https"],
-        )?;
-        let amqp_url = parse_url(var::AMQP_URL, &required(var::AMQP_URL)?, &["amqp", "amqps"])?;
+        // With a cells file the brokers are its cells, and the single-broker settings are
+        // optional (the first cell's when unset); without one they are the one broker.
+        let declared = match get(var::CELLS_PATH) {
+            Some(path) => Some(
+                crate::cells::Cells::load(std::path::Path::new(&path))
+                    .map_err(|e| err(var::CELLS_PATH, e.to_string()))?,
+            ),
+            None => None,
+        };
+        let first = declared.as_ref().map(|c| c.first().clone());
+        let management_url = match (get(var::MANAGEMENT_URL), &first) {
+            (None, Some(cell)) => cell.management_url.clone(),
+            (raw, _) => parse_url(
+                var::MANAGEMENT_URL,
+                &raw.ok_or_else(|| err(var::MANAGEMENT_URL, "is required but not set"))?,
+                &["http", "https"],
+            )?,
+        };
+        let amqp_url = match (get(var::AMQP_URL), &first) {
+            (None, Some(cell)) => cell.amqp_url.clone(),
+            (raw, _) => parse_url(
+                var::AMQP_URL,
+                &raw.ok_or_else(|| err(var::AMQP_URL, "is required but not set"))?,
+                &["amqp", "amqps"],
+            )?,
+        };
         if !matches!(amqp_url.path(), "" | "/") {
             return Err(err(
                 var::AMQP_URL,
@@ -176,7 +196,10 @@ impl Settings {
             ));
         }
 
-        let admin_secret_id = required(var::ADMIN_SECRET_ID)?;
+        let admin_secret_id = match (get(var::ADMIN_SECRET_ID), &first) {
+            (None, Some(cell)) => cell.admin_secret_id.clone(),
+            (raw, _) => raw.ok_or_else(|| err(var::ADMIN_SECRET_ID, "is required but not set"))?,
+        };
         let secret_prefix =
             get(var::SECRET_PREFIX).unwrap_or_else(|| DEFAULT_SECRET_PREFIX.to_owned());
         if !secret_prefix
@@ -201,9 +224,8 @@ impl Settings {
             ));
         }
         let plans_path = get(var::PLANS_PATH).map(PathBuf::from);
-        let cells = match get(var::CELLS_PATH) {
-            Some(path) => crate::cells::Cells::load(std::path::Path::new(&path))
-                .map_err(|e| err(var::CELLS_PATH, e.to_string()))?,
+        let cells = match declared {
+            Some(cells) => cells,
             None => crate::cells::Cells::implicit(
                 management_url.clone(),
                 amqp_url.clone(),
@@ -433,6 +455,29 @@ mod tests {
             env.insert(name, "  ".into());
             assert_eq!(load(&env).unwrap_err().var, name, "blank counts as missing");
         }
+    }
+
+    #[test]
+    fn with_a_cells_file_the_single_broker_settings_are_optional() {
+        let path = std::env::temp_dir().join(format!("cells-{}.yaml", uuid::Uuid::new_v4()));
+        std::fs::write(
+            &path,
+            "cells:\n  - name: a\n    management_url: https://a:15671\n    amqp_url: amqps://a:5671\n    admin_secret_id: post-signup/rabbitmq-admin/a\n    capacity: {vhosts: 1500, connections: 5000}\n",
+        )
+        .unwrap();
+        let mut env = base();
+        for name in [var::MANAGEMENT_URL, var::AMQP_URL, var::ADMIN_SECRET_ID] {
+            env.remove(name);
+        }
+        env.insert(var::CELLS_PATH, path.display().to_string());
+        let s = load(&env).unwrap();
+        assert_eq!(s.management_url.as_str(), "https://a:15671/");
+        assert_eq!(s.admin_secret_id, "post-signup/rabbitmq-admin/a");
+        assert_eq!(s.cells.names(), ["a"]);
+        // Still checked when given.
+        env.insert(var::AMQP_URL, "amqp://x:5672/vhost".into());
+        assert_eq!(load(&env).unwrap_err().var, var::AMQP_URL);
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]
