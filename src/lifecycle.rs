@@ -540,8 +540,10 @@ async fn converge_once(
         done.removed = Some(removed);
         return Ok(done);
     };
-    // A restored tenant whose vhost was removed takes a seat again (its cell must have room).
+    // A restored tenant whose vhost was removed takes a seat again (its cell must have room);
+    // a plan change moves its seat's connection count with it.
     p.placement.reseat(record).await?;
+    p.placement.resize_seat(record).await?;
     let report = Box::pin(p.provision_with(
         tenant,
         &record.cell,

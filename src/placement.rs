@@ -368,6 +368,23 @@ impl Placement {
     }
 }
 
+impl Placement {
+    /// Keeps a tenant's seat counting what its plan grants now (a plan change moves the
+    /// cell's connection count with it). Placement's room check is at sign-up; a plan change
+    /// is an operator's decision and is counted, not refused.
+    pub async fn resize_seat(&self, record: &TenantRecord) -> Result<bool, StepError> {
+        let wanted = self.connections_of(&record.plan);
+        match record.seat_connections {
+            Some(c) if self.counts() && c != wanted => {
+                let resized = self.inner.registry.resize_seat(record, wanted).await?;
+                self.forget_view();
+                Ok(resized)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
 /// A record names a cell the cells file does not declare.
 pub fn unknown_cell(cells: &Cells, cell: &str) -> StepError {
     StepError::new(

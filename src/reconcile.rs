@@ -646,6 +646,14 @@ async fn seat_repair(
             }
         }
     }
+    // A seat counts what its tenant's plan grants now (a plan change whose convergence did not
+    // get that far).
+    for r in records.values().filter(|r| r.seat_connections.is_some()) {
+        if let Err(e) = p.placement.resize_seat(r).await {
+            summary.failed += 1;
+            summary.failures.push(format!("{}: {e}", r.sub));
+        }
+    }
     match p.placement.views(true).await {
         Ok(views) => {
             for v in views {

@@ -1188,6 +1188,56 @@ impl Registry {
         ))
     }
 
+    /// Makes a tenant's seat count `connections` (its plan changed): the record's count and its
+    /// cell's, together, once (the record's condition makes a repeat a no-op). `false`: the
+    /// record had moved on (another change, a move) and nothing was written.
+    pub async fn resize_seat(
+        &self,
+        record: &TenantRecord,
+        connections: u64,
+    ) -> Result<bool, StepError> {
+        use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+        let Some(old) = record.seat_connections else {
+            return Ok(false);
+        };
+        let action = format!(
+            "count tenant {}'s seat in cell '{}' as {connections} connections",
+            record.sub, record.cell
+        );
+        let other = |e: aws_sdk_dynamodb::error::BuildError| {
+            StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
+        };
+        let on_record = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(&record.sub)))
+            .update_expression("SET #seat_connections = :new")
+            .condition_expression("#seat_connections = :old AND #cell = :cell")
+            .expression_attribute_names("#seat_connections", "seat_connections")
+            .expression_attribute_names("#cell", "cell")
+            .expression_attribute_values(":new", n(connections))
+            .expression_attribute_values(":old", n(old))
+            .expression_attribute_values(":cell", s(&record.cell))
+            .build()
+            .map_err(other)?;
+        let delta = i128::from(connections) - i128::from(old);
+        let on_cell = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(&cell_key(&record.cell))))
+            .update_expression("ADD #connections :delta")
+            .expression_attribute_names("#connections", "connections")
+            .expression_attribute_values(":delta", AttributeValue::N(delta.to_string()))
+            .build()
+            .map_err(other)?;
+        let items = vec![
+            TransactWriteItem::builder().update(on_record).build(),
+            TransactWriteItem::builder().update(on_cell).build(),
+        ];
+        Ok(matches!(
+            self.transact(&action, items).await?,
+            Transacted::Written
+        ))
+    }
+
     /// Takes a seat for a tenant that holds none, in `seat.cell` (its own; a record still
     /// naming the pre-cells `default` is renamed to it): with `enforce`, under the same room and
     /// state conditions as a placement (a restore after the vhost was removed); without, as it
