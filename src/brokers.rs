@@ -88,7 +88,8 @@ impl Brokers {
 
     /// The first cell's broker (the implicit cell's, without a cells file).
     pub async fn first(&self) -> Result<&Broker, StepError> {
-        self.get(&self.inner.cells.first().name.clone()).await
+        let name = &self.inner.cells.first().name;
+        self.get(name).await
     }
 
     /// Builds every cell's broker, concurrently; each failure is reported, none stops the rest.

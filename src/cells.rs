@@ -268,12 +268,7 @@ pub async fn report(
     for (cell, broker) in cells.all().iter().zip(brokers) {
         // Records made before cells say `default`: they live in the first cell unless the file
         // declares a cell of that name.
-        let home = |c: &str| {
-            c == cell.name
-                || (c == DEFAULT_CELL
-                    && cells.get(DEFAULT_CELL).is_none()
-                    && cells.first().name == cell.name)
-        };
+        let home = |c: &str| cells.resolve(c).is_some_and(|r| r.name == cell.name);
         let mut tenants = TenantCounts::default();
         let mut granted = 0u64;
         for r in records.iter().filter(|r| home(&r.cell)) {

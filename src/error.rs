@@ -63,6 +63,16 @@ pub enum FailureKind {
     Other,
 }
 
+impl FailureKind {
+    /// The kind as it is serialised (`timeout`, `server-error`, …), for records and logs.
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "other".to_owned())
+    }
+}
+
 /// One failed step against one outside system.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{system}: {action}: {detail}")]

@@ -164,7 +164,7 @@ pub async fn handle_reporting(
             let placed = placed.await.map_err(|e| {
                 let detail = match &e {
                     PlacementError::NoRoom(_) => "placement: no cell with room".to_owned(),
-                    PlacementError::Registry(s) => format!("registry: {}", kind_text(s.kind)),
+                    PlacementError::Registry(s) => format!("registry: {}", s.kind.name()),
                 };
                 (e.to_string(), detail)
             })?;
@@ -172,7 +172,7 @@ pub async fn handle_reporting(
         } else {
             provisioner.brokers.first().await
         }
-        .map_err(|e| (e.to_string(), format!("cell: {}", kind_text(e.kind))))?;
+        .map_err(|e| (e.to_string(), format!("cell: {}", e.kind.name())))?;
         let provisioned = Box::pin(provisioner.provision_gated(
             &tenant,
             broker,
@@ -315,13 +315,6 @@ async fn record_first(
         )
         .into()),
     }
-}
-
-fn kind_text(kind: FailureKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "other".to_owned())
 }
 
 /// A sign-up event for a tenant the record says is offboarded (a late retry, a replayed event):

@@ -116,20 +116,13 @@ impl ProvisionError {
             .iter()
             .filter(|s| s.outcome == Outcome::Failed)
             .zip(&self.failures)
-            .map(|(s, f)| format!("{}: {}", s.step, kind_name(f.kind)));
+            .map(|(s, f)| format!("{}: {}", s.step, f.kind.name()));
         let mut parts: Vec<String> = failed.collect();
         if !self.unfinished.is_empty() {
             parts.push(format!("unfinished: {}", self.unfinished.join(", ")));
         }
         parts.join("; ")
     }
-}
-
-fn kind_name(kind: crate::error::FailureKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "other".to_owned())
 }
 
 fn describe(

@@ -1010,21 +1010,42 @@ impl Registry {
         self.transact(action, items).await
     }
 
-    /// The update that gives a seat of `cell` back (`connections`: what it counted).
-    fn give_back_seat(
+    /// The update that moves `cell`'s counts by these amounts (a seat given back: -1 tenant and
+    /// its connections; a plan change: its connections' difference).
+    fn count_change(
         &self,
         cell: &str,
-        connections: u64,
+        tenants: i128,
+        connections: i128,
     ) -> Result<aws_sdk_dynamodb::types::Update, aws_sdk_dynamodb::error::BuildError> {
         aws_sdk_dynamodb::types::Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(&cell_key(cell))))
-            .update_expression("ADD #tenants :minus_one, #connections :minus_c")
+            .update_expression("ADD #tenants :tenants, #connections :connections")
             .expression_attribute_names("#tenants", "tenants")
             .expression_attribute_names("#connections", "connections")
-            .expression_attribute_values(":minus_one", AttributeValue::N("-1".into()))
-            .expression_attribute_values(":minus_c", AttributeValue::N(format!("-{connections}")))
+            .expression_attribute_values(":tenants", AttributeValue::N(tenants.to_string()))
+            .expression_attribute_values(":connections", AttributeValue::N(connections.to_string()))
             .build()
+    }
+
+    /// `on_record` and `on_cell` together; `false` when the record's condition failed (the
+    /// change was made already, or the record moved on) and nothing was written.
+    async fn record_and_cell(
+        &self,
+        action: &str,
+        on_record: aws_sdk_dynamodb::types::Update,
+        on_cell: aws_sdk_dynamodb::types::Update,
+    ) -> Result<bool, StepError> {
+        use aws_sdk_dynamodb::types::TransactWriteItem;
+        let items = vec![
+            TransactWriteItem::builder().update(on_record).build(),
+            TransactWriteItem::builder().update(on_cell).build(),
+        ];
+        Ok(matches!(
+            self.transact(action, items).await?,
+            Transacted::Written
+        ))
     }
 
     /// The update that takes a seat in `seat.cell`, conditioned on room and an open state.
@@ -1153,7 +1174,7 @@ impl Registry {
     /// Gives back the seat of a tenant whose vhost is gone: the record stops counting and the
     /// cell's counters go down, once (the record's condition makes a repeat a no-op).
     pub async fn release_seat(&self, record: &TenantRecord) -> Result<bool, StepError> {
-        use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+        use aws_sdk_dynamodb::types::Update;
         let Some(connections) = record.seat_connections else {
             return Ok(false);
         };
@@ -1175,17 +1196,10 @@ impl Registry {
             .build()
             .map_err(other)?;
         let on_cell = self
-            .give_back_seat(&record.cell, connections)
+            .count_change(&record.cell, -1, -i128::from(connections))
             .map_err(other)?;
-        let items = vec![
-            TransactWriteItem::builder().update(on_record).build(),
-            TransactWriteItem::builder().update(on_cell).build(),
-        ];
         // A failed condition: released already.
-        Ok(matches!(
-            self.transact(&action, items).await?,
-            Transacted::Written
-        ))
+        self.record_and_cell(&action, on_record, on_cell).await
     }
 
     /// Makes a tenant's seat count `connections` (its plan changed): the record's count and its
@@ -1196,7 +1210,7 @@ impl Registry {
         record: &TenantRecord,
         connections: u64,
     ) -> Result<bool, StepError> {
-        use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+        use aws_sdk_dynamodb::types::Update;
         let Some(old) = record.seat_connections else {
             return Ok(false);
         };
@@ -1220,22 +1234,8 @@ impl Registry {
             .build()
             .map_err(other)?;
         let delta = i128::from(connections) - i128::from(old);
-        let on_cell = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(&cell_key(&record.cell))))
-            .update_expression("ADD #connections :delta")
-            .expression_attribute_names("#connections", "connections")
-            .expression_attribute_values(":delta", AttributeValue::N(delta.to_string()))
-            .build()
-            .map_err(other)?;
-        let items = vec![
-            TransactWriteItem::builder().update(on_record).build(),
-            TransactWriteItem::builder().update(on_cell).build(),
-        ];
-        Ok(matches!(
-            self.transact(&action, items).await?,
-            Transacted::Written
-        ))
+        let on_cell = self.count_change(&record.cell, 0, delta).map_err(other)?;
+        self.record_and_cell(&action, on_record, on_cell).await
     }
 
     /// Takes a seat for a tenant that holds none, in `seat.cell` (its own; a record still
@@ -1422,7 +1422,9 @@ impl Registry {
             .map_err(other)?;
         let mut items = vec![TransactWriteItem::builder().update(on_record).build()];
         if let Some(c) = source_connections {
-            let on_cell = self.give_back_seat(&progress.from, c).map_err(other)?;
+            let on_cell = self
+                .count_change(&progress.from, -1, -i128::from(c))
+                .map_err(other)?;
             items.push(TransactWriteItem::builder().update(on_cell).build());
         }
         // A failed condition: finished already.

@@ -173,22 +173,23 @@ impl Settings {
             None => None,
         };
         let first = declared.as_ref().map(|c| c.first().clone());
-        let management_url = match (get(var::MANAGEMENT_URL), &first) {
-            (None, Some(cell)) => cell.management_url.clone(),
-            (raw, _) => parse_url(
-                var::MANAGEMENT_URL,
-                &raw.ok_or_else(|| err(var::MANAGEMENT_URL, "is required but not set"))?,
-                &["http", "https"],
-            )?,
+        // The variable if set (and valid), else the first cell's value.
+        let url_or_first = |name: &'static str,
+                            schemes: &[&str],
+                            of: fn(&crate::cells::Cell) -> &Url| {
+            match (get(name), &first) {
+                (None, Some(cell)) => Ok(of(cell).clone()),
+                (raw, _) => parse_url(
+                    name,
+                    &raw.ok_or_else(|| err(name, "is required but not set"))?,
+                    schemes,
+                ),
+            }
         };
-        let amqp_url = match (get(var::AMQP_URL), &first) {
-            (None, Some(cell)) => cell.amqp_url.clone(),
-            (raw, _) => parse_url(
-                var::AMQP_URL,
-                &raw.ok_or_else(|| err(var::AMQP_URL, "is required but not set"))?,
-                &["amqp", "amqps"],
-            )?,
-        };
+        let management_url = url_or_first(var::MANAGEMENT_URL, &["http", "https"], |c| {
+            &c.management_url
+        })?;
+        let amqp_url = url_or_first(var::AMQP_URL, &["amqp", "amqps"], |c| &c.amqp_url)?;
         if !matches!(amqp_url.path(), "" | "/") {
             return Err(err(
                 var::AMQP_URL,
