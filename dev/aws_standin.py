@@ -3,7 +3,7 @@
 behind two small shims.
 
 - DescribeCluster: moto answers with a made-up endpoint and CA. The shim rewrites exactly those
-  two fields, for the stack's own cluster only, to the real kube-apiserver's endpoint and CA, so
+  two fields, for the stack's own clusters only, to the real kube-apiserver's endpoint and CA, so
   the function's DescribeCluster path runs for real.
 - Atomic writes: DynamoDB writes are serialised, as DynamoDB applies a conditional write
   atomically (moto's threads do not).
@@ -25,7 +25,7 @@ behind two small shims.
   names an unregistered function gets `UnexpectedLambdaException`, as when Lambda is unreachable.
 Everything else is moto, unchanged.
 
-Usage: aws_standin.py --listen IP:PORT --cluster NAME --endpoint URL --ca-file PEM --seed FILE --out FILE
+Usage: aws_standin.py --listen IP:PORT (--cluster NAME --endpoint URL --ca-file PEM)... --seed FILE --out FILE
 The seed file lists what to create once the server is up (the admin secret, the cluster, the
 hand-off queue and its dead-letter queue, the user pool, the registry table); --out receives the
 created ids.
@@ -48,15 +48,17 @@ from werkzeug.serving import make_server
 
 
 class DescribeClusterShim:
-    def __init__(self, app, cluster, endpoint, ca_data):
+    def __init__(self, app, clusters):
+        """clusters: name -> (endpoint, base64 CA), each a real kube-apiserver of the stack."""
         self.app = app
-        self.path = re.compile(r"^/clusters/" + re.escape(cluster) + r"/?$")
-        self.endpoint = endpoint
-        self.ca_data = ca_data
+        self.clusters = clusters
+        self.path = re.compile(r"^/clusters/([^/]+)/?$")
 
     def __call__(self, environ, start_response):
-        if environ.get("REQUEST_METHOD") != "GET" or not self.path.match(environ.get("PATH_INFO", "")):
+        m = self.path.match(environ.get("PATH_INFO", ""))
+        if environ.get("REQUEST_METHOD") != "GET" or not m or m.group(1) not in self.clusters:
             return self.app(environ, start_response)
+        endpoint, ca_data = self.clusters[m.group(1)]
         captured = {}
 
         def capture(status, headers, exc_info=None):
@@ -66,8 +68,8 @@ class DescribeClusterShim:
         body = b"".join(self.app(environ, capture))
         if captured["status"].startswith("200"):
             doc = json.loads(body)
-            doc["cluster"]["endpoint"] = self.endpoint
-            doc["cluster"]["certificateAuthority"] = {"data": self.ca_data}
+            doc["cluster"]["endpoint"] = endpoint
+            doc["cluster"]["certificateAuthority"] = {"data": ca_data}
             body = json.dumps(doc).encode()
         headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
         headers.append(("Content-Length", str(len(body))))
@@ -389,17 +391,22 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--listen", required=True)
     ap.add_argument("--region", required=True)
-    ap.add_argument("--cluster", required=True)
-    ap.add_argument("--endpoint", required=True)
-    ap.add_argument("--ca-file", required=True)
+    # Repeated, in step: one --cluster, --endpoint and --ca-file per cluster of the stack.
+    ap.add_argument("--cluster", required=True, action="append")
+    ap.add_argument("--endpoint", required=True, action="append")
+    ap.add_argument("--ca-file", required=True, action="append")
     ap.add_argument("--seed", required=True)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    with open(args.ca_file, "rb") as f:
-        ca_data = base64.b64encode(f.read()).decode()
+    if not len(args.cluster) == len(args.endpoint) == len(args.ca_file):
+        ap.error("give one --endpoint and one --ca-file per --cluster")
+    clusters = {}
+    for name, endpoint, ca_file in zip(args.cluster, args.endpoint, args.ca_file):
+        with open(ca_file, "rb") as f:
+            clusters[name] = (endpoint, base64.b64encode(f.read()).decode())
     transactions_roll_back_only_what_they_touch()
     app = FaultShim(CognitoTriggerShim(AtomicWritesShim(DescribeClusterShim(
-        DomainDispatcherApplication(create_backend_app), args.cluster, args.endpoint, ca_data)),
+        DomainDispatcherApplication(create_backend_app), clusters)),
         f"http://{args.listen}", args.region))
     host, port = args.listen.rsplit(":", 1)
     server = make_server(host, int(port), app, threaded=True)

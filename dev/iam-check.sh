@@ -18,7 +18,9 @@ status=0
 for scenario in default vpc existing-pool; do
   case $scenario in
     default) params="{$base}" ;;
-    vpc) params="{$base, \"SubnetIds\": \"subnet-0a1,subnet-0b2\", \"SecurityGroupIds\": \"sg-0c3\"}" ;;
+    # Also: cells with clusters of their own.
+    vpc) params="{$base, \"SubnetIds\": \"subnet-0a1,subnet-0b2\", \"SecurityGroupIds\": \"sg-0c3\",
+      \"CellClusterArns\": \"arn:aws:eks:eu-west-1:111122223333:cluster/prod-b,arn:aws:eks:eu-west-1:111122223333:cluster/prod-c\"}" ;;
     existing-pool) params="{$base, \"CreateUserPool\": \"false\", \"ExistingUserPoolId\": \"eu-west-1_Existing1\", \"FrontendClientId\": \"4abc5def6ghi7jkl\"}" ;;
   esac
   "$LINT_VENV/bin/python" dev/iam/roles.py template.yml "$params" "$w/$scenario.json"

@@ -16,6 +16,10 @@ S=$ROOT/.stack
 
 REGION=us-east-1
 CLUSTER=post-signup-local
+# A second cluster, for cells that run their tenants' backends in a cluster of their own: its own
+# API server (in the same etcd, under its own prefix), CA, token webhook bound to its name,
+# controllers and kwok node.
+CLUSTER_B=post-signup-local-b
 NAMESPACE=tenants
 ACCOUNT=111122223333
 FUNCTION_ROLE=post-signup-function
@@ -32,7 +36,8 @@ TRIGGER_ARN=arn:aws:lambda:$REGION:$ACCOUNT:function:post-signup-local-trigger
 REGISTRY_TABLE=post-signup-local-tenants
 ADMIN_SECRET_ID=post-signup/rabbitmq-admin
 SECRET_PREFIX=post-signup/tenants/
-SERVICES=(etcd sts iam-authenticator kube-apiserver kube-controller-manager kube-scheduler kwok aws rabbitmq rabbitmq4)
+SERVICES=(etcd sts iam-authenticator kube-apiserver kube-controller-manager kube-scheduler kwok
+  iam-authenticator-b kube-apiserver-b kube-controller-manager-b kube-scheduler-b kwok-b aws rabbitmq rabbitmq4)
 # Which broker .stack/env's RABBITMQ_* point at (both run; RABBITMQ_3_10_* and RABBITMQ_4_0_*
 # name each): 3.10 (Debian bookworm, end of life) or 4.0 (Debian trixie, Erlang 27).
 STACK_RABBITMQ=${STACK_RABBITMQ:-3.10}
@@ -123,6 +128,7 @@ status() {
   for name in "${SERVICES[@]}"; do alive "$name" || return 1; done
   set -a; . "$S/env"; set +a
   curl -sf --cacert "$S/tls/ca.pem" -H "Authorization: Bearer $(cat "$S/k8s/admin-token")" "$STACK_KUBE_API/readyz" >/dev/null || return 1
+  curl -sf --cacert "$S/tls/ca-b.pem" -H "Authorization: Bearer $(cat "$S/k8s/admin-token")" "$STACK_KUBE_API_B/readyz" >/dev/null || return 1
   curl -sf -u "$RABBITMQ_ADMIN_USERNAME:$RABBITMQ_ADMIN_PASSWORD" "$RABBITMQ_3_10_MANAGEMENT_URL/api/overview" >/dev/null || return 1
   curl -sf -u "$RABBITMQ_ADMIN_USERNAME:$RABBITMQ_ADMIN_PASSWORD" "$RABBITMQ_4_0_MANAGEMENT_URL/api/overview" >/dev/null || return 1
   curl -sf "$AWS_ENDPOINT_URL/moto-api/" >/dev/null || return 1
@@ -141,6 +147,16 @@ tls() {
       -extfile "$d/$1.ext" -out "$d/$1.pem" 2>/dev/null
   }
   cert kube-apiserver "IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc,IP:10.96.0.1"
+  # Cluster B's API server has a CA of its own: a client that trusted the first CA only fails.
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=post-signup local cluster B CA" \
+    -keyout "$d/ca-b.key" -out "$d/ca-b.pem" -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver-b" -keyout "$d/kube-apiserver-b.key" \
+    -out "$d/kube-apiserver-b.csr" 2>/dev/null
+  printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' \
+    "IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc,IP:10.96.0.1" > "$d/kube-apiserver-b.ext"
+  openssl x509 -req -in "$d/kube-apiserver-b.csr" -CA "$d/ca-b.pem" -CAkey "$d/ca-b.key" -CAcreateserial -days 30 \
+    -extfile "$d/kube-apiserver-b.ext" -out "$d/kube-apiserver-b.pem" 2>/dev/null
   cert sts "DNS:sts.$REGION.amazonaws.com,DNS:sts.amazonaws.com"
   openssl genrsa -out "$S/k8s/sa.key" 2048 2>/dev/null
   openssl rsa -in "$S/k8s/sa.key" -pubout -out "$S/k8s/sa.pub" 2>/dev/null
@@ -152,12 +168,15 @@ rand() { python3 -c "import secrets; print(secrets.token_urlsafe($1))"; }
 
 choose_ports() {
   read -r ETCD_PORT ETCD_PEER_PORT API_PORT IAM_PORT AWS_PORT AMQP_PORT MGMT_PORT DIST_PORT EPMD_PORT \
-    CM_PORT SCHED_PORT KWOK_PORT AMQP4_PORT MGMT4_PORT DIST4_PORT EPMD4_PORT STOMP_PORT STOMP4_PORT FRONTEND_PORT < <(free_ports 19)
+    CM_PORT SCHED_PORT KWOK_PORT AMQP4_PORT MGMT4_PORT DIST4_PORT EPMD4_PORT STOMP_PORT STOMP4_PORT FRONTEND_PORT \
+    API_B_PORT IAM_B_PORT CM_B_PORT SCHED_B_PORT KWOK_B_PORT < <(free_ports 24)
   STS_IP=$(free_sts_ip)
   cat > "$S/ports" <<EOT
 ETCD_PORT=$ETCD_PORT
 API_PORT=$API_PORT
 IAM_PORT=$IAM_PORT
+API_B_PORT=$API_B_PORT
+IAM_B_PORT=$IAM_B_PORT
 AWS_PORT=$AWS_PORT
 AMQP_PORT=$AMQP_PORT
 MGMT_PORT=$MGMT_PORT
@@ -218,8 +237,15 @@ start_etcd() {
 # the function's and the operator's.
 start_authenticator() {
   printf '127.0.0.1 localhost\n%s sts.%s.amazonaws.com sts.amazonaws.com\n' "$STS_IP" "$REGION" > "$S/iam/hosts"
-  cat > "$S/iam/config.yaml" <<EOT
-clusterID: $CLUSTER
+  authenticator iam-authenticator "$CLUSTER" "$S/iam" "$IAM_PORT"
+  authenticator iam-authenticator-b "$CLUSTER_B" "$S/iam-b" "$IAM_B_PORT"
+}
+
+# authenticator SERVICE CLUSTER_ID STATE_DIR PORT: one cluster's webhook, bound to its name.
+authenticator() {
+  mkdir -p "$3"
+  cat > "$3/config.yaml" <<EOT
+clusterID: $2
 server:
   mapRoles:
     - roleARN: arn:aws:iam::$ACCOUNT:role/$FUNCTION_ROLE
@@ -235,11 +261,11 @@ server:
       groups:
         - $RECONCILER_GROUP
 EOT
-  start iam-authenticator env AWS_EC2_METADATA_DISABLED=true AWS_REGION="$REGION" SSL_CERT_FILE="$S/tls/ca.pem" \
+  start "$1" env AWS_EC2_METADATA_DISABLED=true AWS_REGION="$REGION" SSL_CERT_FILE="$S/tls/ca.pem" \
     unshare --mount --propagation private sh -c \
     'mount --bind "$0" /etc/hosts && exec "$@"' "$S/iam/hosts" \
-    "$GO_BIN_DIR/aws-iam-authenticator" server --config "$S/iam/config.yaml" --state-dir "$S/iam" \
-    --generate-kubeconfig "$S/iam/webhook-kubeconfig.yaml" --address 127.0.0.1 --port "$IAM_PORT" \
+    "$GO_BIN_DIR/aws-iam-authenticator" server --config "$3/config.yaml" --state-dir "$3" \
+    --generate-kubeconfig "$3/webhook-kubeconfig.yaml" --address 127.0.0.1 --port "$4" \
     --backend-mode MountedFile
 }
 
@@ -293,23 +319,30 @@ start_rabbitmq4() {
 }
 
 start_apiserver() {
-  wait_for iam-authenticator 60 test -s "$S/iam/webhook-kubeconfig.yaml"
   wait_for etcd 60 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
   echo "$ADMIN_TOKEN,stack-admin,stack-admin,system:masters" > "$S/k8s/tokens.csv"
-  start kube-apiserver "$GO_BIN_DIR/kube-apiserver" \
-    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
-    --tls-cert-file "$S/tls/kube-apiserver.pem" --tls-private-key-file "$S/tls/kube-apiserver.key" \
+  wait_for iam-authenticator 60 test -s "$S/iam/webhook-kubeconfig.yaml"
+  apiserver kube-apiserver /registry "$API_PORT" kube-apiserver "$S/iam" "$S/k8s/certs"
+  wait_for iam-authenticator-b 60 test -s "$S/iam-b/webhook-kubeconfig.yaml"
+  apiserver kube-apiserver-b /registry-b "$API_B_PORT" kube-apiserver-b "$S/iam-b" "$S/k8s/certs-b"
+}
+
+# apiserver SERVICE ETCD_PREFIX PORT CERT IAM_DIR CERT_DIR
+apiserver() {
+  start "$1" "$GO_BIN_DIR/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" --etcd-prefix "$2" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$3" \
+    --tls-cert-file "$S/tls/$4.pem" --tls-private-key-file "$S/tls/$4.key" \
     --service-account-issuer https://kubernetes.default.svc \
     --service-account-key-file "$S/k8s/sa.pub" --service-account-signing-key-file "$S/k8s/sa.key" \
     --service-cluster-ip-range 10.96.0.0/24 \
     --authorization-mode RBAC \
     --token-auth-file "$S/k8s/tokens.csv" \
-    --authentication-token-webhook-config-file "$S/iam/webhook-kubeconfig.yaml" \
+    --authentication-token-webhook-config-file "$5/webhook-kubeconfig.yaml" \
     --endpoint-reconciler-type none \
     --enable-priority-and-fairness=false \
     --profiling=false \
-    --cert-dir "$S/k8s/certs"
+    --cert-dir "$6"
 }
 
 # moto (Secrets Manager, EKS, SQS, Cognito, DynamoDB with Streams) behind the DescribeCluster and
@@ -319,7 +352,8 @@ start_aws() {
   cat > "$S/aws/seed.json" <<EOT
 {"secrets": [{"name": "$ADMIN_SECRET_ID",
               "value": {"username": "$RMQ_USER", "password": "$RMQ_PASS", "tenant_password_key": "$PW_KEY"}}],
- "clusters": [{"name": "$CLUSTER", "role_arn": "arn:aws:iam::$ACCOUNT:role/eks-cluster"}],
+ "clusters": [{"name": "$CLUSTER", "role_arn": "arn:aws:iam::$ACCOUNT:role/eks-cluster"},
+              {"name": "$CLUSTER_B", "role_arn": "arn:aws:iam::$ACCOUNT:role/eks-cluster"}],
  "queues": [{"name": "$HANDOFF_QUEUE", "visibility_timeout": 30, "max_receive_count": 3}],
  "user_pools": [{"name": "$USER_POOL", "clients": ["$USER_POOL_CLIENT"],
                  "post_confirmation": "$TRIGGER_ARN"}],
@@ -327,6 +361,7 @@ start_aws() {
 EOT
   start aws "$STACK_VENV/bin/python" dev/aws_standin.py --listen "127.0.0.1:$AWS_PORT" --region "$REGION" \
     --cluster "$CLUSTER" --endpoint "https://127.0.0.1:$API_PORT" --ca-file "$S/tls/ca.pem" \
+    --cluster "$CLUSTER_B" --endpoint "https://127.0.0.1:$API_B_PORT" --ca-file "$S/tls/ca-b.pem" \
     --seed "$S/aws/seed.json" --out "$S/aws/created.json"
 }
 
@@ -335,19 +370,25 @@ EOT
 # node that runs the pods (no kubelet, no containers). Pod Security admission in the API server
 # really judges the template's pods.
 start_controllers() {
-  start kube-controller-manager "$GO_BIN_DIR/kube-controller-manager" \
-    --kubeconfig "$S/kubeconfig" --bind-address 127.0.0.1 --secure-port "$CM_PORT" \
-    --service-account-private-key-file "$S/k8s/sa.key" --root-ca-file "$S/tls/ca.pem" \
+  controllers "" "$S/kubeconfig" ca "$CM_PORT" "$SCHED_PORT" "$KWOK_PORT"
+  controllers -b "$S/kubeconfig-b" ca-b "$CM_B_PORT" "$SCHED_B_PORT" "$KWOK_B_PORT"
+}
+
+# controllers SUFFIX KUBECONFIG CA CM_PORT SCHED_PORT KWOK_PORT: one cluster's.
+controllers() {
+  start "kube-controller-manager$1" "$GO_BIN_DIR/kube-controller-manager" \
+    --kubeconfig "$2" --bind-address 127.0.0.1 --secure-port "$4" \
+    --service-account-private-key-file "$S/k8s/sa.key" --root-ca-file "$S/tls/$3.pem" \
     --leader-elect=false --controllers '*,-nodeipam,-cloud-node-lifecycle' \
-    --cert-dir "$S/k8s/cm-certs"
-  start kube-scheduler "$GO_BIN_DIR/kube-scheduler" \
-    --kubeconfig "$S/kubeconfig" --bind-address 127.0.0.1 --secure-port "$SCHED_PORT" \
-    --leader-elect=false --cert-dir "$S/k8s/sched-certs"
-  start kwok "$KWOK_BIN_DIR/kwok" --kubeconfig "$S/kubeconfig" --config "$KWOK_BIN_DIR/stages.yaml" \
+    --cert-dir "$S/k8s/cm-certs$1"
+  start "kube-scheduler$1" "$GO_BIN_DIR/kube-scheduler" \
+    --kubeconfig "$2" --bind-address 127.0.0.1 --secure-port "$5" \
+    --leader-elect=false --cert-dir "$S/k8s/sched-certs$1"
+  start "kwok$1" "$KWOK_BIN_DIR/kwok" --kubeconfig "$2" --config "$KWOK_BIN_DIR/stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --cidr=10.0.0.1/24 --node-ip=10.0.0.1 --node-port=0 --server-address "127.0.0.1:$KWOK_PORT"
+    --cidr=10.0.0.1/24 --node-ip=10.0.0.1 --node-port=0 --server-address "127.0.0.1:$6"
   # Room for every tenant the tests and benchmarks make (kwok pods cost nothing).
-  "$GO_BIN_DIR/kubectl" --kubeconfig "$S/kubeconfig" apply -f - >/dev/null <<EOT
+  "$GO_BIN_DIR/kubectl" --kubeconfig "$2" apply -f - >/dev/null <<EOT
 apiVersion: v1
 kind: Node
 metadata:
@@ -374,28 +415,35 @@ state = next((f['state'] for f in json.load(sys.stdin) if f['name'] == 'khepri_d
 sys.exit(0 if state == 'enabled' else f'khepri_db is {state} on the RabbitMQ 4.0 node')" || die "khepri_db not enabled"
 }
 
+# node_schedulable KUBECONFIG
 node_schedulable() {
-  local k=("$GO_BIN_DIR/kubectl" --kubeconfig "$S/kubeconfig")
+  local k=("$GO_BIN_DIR/kubectl" --kubeconfig "$1")
   [ "$("${k[@]}" get node kwok-node-0 -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" = True ] &&
     [ -z "$("${k[@]}" get node kwok-node-0 -o 'jsonpath={.spec.taints}')" ]
 }
 
 write_kubeconfig() {
-  cat > "$S/kubeconfig" <<EOT
+  kubeconfig "$S/kubeconfig" "$CLUSTER" "$API_PORT" ca
+  kubeconfig "$S/kubeconfig-b" "$CLUSTER_B" "$API_B_PORT" ca-b
+}
+
+# kubeconfig FILE CLUSTER PORT CA: the stack admin's.
+kubeconfig() {
+  cat > "$1" <<EOT
 apiVersion: v1
 kind: Config
 clusters:
-  - name: $CLUSTER
+  - name: $2
     cluster:
-      server: https://127.0.0.1:$API_PORT
-      certificate-authority: $S/tls/ca.pem
+      server: https://127.0.0.1:$3
+      certificate-authority: $S/tls/$4.pem
 users:
   - name: stack-admin
     user:
       token: $ADMIN_TOKEN
 contexts:
   - name: stack-admin
-    context: {cluster: $CLUSTER, user: stack-admin, namespace: $NAMESPACE}
+    context: {cluster: $2, user: stack-admin, namespace: $NAMESPACE}
 current-context: stack-admin
 EOT
 }
@@ -459,6 +507,10 @@ export RABBITMQ_4_0_MANAGEMENT_URL=http://127.0.0.1:$MGMT4_PORT
 export RABBITMQ_4_0_AMQP_URL=amqp://127.0.0.1:$AMQP4_PORT
 export STACK_KUBE_API=https://127.0.0.1:$API_PORT
 export STACK_CA_FILE=$S/tls/ca.pem
+export STACK_CLUSTER_B=$CLUSTER_B
+export STACK_KUBE_API_B=https://127.0.0.1:$API_B_PORT
+export STACK_CA_FILE_B=$S/tls/ca-b.pem
+export STACK_KUBECONFIG_B=$S/kubeconfig-b
 export STACK_ADMIN_TOKEN_FILE=$S/k8s/admin-token
 export STACK_FUNCTION_GROUP=$FUNCTION_GROUP
 export STACK_OPERATOR_GROUP=$OPERATOR_GROUP
@@ -494,9 +546,11 @@ EOT
 
 # Production RBAC: exactly the files a user applies.
 apply_rbac() {
-  "$GO_BIN_DIR/kubectl" --kubeconfig "$S/kubeconfig" apply \
-    -f deploy/namespace.yaml -f deploy/rbac.yaml -f deploy/rbac-operator.yaml -f deploy/rbac-reconciler.yaml \
-    -f deploy/tenant-guardrails.yaml >/dev/null
+  for kc in "$S/kubeconfig" "$S/kubeconfig-b"; do
+    "$GO_BIN_DIR/kubectl" --kubeconfig "$kc" apply \
+      -f deploy/namespace.yaml -f deploy/rbac.yaml -f deploy/rbac-operator.yaml -f deploy/rbac-reconciler.yaml \
+      -f deploy/tenant-guardrails.yaml >/dev/null
+  done
 }
 
 up() {
@@ -504,7 +558,7 @@ up() {
   down
   bash dev/install.sh
   . "$S/tools.base"
-  mkdir -p "$S"/{pids,logs,k8s,iam,sts,rabbitmq,aws}
+  mkdir -p "$S"/{pids,logs,k8s,iam,iam-b,sts,rabbitmq,aws}
   local t0=$SECONDS
   choose_ports
   tls
@@ -519,6 +573,8 @@ up() {
   write_kubeconfig
   wait_for kube-apiserver 120 curl -sf --cacert "$S/tls/ca.pem" -H "Authorization: Bearer $ADMIN_TOKEN" \
     "https://127.0.0.1:$API_PORT/readyz"
+  wait_for kube-apiserver-b 120 curl -sf --cacert "$S/tls/ca-b.pem" -H "Authorization: Bearer $ADMIN_TOKEN" \
+    "https://127.0.0.1:$API_B_PORT/readyz"
   apply_rbac
   start_controllers
   wait_for aws 60 test -s "$S/aws/created.json"
@@ -528,9 +584,10 @@ up() {
   wait_for rabbitmq4 120 curl -sf -u "$RMQ_USER:$RMQ_PASS" "http://127.0.0.1:$MGMT4_PORT/api/overview"
   enable_khepri
   # Pods can be scheduled once the node lifecycle controller has lifted the node's not-ready taint.
-  wait_for kwok 90 node_schedulable
+  wait_for kwok 90 node_schedulable "$S/kubeconfig"
+  wait_for kwok-b 90 node_schedulable "$S/kubeconfig-b"
   status || die "services started but the stack does not answer"
-  log "up in $((SECONDS - t0))s: kube-apiserver :$API_PORT, rabbitmq 3.10 amqp :$AMQP_PORT mgmt :$MGMT_PORT, 4.0 amqp :$AMQP4_PORT mgmt :$MGMT4_PORT (env: $STACK_RABBITMQ), aws :$AWS_PORT, sts $STS_IP:443 (env: .stack/env, operator: .stack/operator.env)"
+  log "up in $((SECONDS - t0))s: kube-apiserver :$API_PORT (cluster B :$API_B_PORT), rabbitmq 3.10 amqp :$AMQP_PORT mgmt :$MGMT_PORT, 4.0 amqp :$AMQP4_PORT mgmt :$MGMT4_PORT (env: $STACK_RABBITMQ), aws :$AWS_PORT, sts $STS_IP:443 (env: .stack/env, operator: .stack/operator.env)"
 }
 
 case "${1:-}" in

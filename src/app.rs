@@ -13,11 +13,10 @@ use anyhow::Context as _;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::aws::{AwsCredentials, load_config, region};
+use crate::aws::{load_config, region};
 use crate::brokers::Brokers;
-use crate::eks_token::EksTokenSigner;
+use crate::clusters::{ClusterSettings, Clusters};
 use crate::handoff::HandoffQueue;
-use crate::kubernetes::{Kubernetes, TokenSource};
 use crate::placement::Placement;
 use crate::plan::Plans;
 use crate::provision::Provisioner;
@@ -105,13 +104,6 @@ impl App {
             aws_sdk_dynamodb::Client::new(&aws),
             &settings.registry_table,
         );
-        if let Some(cell) = settings.cells.all().iter().find(|c| c.cluster.is_some()) {
-            anyhow::bail!(
-                "cells file {}: cell '{}': cluster: a cell's own cluster is not supported yet; every tenant's backend runs in CLUSTER_NAME (remove the field)",
-                settings.cells.source,
-                cell.name
-            );
-        }
         let placement = Placement::new(settings.cells.clone(), registry.clone(), plans.clone());
         Ok(Self {
             settings,
@@ -142,9 +134,6 @@ impl App {
 
     async fn build(&self) -> anyhow::Result<Provisioner> {
         let settings = &self.settings;
-        let signer = EksTokenSigner::new(settings.cluster_name.as_str(), &self.region)
-            .context("EKS token signer")?;
-        let aws_credentials = AwsCredentials::new(&self.aws)?;
         let secrets = SecretsManager::new(aws_sdk_secretsmanager::Client::new(&self.aws));
 
         // The first TLS handshake seeds aws-lc's random generator from CPU-jitter entropy (tens
@@ -181,28 +170,39 @@ impl App {
                 None => Ok(()),
             }
         };
+        let clusters = Clusters::new(
+            &settings.cluster_name,
+            settings.cluster_access.clone(),
+            settings.cells.clone(),
+            ClusterSettings {
+                aws: &self.aws,
+                region: &self.region,
+                namespace: &settings.namespace,
+                connect_timeout: settings.connect_timeout,
+                request_timeout,
+            },
+        )
+        .context("clusters")?;
+        // The default cluster must answer DescribeCluster (when asked); a cell's own cluster
+        // that does not fails only its own tenants (tenantctl and tests: every one must).
         let access = async {
-            match &settings.cluster_access {
-                Some(access) => Ok(access.clone()),
-                None => {
-                    crate::eks::describe_cluster(
-                        &aws_sdk_eks::Client::new(&self.aws),
-                        &settings.cluster_name,
-                    )
-                    .await
+            let loaded = clusters.load_all().await;
+            for (name, result) in loaded {
+                match result {
+                    Err(e) if self.strict || name == clusters.default_name() => {
+                        return Err(anyhow::Error::new(e).context(format!("cluster '{name}'")));
+                    }
+                    Err(e) => {
+                        tracing::warn!(cluster = name, error = %e, "a cell's cluster is not ready; its tenants are handed off until it is");
+                    }
+                    Ok(()) => {}
                 }
             }
+            Ok::<_, anyhow::Error>(())
         };
         let (admin, access, _) = tokio::join!(Box::pin(admin), Box::pin(access), entropy);
         admin?;
-        let access = access?;
-        let kubernetes = Kubernetes::new(
-            &access,
-            &settings.namespace,
-            TokenSource::new(signer, aws_credentials),
-            settings.connect_timeout,
-            request_timeout,
-        )?;
+        access?;
         tracing::info!(
             cluster = %settings.cluster_name,
             region = %self.region,
@@ -213,7 +213,7 @@ impl App {
             brokers,
             placement: self.placement.clone(),
             secrets,
-            kubernetes,
+            clusters,
             secret_prefix: settings.secret_prefix.clone(),
             template: self.template.clone(),
             plans: self.plans.clone(),

@@ -159,6 +159,18 @@ impl Cells {
                     cell.name
                 )));
             }
+            if let Some(own) = &cell.cluster
+                && let Some(other) = cells.iter().find(|c: &&Cell| {
+                    c.cluster
+                        .as_ref()
+                        .is_some_and(|o| o.name == own.name && o != own)
+                })
+            {
+                return Err(invalid(format!(
+                    "cell '{}' (cells[{i}]): cluster: '{}' is declared differently by cell '{}' (one cluster, one endpoint and CA)",
+                    cell.name, own.name, other.name
+                )));
+            }
             cells.push(cell);
         }
         Ok(Self {
@@ -204,6 +216,8 @@ pub struct CellReport {
     /// `registry` (an operator's `tenantctl cell …`) or `file` (never changed since).
     pub state_from: &'static str,
     pub management_url: String,
+    /// The cluster its tenants' backends run in, when it is one of its own (else the default).
+    pub cluster: Option<String>,
     pub broker_version: Option<String>,
     /// What went wrong reading the broker (its kind only), if it did.
     pub broker_error: Option<String>,
@@ -307,6 +321,7 @@ pub async fn report(
             state,
             state_from,
             management_url: cell.management_url.to_string(),
+            cluster: cell.cluster.as_ref().map(|c| c.name.clone()),
             broker_version: version,
             broker_error: error,
             vhosts: Usage {
@@ -450,6 +465,8 @@ fn parse_cell(i: usize, raw: &Value) -> Result<Cell, String> {
             }
             let field = |f: &str| c.get(f).and_then(Value::as_str).map(str::to_owned);
             let name = field("name").ok_or_else(|| at("cluster.name", "is required".into()))?;
+            crate::cluster::ClusterName::parse(&name)
+                .map_err(|e| at("cluster.name", e.to_string()))?;
             let endpoint = match field("endpoint") {
                 None => None,
                 Some(raw) => Some(
@@ -462,6 +479,10 @@ fn parse_cell(i: usize, raw: &Value) -> Result<Cell, String> {
                 ),
             };
             let ca_data = field("ca_data");
+            if let Some(ca) = &ca_data {
+                crate::cluster::ca_der(ca)
+                    .map_err(|e| at("cluster.ca_data", format!("(base64 of a PEM bundle) {e}")))?;
+            }
             if endpoint.is_some() != ca_data.is_some() {
                 return Err(at(
                     "cluster",
@@ -531,6 +552,41 @@ cells:
     }
 
     #[test]
+    fn cells_naming_one_cluster_declare_it_alike() {
+        use base64::Engine as _;
+        let ca = base64::engine::general_purpose::STANDARD
+            .encode("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+        let with = |first: &str| {
+            TWO.replacen(
+                "    capacity: {vhosts: 1500, connections: 5000}\n  - name: eu-b",
+                &format!(
+                    "    capacity: {{vhosts: 1500, connections: 5000}}\n    cluster: {first}\n  - name: eu-b"
+                ),
+                1,
+            )
+        };
+        // Both by name (DescribeCluster): one cluster, two cells.
+        let cells = Cells::parse("f", &with("{name: tenants-b}")).unwrap();
+        assert_eq!(
+            cells.get("eu-a").unwrap().cluster,
+            cells.get("eu-b").unwrap().cluster
+        );
+        // One by name, one with an endpoint: which is it?
+        let err = Cells::parse(
+            "f",
+            &with(&format!(
+                "{{name: tenants-b, endpoint: 'https://k8s', ca_data: '{ca}'}}"
+            )),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("cell 'eu-b' (cells[1]): cluster: 'tenants-b' is declared differently by cell 'eu-a'"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_shipped_example_parses() {
         let text = include_str!("../deploy/cells.yaml");
         let cells = Cells::parse("deploy/cells.yaml", text).unwrap();
@@ -592,6 +648,16 @@ cells:
                 "cluster: {name: tenants-b}",
                 "cluster: {name: tenants-b, endpoint: 'https://k8s'}",
                 "cell 'eu-b' (cells[1]): cluster: endpoint and ca_data",
+            ),
+            (
+                "cluster: {name: tenants-b}",
+                "cluster: {name: 'tenants b'}",
+                "cell 'eu-b' (cells[1]): cluster.name: invalid EKS cluster name",
+            ),
+            (
+                "cluster: {name: tenants-b}",
+                "cluster: {name: tenants-b, endpoint: 'https://k8s', ca_data: 'bm90IGEgcGVt'}",
+                "cell 'eu-b' (cells[1]): cluster.ca_data: (base64 of a PEM bundle) holds no PEM CERTIFICATE",
             ),
             (
                 "cluster: {name: tenants-b}",

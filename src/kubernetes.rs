@@ -136,6 +136,8 @@ pub struct Kubernetes {
     client: kube::Client,
     namespace: String,
     tokens: Arc<TokenSource>,
+    /// A cell's own cluster (named in every error); `None` for the default cluster.
+    cluster: Option<String>,
 }
 
 impl std::fmt::Debug for Kubernetes {
@@ -194,7 +196,21 @@ impl Kubernetes {
             client,
             namespace: namespace.to_owned(),
             tokens,
+            cluster: None,
         })
+    }
+
+    /// This client is a cell's own cluster's: its errors name the cluster.
+    pub fn in_cluster(mut self, name: &str) -> Self {
+        self.cluster = Some(name.to_owned());
+        self
+    }
+
+    fn error(&self, action: &str, e: kube::Error) -> StepError {
+        match &self.cluster {
+            None => kube_error(action, e),
+            Some(c) => kube_error(&format!("{action} in cluster '{c}'"), e),
+        }
     }
 
     pub fn namespace(&self) -> &str {
@@ -227,7 +243,7 @@ impl Kubernetes {
             )
             .await
             .map(drop)
-            .map_err(|e| kube_error(&action, e))
+            .map_err(|e| self.error(&action, e))
     }
 
     /// An object by name, or `None` when it does not exist.
@@ -240,7 +256,7 @@ impl Kubernetes {
         self.api::<K>()
             .get_opt(name)
             .await
-            .map_err(|e| kube_error(&format!("read {kind} '{name}'"), e))
+            .map_err(|e| self.error(&format!("read {kind} '{name}'"), e))
     }
 
     /// Metadata of every object of this kind carrying `label` (bulk: one call per page).
@@ -261,7 +277,7 @@ impl Kubernetes {
             let page = api
                 .list_metadata(&params)
                 .await
-                .map_err(|e| kube_error(&action, e))?;
+                .map_err(|e| self.error(&action, e))?;
             let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
             out.extend(page.items);
             match next {
@@ -282,7 +298,7 @@ impl Kubernetes {
             .list(&ListParams::default().labels(label))
             .await
             .map(|l| l.items)
-            .map_err(|e| kube_error(&format!("list {kind}s labelled {label}"), e))
+            .map_err(|e| self.error(&format!("list {kind}s labelled {label}"), e))
     }
 
     /// Deletes an object; one that is already gone counts as deleted (`Ok(false)`).
@@ -299,7 +315,7 @@ impl Kubernetes {
         {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-            Err(e) => Err(kube_error(&format!("delete {kind} '{name}'"), e)),
+            Err(e) => Err(self.error(&format!("delete {kind} '{name}'"), e)),
         }
     }
 }

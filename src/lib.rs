@@ -7,6 +7,7 @@ pub mod aws;
 pub mod brokers;
 pub mod cells;
 pub mod cluster;
+pub mod clusters;
 pub mod cognito;
 pub mod eks;
 pub mod eks_token;

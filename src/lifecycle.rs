@@ -60,6 +60,8 @@ pub struct RabbitmqStatus {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct KubernetesStatus {
+    /// The cluster the tenant's cell runs its backends in.
+    pub cluster: String,
     pub namespace: String,
     pub secret: Option<NamedKeys>,
     /// The password generation the Secret holds (its annotation).
@@ -138,17 +140,19 @@ pub async fn status(p: &Provisioner, tenant: &TenantId) -> Result<TenantStatus, 
     let (secret_name, deployment_name) = (tenant.secret_name(), tenant.deployment_name());
     // The record says which cell's broker holds the tenant (none: the first cell).
     let record = p.registry.get(tenant).await?;
-    let broker = match &record {
-        Some(r) => p.brokers.get(&r.cell).await?,
-        None => p.brokers.first().await?,
-    };
+    let cell = record.as_ref().map_or_else(
+        || p.brokers.cells().first().name.clone(),
+        |r| r.cell.clone(),
+    );
+    let broker = p.brokers.get(&cell).await?;
+    let kubernetes = p.clusters.of_cell(&cell).await?;
     let rabbitmq = &broker.rabbitmq;
     let (user, vhost, permission, secret, deployment, sm) = tokio::join!(
         rabbitmq.user(tenant.rabbitmq_user()),
         rabbitmq.vhost(tenant.rabbitmq_vhost()),
         rabbitmq.permission(tenant.rabbitmq_vhost(), tenant.rabbitmq_user()),
-        Box::pin(p.kubernetes.get::<Secret>(&secret_name)),
-        Box::pin(p.kubernetes.get::<Deployment>(&deployment_name)),
+        Box::pin(kubernetes.get::<Secret>(&secret_name)),
+        Box::pin(kubernetes.get::<Deployment>(&deployment_name)),
         Box::pin(p.secrets.get_json(&sm_name)),
     );
     let (user, vhost, permission) = (user?, vhost?, permission?);
@@ -219,6 +223,7 @@ pub async fn status(p: &Provisioner, tenant: &TenantId) -> Result<TenantStatus, 
             user_limits,
         },
         kubernetes: KubernetesStatus {
+            cluster: p.clusters.name_of(&cell).to_owned(),
             namespace: p.namespace().to_owned(),
             secret,
             secret_generation,
@@ -588,7 +593,7 @@ async fn close_old_connections(
     rotated: jiff::Timestamp,
     wait: Duration,
 ) -> Result<usize, StepError> {
-    wait_rolled(p, tenant, wait, "the new password").await?;
+    wait_rolled(p, tenant, cell, wait, "the new password").await?;
     let rabbitmq = &p.brokers.get(cell).await?.rabbitmq;
     let open = rabbitmq
         .user_connections(tenant.rabbitmq_user())
@@ -607,13 +612,14 @@ async fn close_old_connections(
 pub(crate) async fn wait_rolled(
     p: &Provisioner,
     tenant: &TenantId,
+    cell: &str,
     wait: Duration,
     what: &str,
 ) -> Result<(), StepError> {
     let started = Instant::now();
+    let kubernetes = p.clusters.of_cell(cell).await?;
     loop {
-        let d = p
-            .kubernetes
+        let d = kubernetes
             .get::<Deployment>(&tenant.deployment_name())
             .await?;
         // The status must be of the applied spec (observedGeneration), not the one before it.
@@ -727,11 +733,11 @@ async fn remove(
         .delete_permission(tenant.rabbitmq_vhost(), tenant.rabbitmq_user())
         .await?;
     let rabbitmq_user = rabbitmq.delete_user(tenant.rabbitmq_user()).await?;
-    let kubernetes_deployment = p
-        .kubernetes
+    let kubernetes = p.clusters.of_cell(&record.cell).await?;
+    let kubernetes_deployment = kubernetes
         .delete::<Deployment>(&tenant.deployment_name())
         .await?;
-    let kubernetes_secret = p.kubernetes.delete::<Secret>(&tenant.secret_name()).await?;
+    let kubernetes_secret = kubernetes.delete::<Secret>(&tenant.secret_name()).await?;
     let secrets_manager_secret = p
         .secrets
         .delete(

@@ -11,7 +11,8 @@
 //!            the backend rolls to them
 //! drained    once the backend runs the new credentials: the source user removed (nothing can
 //!            publish there any more), then a last shovel pass for what arrived meanwhile
-//! (done)     the source vhost removed, its seat given back, the move forgotten
+//! (done)     the source vhost removed (and, when the cells run backends in different clusters,
+//!            the source cluster's Secret and Deployment), its seat given back, the move forgotten
 //! ```
 //! Each step is recorded in the tenant's record when done, and each is idempotent, so a move
 //! that failed anywhere is finished by running the same command again. While a move is
@@ -19,6 +20,8 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -223,7 +226,14 @@ pub async fn move_tenant(
         ))
         .await
         .map_err(|e| e.into_step("provision on the target cell"))?;
-        wait_rolled(p, tenant, options.wait, "the target cell's credentials").await?;
+        wait_rolled(
+            p,
+            tenant,
+            &progress.to,
+            options.wait,
+            "the target cell's credentials",
+        )
+        .await?;
         // The backend runs on the target: nothing may publish to the source any more.
         source.rabbitmq.delete_user(tenant.rabbitmq_user()).await?;
         let late = shovel_all(source, dest, vhost, options.wait).await?;
@@ -236,6 +246,13 @@ pub async fn move_tenant(
         report.steps.push("drained");
     }
     if step == "drained" {
+        // A cell with a cluster of its own: the backend now runs in the target's cluster, and
+        // the source's copy (still holding the source's credentials) goes.
+        if p.clusters.name_of(&progress.from) != p.clusters.name_of(&progress.to) {
+            let old = p.clusters.of_cell(&progress.from).await?;
+            old.delete::<Deployment>(&tenant.deployment_name()).await?;
+            old.delete::<Secret>(&tenant.secret_name()).await?;
+        }
         source.rabbitmq.delete_vhost(vhost).await?;
         p.registry
             .finish_move(

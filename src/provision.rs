@@ -19,8 +19,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::brokers::{Broker, Brokers};
+use crate::clusters::Clusters;
 use crate::error::StepError;
-use crate::kubernetes::Kubernetes;
 use crate::manifests::{credentials_checksum, tenant_deployment, tenant_secret};
 use crate::placement::Placement;
 use crate::plan::{Plans, TenantState};
@@ -33,7 +33,8 @@ pub struct Provisioner {
     pub brokers: Brokers,
     pub placement: Placement,
     pub secrets: SecretsManager,
-    pub kubernetes: Kubernetes,
+    /// Each cluster's client; a tenant's is its cell's (the default cluster, or the cell's own).
+    pub clusters: Clusters,
     pub secret_prefix: String,
     pub template: BackendTemplate,
     pub plans: Plans,
@@ -358,7 +359,7 @@ async fn timed<T>(name: &'static str, fut: impl Future<Output = T>) -> (&'static
 
 impl Provisioner {
     pub fn namespace(&self) -> &str {
-        self.kubernetes.namespace()
+        self.clusters.namespace()
     }
 
     /// A new tenant (a sign-up) in the first cell: the default plan, active, first password.
@@ -530,13 +531,16 @@ impl Provisioner {
             Box::pin(async {
                 // Re-signed per invocation (microseconds; a warm container outlives a token). The
                 // client would sign on its own; doing it here shows the cost in the timings.
-                if rec
-                    .step(step::EKS_TOKEN, || self.kubernetes.tokens().refresh())
+                // The cell's cluster (its client is built on first use when it is a cell's own).
+                let Ok(kubernetes) = rec
+                    .step(step::EKS_TOKEN, || async {
+                        let k = self.clusters.of_cell(&broker.cell).await?;
+                        k.tokens().refresh().await.map(|()| k)
+                    })
                     .await
-                    .is_err()
-                {
+                else {
                     return;
-                }
+                };
                 let Some(state) = state.clone().await else {
                     return;
                 };
@@ -552,13 +556,13 @@ impl Provisioner {
                 // as it was, so a re-run still sees the roll to do. Off the critical path:
                 // both together take less than the vhost PUT.
                 if rec
-                    .step(step::KUBERNETES_SECRET, || self.kubernetes.apply(&secret))
+                    .step(step::KUBERNETES_SECRET, || kubernetes.apply(&secret))
                     .await
                     .is_ok()
                 {
                     let _ = rec
                         .step(step::KUBERNETES_DEPLOYMENT, || {
-                            self.kubernetes.apply(&deployment)
+                            kubernetes.apply(&deployment)
                         })
                         .await;
                 }

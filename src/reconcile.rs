@@ -85,11 +85,15 @@ pub struct ReconcileSummary {
     /// Offboardings left half-done, when this run may not remove (the scheduled function):
     /// `tenantctl deprovision --sub` (or `tenantctl reconcile`) finishes them.
     pub unfinished_offboardings: Vec<String>,
-    /// Tenants with a vhost of this installation on a cell that is not theirs (a move left
-    /// unfinished, a placement repaired elsewhere): reported only, never removed by the run.
+    /// Tenants with a vhost of this installation on a cell that is not theirs, or a backend in
+    /// a cluster that is not their cell's (a move left unfinished, a placement repaired
+    /// elsewhere): reported only, never removed by the run.
     pub strays: Vec<String>,
     /// Cells whose broker could not be listed: their tenants were left alone in this run.
     pub unlisted_cells: Vec<String>,
+    /// Clusters of cells of their own that could not be listed: those cells' tenants were
+    /// left alone in this run.
+    pub unlisted_clusters: Vec<String>,
     /// Tenants given the seat in their cell's count they should hold and did not (recorded
     /// before cells were declared, or a restore's seat not yet taken).
     pub seated: usize,
@@ -111,17 +115,26 @@ struct BrokerListing {
     user_limits: BTreeMap<String, BTreeMap<String, i64>>,
 }
 
-/// What exists, from bulk listings: each cell's broker, and the cluster and Secrets Manager
-/// (shared by every cell).
+/// One cluster's tenant objects, from bulk listings.
+#[derive(Debug, Default)]
+struct ClusterListing {
+    /// Secret name → the state its labels and annotations carry (for adoption only) and the
+    /// password generation it holds.
+    secrets: HashMap<String, (TenantState, Option<u32>)>,
+    deployments: HashMap<String, DeploymentStatus>,
+}
+
+/// What exists, from bulk listings: each cell's broker, each cluster's objects (the default
+/// cluster and the cells' own), and Secrets Manager (shared by every cell).
 #[derive(Debug, Default)]
 pub struct Inventory {
     /// By cell name; a cell whose broker could not be listed holds its error, and its tenants
     /// are left alone in this run (reported, never judged on missing data).
     brokers: BTreeMap<String, Result<BrokerListing, StepError>>,
-    /// Secret name → the state its labels and annotations carry (for adoption only) and the
-    /// password generation it holds.
-    kube_secrets: HashMap<String, (TenantState, Option<u32>)>,
-    kube_deployments: HashMap<String, DeploymentStatus>,
+    /// By cluster name, likewise.
+    clusters: BTreeMap<String, Result<ClusterListing, StepError>>,
+    /// Cell name → its cluster's name.
+    cluster_of: BTreeMap<String, String>,
     sm_secrets: HashSet<String>,
 }
 
@@ -162,22 +175,60 @@ async fn list_broker(
     })
 }
 
+async fn list_cluster(
+    p: &Provisioner,
+    cluster: &str,
+    deadline: Instant,
+) -> Result<ClusterListing, StepError> {
+    let k = p.clusters.get(cluster).await?;
+    let (secrets, deployments) = tokio::join!(
+        listing("kubernetes.secrets", deadline, || {
+            k.list_metadata::<Secret>(TENANT_LABEL)
+        }),
+        listing("kubernetes.deployments", deadline, || {
+            k.list::<Deployment>(TENANT_LABEL)
+        }),
+    );
+    let secrets = secrets?
+        .into_iter()
+        .filter_map(|o| {
+            let m = o.metadata;
+            let state = TenantState::from_meta(&p.plans, m.labels.as_ref(), m.annotations.as_ref());
+            let generation = m
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(GENERATION_ANNOTATION))
+                .and_then(|g| g.parse().ok());
+            Some((m.name?, (state, generation)))
+        })
+        .collect();
+    let deployments = deployments?
+        .iter()
+        .filter_map(|d| Some((d.metadata.name.clone()?, DeploymentStatus::of(d))))
+        .collect();
+    Ok(ClusterListing {
+        secrets,
+        deployments,
+    })
+}
+
 impl Inventory {
     pub async fn load(p: &Provisioner, deadline: Instant) -> Result<Self, StepError> {
         let names = p.brokers.cells().names();
+        let cluster_names = p.clusters.names();
         let brokers = futures::future::join_all(
             names
                 .iter()
                 .map(|cell| Box::pin(list_broker(p, cell, deadline))),
         );
-        let (brokers, secrets, deployments, sm) = tokio::join!(
+        let clusters = futures::future::join_all(
+            cluster_names
+                .iter()
+                .map(|c| Box::pin(list_cluster(p, c, deadline))),
+        );
+        let (brokers, clusters, sm) = tokio::join!(
             brokers,
-            Box::pin(listing("kubernetes.secrets", deadline, || {
-                p.kubernetes.list_metadata::<Secret>(TENANT_LABEL)
-            })),
-            Box::pin(listing("kubernetes.deployments", deadline, || {
-                p.kubernetes.list::<Deployment>(TENANT_LABEL)
-            })),
+            clusters,
             Box::pin(listing("secrets-manager.list", deadline, || {
                 p.secrets.list_names(&p.secret_prefix)
             })),
@@ -189,30 +240,53 @@ impl Inventory {
         {
             return Err(e.clone());
         }
-        let kube_secrets = secrets?
-            .into_iter()
-            .filter_map(|o| {
-                let m = o.metadata;
-                let state =
-                    TenantState::from_meta(&p.plans, m.labels.as_ref(), m.annotations.as_ref());
-                let generation = m
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(GENERATION_ANNOTATION))
-                    .and_then(|g| g.parse().ok());
-                Some((m.name?, (state, generation)))
-            })
-            .collect();
-        let kube_deployments = deployments?
+        let clusters: BTreeMap<String, Result<ClusterListing, StepError>> = cluster_names
             .iter()
-            .filter_map(|d| Some((d.metadata.name.clone()?, DeploymentStatus::of(d))))
+            .map(|n| (*n).to_owned())
+            .zip(clusters)
+            .collect();
+        // The default cluster is where every tenant without a cluster of its own lives: not
+        // listing it is as good as listing nothing.
+        if let Some(Err(e)) = clusters.get(p.clusters.default_name()) {
+            return Err(e.clone());
+        }
+        let cluster_of = names
+            .iter()
+            .map(|n| ((*n).to_owned(), p.clusters.name_of(n).to_owned()))
             .collect();
         Ok(Self {
             brokers,
-            kube_secrets,
-            kube_deployments,
+            clusters,
+            cluster_of,
             sm_secrets: sm?.into_iter().collect(),
         })
+    }
+
+    fn cluster_of_cell(&self, cell: &str) -> Option<&ClusterListing> {
+        self.clusters.get(self.cluster_of.get(cell)?)?.as_ref().ok()
+    }
+
+    /// The clusters that could not be listed, with why.
+    pub fn unlisted_clusters(&self) -> Vec<(String, StepError)> {
+        self.clusters
+            .iter()
+            .filter_map(|(c, r)| r.as_ref().err().map(|e| (c.clone(), e.clone())))
+            .collect()
+    }
+
+    /// The clusters other than `cell`'s that hold a Secret or Deployment of `tenant`.
+    pub fn backend_elsewhere(&self, tenant: &TenantId, cell: &str) -> Vec<String> {
+        let home = self.cluster_of.get(cell);
+        self.clusters
+            .iter()
+            .filter(|(name, _)| Some(*name) != home)
+            .filter_map(|(name, r)| {
+                let l = r.as_ref().ok()?;
+                (l.secrets.contains_key(&tenant.secret_name())
+                    || l.deployments.contains_key(&tenant.deployment_name()))
+                .then(|| name.clone())
+            })
+            .collect()
     }
 
     /// The cells whose broker could not be listed, with why.
@@ -257,13 +331,14 @@ impl Inventory {
         }
     }
 
-    /// One tenant's parts, as the listings saw them (its broker's: `cell`'s); `None` when that
-    /// cell's broker was not listed.
+    /// One tenant's parts, as the listings saw them (its cell's broker and cluster); `None`
+    /// when either was not listed.
     pub fn observed(&self, p: &Provisioner, tenant: &TenantId, cell: &str) -> Option<Observed> {
         let broker = self.brokers.get(cell)?.as_ref().ok()?;
+        let cluster = self.cluster_of_cell(cell)?;
         let (vhost, user) = (tenant.rabbitmq_vhost(), tenant.rabbitmq_user());
-        let secret = self.kube_secrets.get(&tenant.secret_name());
-        let deployment = self.kube_deployments.get(&tenant.deployment_name());
+        let secret = cluster.secrets.get(&tenant.secret_name());
+        let deployment = cluster.deployments.get(&tenant.deployment_name());
         Some(Observed {
             user: broker.users.contains(user),
             vhost: broker.vhosts.contains_key(vhost),
@@ -285,8 +360,10 @@ impl Inventory {
 
     /// The state a tenant's objects carry: read once, by adoption, to write its first record.
     pub fn labelled_state(&self, p: &Provisioner, tenant: &TenantId) -> TenantState {
-        self.kube_secrets
-            .get(&tenant.secret_name())
+        self.clusters
+            .values()
+            .filter_map(|r| r.as_ref().ok())
+            .find_map(|l| l.secrets.get(&tenant.secret_name()))
             .map(|(s, _)| s.clone())
             .unwrap_or_else(|| TenantState::new(&p.plans))
     }
@@ -307,14 +384,15 @@ impl Inventory {
         }
         let strip = |name: &str, prefix: &str| name.strip_prefix(prefix).map(str::to_owned);
         let from_kube = self
-            .kube_secrets
-            .keys()
-            .filter_map(|n| strip(n, "tenant-"))
-            .chain(
-                self.kube_deployments
+            .clusters
+            .values()
+            .filter_map(|r| r.as_ref().ok())
+            .flat_map(|l| {
+                l.secrets
                     .keys()
-                    .filter_map(|n| strip(n, "backend-")),
-            );
+                    .filter_map(|n| strip(n, "tenant-"))
+                    .chain(l.deployments.keys().filter_map(|n| strip(n, "backend-")))
+            });
         let from_sm = self
             .sm_secrets
             .iter()
@@ -464,6 +542,11 @@ pub async fn reconcile(
         summary.unlisted_cells.push(cell.clone());
         summary.failures.push(format!("cell '{cell}': {e}"));
     }
+    for (cluster, e) in inventory.unlisted_clusters() {
+        summary.failed += 1;
+        summary.unlisted_clusters.push(cluster.clone());
+        summary.failures.push(format!("cluster '{cluster}': {e}"));
+    }
     let mut work = Vec::new();
     let mut orphans = Vec::new();
     for tenant in &tenants {
@@ -482,6 +565,14 @@ pub async fn reconcile(
             summary.strays.push(format!(
                 "{tenant}: a vhost on {} (lives in {home})",
                 elsewhere.join(", ")
+            ));
+        }
+        let backend_elsewhere = inventory.backend_elsewhere(tenant, &home);
+        if record.is_some() && !backend_elsewhere.is_empty() {
+            summary.strays.push(format!(
+                "{tenant}: a backend in cluster {} (lives in {home}, cluster {})",
+                backend_elsewhere.join(", "),
+                p.clusters.name_of(&home)
             ));
         }
         let Some(observed) = inventory.observed(p, tenant, &home) else {
@@ -786,6 +877,9 @@ pub async fn adopt(
     };
     for (cell, e) in inventory.unlisted() {
         report.failures.push(format!("cell '{cell}': {e}"));
+    }
+    for (cluster, e) in inventory.unlisted_clusters() {
+        report.failures.push(format!("cluster '{cluster}': {e}"));
     }
     for tenant in inventory.tenants(p) {
         if known.contains(tenant.as_str()) {

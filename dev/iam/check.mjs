@@ -31,6 +31,8 @@ const dlq = arn("HandoffDeadLetterQueue");
 const otherQueue = `arn:aws:sqs:${region}:${account}:orders`;
 const cluster = `arn:aws:eks:${region}:${account}:cluster/${params.EksClusterName}`;
 const otherCluster = `arn:aws:eks:${region}:${account}:cluster/payments`;
+// A cell's own cluster: the vpc scenario declares prod-b and prod-c (CellClusterArns).
+const cellCluster = `arn:aws:eks:${region}:${account}:cluster/prod-b`;
 const pool = scenario === "existing-pool"
   ? `arn:aws:cognito-idp:${region}:${account}:userpool/${params.ExistingUserPoolId}`
   : arn("UserPool");
@@ -69,6 +71,7 @@ const table = [
   ["PostSignupFunctionRole", "dynamodb:Scan", registry, D],
   ["PostSignupFunctionRole", "dynamodb:PutItem", otherTable, D],
   ["PostSignupFunctionRole", "eks:DescribeCluster", cluster, A],
+  ["PostSignupFunctionRole", "eks:DescribeCluster", cellCluster, vpc],
   ["PostSignupFunctionRole", "eks:DescribeCluster", otherCluster, D],
   ["PostSignupFunctionRole", "cognito-idp:ListUsers", pool, D],
   ["PostSignupFunctionRole", "logs:PutLogEvents", logs, A],
@@ -91,6 +94,7 @@ const table = [
   ["HandoffWorkerFunctionRole", "dynamodb:DeleteItem", registry, D],
   ["HandoffWorkerFunctionRole", "dynamodb:Scan", registry, D],
   ["HandoffWorkerFunctionRole", "eks:DescribeCluster", cluster, A],
+  ["HandoffWorkerFunctionRole", "eks:DescribeCluster", cellCluster, vpc],
   ["HandoffWorkerFunctionRole", "ec2:CreateNetworkInterface", "*", vpc],
   // The scheduled reconciler: lists and repairs; it removes nothing (pruning is an operator's).
   ["ReconcilerFunctionRole", "cognito-idp:ListUsers", pool, A],
@@ -110,6 +114,7 @@ const table = [
   ["ReconcilerFunctionRole", "sqs:SendMessage", queue, D],
   ["ReconcilerFunctionRole", "sqs:ReceiveMessage", queue, D],
   ["ReconcilerFunctionRole", "eks:DescribeCluster", cluster, A],
+  ["ReconcilerFunctionRole", "eks:DescribeCluster", cellCluster, vpc],
   ["ReconcilerFunctionRole", "ec2:CreateNetworkInterface", "*", vpc],
   // GET /tenant: reads a tenant's record and secret; nothing else.
   ["TenantApiFunctionRole", "secretsmanager:GetSecretValue", tenantSecret, A],
@@ -124,6 +129,7 @@ const table = [
   ["TenantApiFunctionRole", "dynamodb:GetItem", otherTable, D],
   ["TenantApiFunctionRole", "sqs:SendMessage", queue, D],
   ["TenantApiFunctionRole", "eks:DescribeCluster", cluster, D],
+  ["TenantApiFunctionRole", "eks:DescribeCluster", cellCluster, D],
   ["TenantApiFunctionRole", "cognito-idp:ListUsers", pool, D],
   ["TenantApiFunctionRole", "ec2:CreateNetworkInterface", "*", D],
   // The pipe: the registry's stream in, the tenant bus out.

@@ -171,6 +171,8 @@ class Resolver:
                 return any(self.resolve(x) for x in arg)
             if k == "Condition":
                 return self.condition(arg)
+            if k == "Fn::Split":
+                return str(self.resolve(arg[1])).split(arg[0])
             if k == "Fn::Select":
                 return self.resolve(arg[1])[int(self.resolve(arg[0]))]
         return {k: r for k, r in ((k, self.resolve(x)) for k, x in v.items()) if r is not None}

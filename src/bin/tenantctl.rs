@@ -892,6 +892,9 @@ async fn cells(output: Output) -> Result<(), CliError> {
                     r.broker_error
                         .as_ref()
                         .map_or(String::new(), |e| format!("  (broker: {e})"))
+                        + &r.cluster
+                            .as_ref()
+                            .map_or(String::new(), |c| format!("  (cluster: {c})"))
                 );
             }
         }

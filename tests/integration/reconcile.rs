@@ -6,7 +6,7 @@
 //! would, so it never sees other tests' tenants.
 
 use aws_sdk_cognitoidentityprovider::types::AttributeType;
-use post_signup::tenant::TenantId;
+use post_signup::tenant::{TENANT_LABEL, TenantId};
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -36,7 +36,9 @@ impl Installation {
                     .unwrap()
                     .replace("namespace: tenants", &format!("namespace: {namespace}"))
                     .replace("name: tenants", &format!("name: {namespace}"));
+            // In both of the stack's clusters: a cell may run its backends in the second.
             kubectl_apply(&text);
+            kubectl_apply_to(&var("STACK_KUBECONFIG_B"), &text);
         }
         let pool = new_pool(&format!("rec-{id}")).await;
         let (table, _) = fresh_registry_table().await;
@@ -165,9 +167,13 @@ async fn cognito() -> aws_sdk_cognitoidentityprovider::Client {
 }
 
 fn kubectl_apply(manifest: &str) {
+    kubectl_apply_to(&var("KUBECONFIG"), manifest);
+}
+
+fn kubectl_apply_to(kubeconfig: &str, manifest: &str) {
     use std::io::Write as _;
     let mut child = std::process::Command::new(var("STACK_KUBECTL"))
-        .args(["--kubeconfig", &var("KUBECONFIG"), "apply", "-f", "-"])
+        .args(["--kubeconfig", kubeconfig, "apply", "-f", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -182,20 +188,37 @@ fn kubectl_apply(manifest: &str) {
 }
 
 fn kubectl_delete(namespace: &str, what: &str) {
+    kubectl_delete_in(&var("KUBECONFIG"), namespace, what);
+}
+
+fn kubectl_delete_in(kubeconfig: &str, namespace: &str, what: &str) {
     let ok = std::process::Command::new(var("STACK_KUBECTL"))
-        .args([
-            "--kubeconfig",
-            &var("KUBECONFIG"),
-            "-n",
-            namespace,
-            "delete",
-            what,
-        ])
+        .args(["--kubeconfig", kubeconfig, "-n", namespace, "delete", what])
         .stdout(std::process::Stdio::null())
         .status()
         .unwrap()
         .success();
     assert!(ok, "kubectl delete {what}");
+}
+
+/// Whether `what` (`deployment/NAME`) exists in `namespace` of the cluster `kubeconfig` names.
+fn kubectl_exists(kubeconfig: &str, namespace: &str, what: &str) -> bool {
+    let out = std::process::Command::new(var("STACK_KUBECTL"))
+        .args([
+            "--kubeconfig",
+            kubeconfig,
+            "-n",
+            namespace,
+            "get",
+            what,
+            "--ignore-not-found",
+            "-o",
+            "name",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kubectl get {what}: {out:?}");
+    !out.stdout.is_empty()
 }
 
 fn names(v: &Value) -> Vec<String> {
@@ -494,7 +517,10 @@ async fn the_scheduled_reconciler_reports_an_unfinished_offboarding_and_removes_
     assert_eq!(inst.parts(&tenant)["complete"], true, "nothing removed");
     // Nor could it: its identity may not delete in the cluster.
     let refused = p
-        .kubernetes
+        .clusters
+        .default_cluster()
+        .await
+        .unwrap()
         .delete::<k8s_openapi::api::apps::v1::Deployment>(&tenant.deployment_name())
         .await
         .expect_err("the reconciler's identity cannot delete a Deployment");
@@ -571,4 +597,196 @@ async fn reconcile_repairs_tenants_on_both_cells_each_on_its_own_broker() {
         );
         amqp_login(&url).await.unwrap();
     }
+}
+
+/// The stack's two brokers as cells `a` (backends in the default cluster) and `b`, whose
+/// backends run in the stack's second cluster, declared by `cluster` (a YAML mapping).
+fn cells_with_cluster_b(cluster: &str) -> String {
+    let path = cells_file_with(20, 20, 500);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!("    cluster: {cluster}\n"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_cell_with_its_own_cluster_runs_repairs_moves_and_removes_its_backends_there() {
+    let mut inst = Installation::new().await;
+    let b = var("STACK_KUBECONFIG_B");
+    let a = var("KUBECONFIG");
+    // Cluster B's endpoint and CA come from DescribeCluster of its name.
+    inst.cells = Some(cells_with_cluster_b(&format!(
+        "{{name: {}}}",
+        var("STACK_CLUSTER_B")
+    )));
+    inst.ok(&["cell", "drain", "a"]);
+    let t = inst.confirmed_user("in-b").await;
+    inst.ok(&["provision", "--sub", t.as_str()]);
+    inst.ok(&["cell", "open", "a"]);
+    let deployment = format!("deployment/{}", t.deployment_name());
+    let secret = format!("secret/{}", t.secret_name());
+    let ns = inst.namespace.clone();
+    for what in [&deployment, &secret] {
+        assert!(kubectl_exists(&b, &ns, what), "{what} in cluster B");
+        assert!(!kubectl_exists(&a, &ns, what), "{what} not in cluster A");
+    }
+    let parts = inst.parts(&t);
+    assert_eq!(parts["record"]["cell"], "b");
+    assert_eq!(
+        parts["kubernetes"]["cluster"],
+        var("STACK_CLUSTER_B"),
+        "{parts}"
+    );
+    assert_eq!(parts["complete"], true, "{parts}");
+
+    // A person deletes its backend in cluster B: the reconciler puts it back there, only there.
+    kubectl_delete_in(&b, &ns, &deployment);
+    assert_eq!(inst.parts(&t)["complete"], false);
+    let run = inst.reconcile(&[]);
+    assert_eq!(
+        (run["repaired"].as_u64(), run["failed"].as_u64()),
+        (Some(1), Some(0)),
+        "{run}"
+    );
+    assert!(kubectl_exists(&b, &ns, &deployment));
+    assert!(!kubectl_exists(&a, &ns, &deployment));
+    assert_eq!(run["strays"], serde_json::json!([]), "{run}");
+
+    // Moved to a: its backend runs in the default cluster and cluster B's copy is gone.
+    let moved = inst.ok(&["move", "--sub", t.as_str(), "--to", "a", "--wait", "90"]);
+    assert_eq!(moved["steps"].as_array().unwrap().last().unwrap(), "done");
+    for what in [&deployment, &secret] {
+        assert!(
+            kubectl_exists(&a, &ns, what),
+            "{what} in cluster A after the move"
+        );
+        assert!(!kubectl_exists(&b, &ns, what), "{what} left in cluster B");
+    }
+    let parts = inst.parts(&t);
+    assert_eq!(parts["kubernetes"]["cluster"], var("EKS_CLUSTER_NAME"));
+    assert_eq!(parts["complete"], true, "{parts}");
+    amqp_login(&inst.amqp_url(&t).await).await.unwrap();
+
+    // A backend left in the other cluster (a move interrupted by hand) is a stray: reported,
+    // never removed.
+    let stray = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {}\n  namespace: {ns}\n  labels: {{{TENANT_LABEL}: \"{}\"}}\n",
+        t.secret_name(),
+        t.as_str()
+    );
+    kubectl_apply_to(&b, &stray);
+    let run = inst.reconcile(&[]);
+    let strays = names(&run["strays"]);
+    assert_eq!(strays.len(), 1, "{run}");
+    assert!(
+        strays[0].contains(&format!("a backend in cluster {}", var("STACK_CLUSTER_B"))),
+        "{strays:?}"
+    );
+    assert!(kubectl_exists(&b, &ns, &secret), "a stray is never removed");
+    kubectl_delete_in(&b, &ns, &secret);
+
+    // Offboarded from a, where it lives now.
+    inst.ok(&["cell", "drain", "a"]);
+    let u = inst.confirmed_user("in-b-again").await;
+    inst.ok(&["provision", "--sub", u.as_str()]);
+    let gone = inst.ok(&["deprovision", "--sub", u.as_str()]);
+    assert_eq!(
+        gone["converged"]["removed"]["kubernetes_deployment"], true,
+        "{gone}"
+    );
+    assert!(!kubectl_exists(
+        &b,
+        &ns,
+        &format!("deployment/{}", u.deployment_name())
+    ));
+}
+
+#[tokio::test]
+async fn a_cells_cluster_is_reached_with_its_own_endpoint_ca_and_token() {
+    use base64::Engine as _;
+    let b64 =
+        |path: &str| base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap());
+    let mut inst = Installation::new().await;
+    let b = var("STACK_KUBECONFIG_B");
+    let ns = inst.namespace.clone();
+    let declared = |name: &str, ca: &str| {
+        format!(
+            "{{name: {name}, endpoint: '{}', ca_data: '{}'}}",
+            var("STACK_KUBE_API_B"),
+            b64(&var(ca))
+        )
+    };
+    // Declared in the file: no DescribeCluster is needed.
+    inst.cells = Some(cells_with_cluster_b(&declared(
+        &var("STACK_CLUSTER_B"),
+        "STACK_CA_FILE_B",
+    )));
+    inst.ok(&["cell", "drain", "a"]);
+    let t = inst.confirmed_user("declared").await;
+    inst.ok(&["provision", "--sub", t.as_str()]);
+    assert!(kubectl_exists(
+        &b,
+        &ns,
+        &format!("deployment/{}", t.deployment_name())
+    ));
+
+    // The other cluster's CA: cluster B's certificate is not trusted, and tenantctl says which
+    // cluster failed.
+    inst.cells = Some(cells_with_cluster_b(&declared(
+        &var("STACK_CLUSTER_B"),
+        "STACK_CA_FILE",
+    )));
+    let (code, err) = inst.run(&["status", "--sub", t.as_str()]);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!("cluster '{}'", var("STACK_CLUSTER_B"))),
+        "{err}"
+    );
+    // The trigger in that state: a sign-up placed in b is handed off (its cluster's step
+    // failed; nothing is lost), and one placed in a is not hurt by b's cluster.
+    let queue = fresh_queue().await;
+    let mut env = inst.env();
+    env.push(("HANDOFF_QUEUE_URL", queue.as_str()));
+    let app = app_with(&env).await;
+    let sign_up = |t: TenantId| {
+        let app = &app;
+        async move {
+            let event = signup_event(t.as_str());
+            post_signup::handler::handle_reporting(
+                app,
+                lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default()),
+            )
+            .await
+            .expect("the trigger answers")
+            .1
+        }
+    };
+    let in_b = fresh_tenant();
+    assert_eq!(
+        sign_up(in_b.clone()).await,
+        post_signup::handler::Finish::HandedOff
+    );
+    assert_eq!(queue_bodies(&queue).await.len(), 1);
+    inst.ok(&["cell", "open", "a"]);
+    inst.ok(&["cell", "drain", "b"]);
+    let in_a = fresh_tenant();
+    assert_eq!(
+        sign_up(in_a.clone()).await,
+        post_signup::handler::Finish::Provisioned
+    );
+    assert_eq!(app.registry.get(&in_a).await.unwrap().unwrap().cell, "a");
+    inst.ok(&["cell", "open", "b"]);
+    inst.ok(&["cell", "drain", "a"]);
+
+    // A token bound to another cluster's name is refused by B's authenticator (401).
+    inst.cells = Some(cells_with_cluster_b(&declared(
+        "post-signup-local-c",
+        "STACK_CA_FILE_B",
+    )));
+    let (code, err) = inst.run(&["status", "--sub", t.as_str()]);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("401") || err.to_lowercase().contains("unauthorized"),
+        "{err}"
+    );
 }
