@@ -85,6 +85,13 @@ enum Command {
         event: Option<String>,
         #[arg(long)]
         sub: Option<String>,
+        /// For benchmarks of simultaneous cold sign-ups (with --event): after the cold start,
+        /// wait until this Unix time (milliseconds), then invoke, the budget counting from that
+        /// instant less the cold start's duration (as if the cold start ran just before, on a
+        /// CPU of its own, as each Lambda container's does). Prints `init_ms` and
+        /// `invocation_ms` on stderr.
+        #[arg(long, requires = "event", hide = true)]
+        start_at: Option<u64>,
     },
     /// Show what exists for a tenant (keys, never values).
     Status {
@@ -295,8 +302,10 @@ async fn main() -> ExitCode {
             admin_secret_id,
         } => check_cells(&file, admin_secret_id.as_deref()),
         Command::Provision {
-            event: Some(path), ..
-        } => provision_event(&path, started).await,
+            event: Some(path),
+            start_at,
+            ..
+        } => provision_event(&path, started, start_at).await,
         Command::Provision { sub: Some(sub), .. } => provision_sub(&sub).await,
         Command::Provision { .. } => Err(CliError::input("give --event FILE or --sub SUB")),
         Command::Status { sub } => status(&sub).await,
@@ -510,7 +519,11 @@ fn read_event(path: &str) -> Result<Value, CliError> {
 }
 
 /// The trigger, exactly: stdout gets what Lambda would return to Cognito.
-async fn provision_event(path: &str, started: tokio::time::Instant) -> Result<(), CliError> {
+async fn provision_event(
+    path: &str,
+    started: tokio::time::Instant,
+    start_at: Option<u64>,
+) -> Result<(), CliError> {
     let raw = read_event(path)?;
     // Bad input is refused before any setting is read or any outside system touched.
     if let Err(e) = classify(&raw) {
@@ -518,12 +531,29 @@ async fn provision_event(path: &str, started: tokio::time::Instant) -> Result<()
         return Err(CliError::input(format!("event '{path}': {e}")));
     }
     let settings = settings()?;
-    let app = App::init(settings, started)
+    let mut app = App::init(settings, started)
         .await
         .map_err(CliError::input)?;
+    let init = started.elapsed();
+    if let Some(at) = start_at {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        tokio::time::sleep(std::time::Duration::from_millis(at.saturating_sub(now_ms))).await;
+        let now = tokio::time::Instant::now();
+        app.count_cold_start_from(now.checked_sub(init).unwrap_or(now));
+    }
+    let invoked = tokio::time::Instant::now();
     let mut context = Context::default();
     context.request_id = format!("tenantctl-{}", std::process::id());
-    match handler::handle_reporting(&app, LambdaEvent::new(raw, context)).await {
+    let answer = handler::handle_reporting(&app, LambdaEvent::new(raw, context)).await;
+    if start_at.is_some() {
+        eprintln!(
+            "tenantctl: timing {}",
+            json!({"init_ms": init.as_secs_f64() * 1e3, "invocation_ms": invoked.elapsed().as_secs_f64() * 1e3})
+        );
+    }
+    match answer {
         Ok((event, finish)) => {
             print(&event);
             match finish {
