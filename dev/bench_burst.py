@@ -23,6 +23,11 @@ ap.add_argument("--tenantctl", required=True)
 ap.add_argument("--count", type=int, default=50)
 ap.add_argument("--no-registry", action="store_true",
                 help="the peer: a registry table that does not exist, so no record is ever written (the trigger before the registry)")
+ap.add_argument("--simultaneous", action="store_true",
+                help="every process's cold start first (two at a time, each measured), then all invoked at "
+                     "once (tenantctl provision --barrier): each answer is its cold start + its invocation, as "
+                     "for Lambda containers that each have a CPU of their own. Without it, 200 cold starts "
+                     "share this machine's cores and arrive at the brokers spread over seconds.")
 ap.add_argument("--cells", type=int, choices=[1, 2],
                 help="place tenants over this many cells: the stack's 3.10 broker, then its 4.0 (Khepri)")
 args = ap.parse_args()
@@ -48,26 +53,62 @@ work = tempfile.mkdtemp()
 subs = [str(uuid.uuid4()) for _ in range(args.count)]
 walls, inside, handed, recorded, lost = [], 0, 0, 0, []
 procs = []
+paths = {}
 for sub in subs:
-    path = os.path.join(work, sub + ".json")
-    with open(path, "w") as f:
+    paths[sub] = os.path.join(work, sub + ".json")
+    with open(paths[sub], "w") as f:
         json.dump(signup_event(args.tenantctl, sub), f)
-    procs.append((sub, time.perf_counter(), subprocess.Popen(
-        [args.tenantctl, "provision", "--event", path], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+
+
+def spawn(sub, barrier=False):
+    cmd = [args.tenantctl, "provision", "--event", paths[sub]] + (["--barrier"] if barrier else [])
+    return subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE if barrier else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def ready(sub):
+    """Starts one process and waits for its cold start to end (its `tenantctl: ready`)."""
+    p = spawn(sub, barrier=True)
+    before = []
+    for line in p.stderr:
+        if line.startswith("tenantctl: ready"):
+            return sub, p, before
+        before.append(line)
+    raise SystemExit(f"bench: {sub}'s process ended before its cold start did: {''.join(before)[-2000:]}")
 
 
 def finish(entry):
     """Each process's own answer time (a thread each: collecting them in order would count a
     process's wait for the ones before it)."""
-    sub, t0, p = entry
+    sub, t0, p, before = entry
     out, err = p.communicate()
-    return sub, (time.perf_counter() - t0) * 1e3, p.returncode, err
+    return sub, (time.perf_counter() - t0) * 1e3, p.returncode, "".join(before) + err
 
+
+if args.simultaneous:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        started = list(pool.map(ready, subs))
+    t0 = time.perf_counter()
+    for _, p, _ in started:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    procs = [(sub, t0, p, before) for sub, p, before in started]
+else:
+    procs = [(sub, time.perf_counter(), spawn(sub), []) for sub in subs]
 
 with concurrent.futures.ThreadPoolExecutor(max_workers=len(procs)) as pool:
     finished = list(pool.map(finish, procs))
+inits = []
 for sub, wall, code, err in finished:
+    if args.simultaneous:
+        # The answer Cognito waits for: the cold start (run before, on a core to itself) and
+        # the invocation, released at once with all the others.
+        timing = next((json.loads(l.split("timing ", 1)[1]) for l in err.splitlines()
+                       if l.startswith("tenantctl: timing ")), None)
+        if timing is None:
+            raise SystemExit(f"bench: no timing from {sub}: {err[-2000:]}")
+        inits.append(timing["init_ms"])
+        wall = timing["init_ms"] + wall
     walls.append(wall)
     if code != 0:
         lost.append(sub)
@@ -109,6 +150,8 @@ for sub in incomplete:
 missing = [sub for sub in incomplete if not status(sub).get("complete")]
 drop_namespace(namespace)
 result = {"bench": "burst", "registry": not args.no_registry, "cells": args.cells, "placed": placed,
+          "simultaneous": args.simultaneous,
+          "init_ms_p50": round(percentile(inits, 50)) if inits else None,
           "complete_after_s": complete_after_s, "count": args.count, "inside_trigger": inside, "handed_off": handed,
           "recorded_only": recorded, "failure_messages": len(lost), "drained": summary.get("provisioned"),
           "incomplete_after_drain": after_drain, "missing_after_reconcile": len(missing),
@@ -117,6 +160,8 @@ result = {"bench": "burst", "registry": not args.no_registry, "cells": args.cell
 print(json.dumps(result))
 what = (f"over {args.cells} cell{'s' if args.cells > 1 else ''} {placed}" if args.cells
         else 'with the registry' if not args.no_registry else 'no registry: the trigger before it')
+if args.simultaneous:
+    what += f", invoked at once after their cold starts (cold start p50 {result['init_ms_p50']} ms, counted in each answer)"
 print(f"burst of {args.count} ({what}): {inside} finished inside the trigger, {handed} handed off, {recorded} recorded only, "
       f"{len(lost)} shown the failure message; after drain {after_drain} incomplete, after the reconciler's pass "
       f"{len(missing)} without a tenant; wall p50 {result['wall_ms_p50']} ms, "

@@ -85,13 +85,13 @@ enum Command {
         event: Option<String>,
         #[arg(long)]
         sub: Option<String>,
-        /// For benchmarks of simultaneous cold sign-ups (with --event): after the cold start,
-        /// wait until this Unix time (milliseconds), then invoke, the budget counting from that
-        /// instant less the cold start's duration (as if the cold start ran just before, on a
-        /// CPU of its own, as each Lambda container's does). Prints `init_ms` and
-        /// `invocation_ms` on stderr.
+        /// For benchmarks of simultaneous cold sign-ups (with --event FILE): after the cold
+        /// start, say `tenantctl: ready` on stderr and wait for a line on stdin, then invoke,
+        /// the budget counting from then less the cold start's duration (as if the cold start
+        /// ran just before, on a CPU of its own, as each Lambda container's does). Prints
+        /// `init_ms` and `invocation_ms` on stderr.
         #[arg(long, requires = "event", hide = true)]
-        start_at: Option<u64>,
+        barrier: bool,
     },
     /// Show what exists for a tenant (keys, never values).
     Status {
@@ -303,9 +303,9 @@ async fn main() -> ExitCode {
         } => check_cells(&file, admin_secret_id.as_deref()),
         Command::Provision {
             event: Some(path),
-            start_at,
+            barrier,
             ..
-        } => provision_event(&path, started, start_at).await,
+        } => provision_event(&path, started, barrier).await,
         Command::Provision { sub: Some(sub), .. } => provision_sub(&sub).await,
         Command::Provision { .. } => Err(CliError::input("give --event FILE or --sub SUB")),
         Command::Status { sub } => status(&sub).await,
@@ -522,8 +522,13 @@ fn read_event(path: &str) -> Result<Value, CliError> {
 async fn provision_event(
     path: &str,
     started: tokio::time::Instant,
-    start_at: Option<u64>,
+    barrier: bool,
 ) -> Result<(), CliError> {
+    if barrier && path == "-" {
+        return Err(CliError::input(
+            "--barrier waits on stdin: give the event as a file",
+        ));
+    }
     let raw = read_event(path)?;
     // Bad input is refused before any setting is read or any outside system touched.
     if let Err(e) = classify(&raw) {
@@ -535,11 +540,14 @@ async fn provision_event(
         .await
         .map_err(CliError::input)?;
     let init = started.elapsed();
-    if let Some(at) = start_at {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        tokio::time::sleep(std::time::Duration::from_millis(at.saturating_sub(now_ms))).await;
+    if barrier {
+        use tokio::io::AsyncBufReadExt as _;
+        eprintln!("tenantctl: ready");
+        let mut line = String::new();
+        tokio::io::BufReader::new(tokio::io::stdin())
+            .read_line(&mut line)
+            .await
+            .map_err(|e| CliError::input(format!("--barrier: reading stdin: {e}")))?;
         let now = tokio::time::Instant::now();
         app.count_cold_start_from(now.checked_sub(init).unwrap_or(now));
     }
@@ -547,7 +555,7 @@ async fn provision_event(
     let mut context = Context::default();
     context.request_id = format!("tenantctl-{}", std::process::id());
     let answer = handler::handle_reporting(&app, LambdaEvent::new(raw, context)).await;
-    if start_at.is_some() {
+    if barrier {
         eprintln!(
             "tenantctl: timing {}",
             json!({"init_ms": init.as_secs_f64() * 1e3, "invocation_ms": invoked.elapsed().as_secs_f64() * 1e3})
