@@ -12,6 +12,7 @@ import concurrent.futures
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -111,6 +112,8 @@ for sub, wall, code, err in finished:
         wall = timing["init_ms"] + wall
     walls.append(wall)
     if code != 0:
+        if not lost:
+            print(f"bench: first failure message ({sub}):\n{err[-3000:]}", file=sys.stderr)
         lost.append(sub)
     elif "handed off" in err:
         handed += 1
@@ -123,6 +126,8 @@ drain = subprocess.run([args.tenantctl, "drain"], env={**operator, "HANDOFF_QUEU
                        capture_output=True, text=True)
 drain_end = time.perf_counter()
 summary = json.loads(drain.stdout) if drain.stdout.strip() else {}
+if drain.returncode != 0:
+    print(f"bench: the drain failed: {drain.stderr[-2000:]}", file=sys.stderr)
 
 
 def status(sub):
@@ -149,6 +154,22 @@ for sub in incomplete:
                        capture_output=True, text=True)
 missing = [sub for sub in incomplete if not status(sub).get("complete")]
 drop_namespace(namespace)
+
+
+def remove_broker_parts(sub):
+    """The run's vhosts and users go, so the next run meets the brokers as this one did (a
+    broker's vhost creation slows down as vhosts accumulate)."""
+    bases = ([STACK[f"RABBITMQ_{b}_MANAGEMENT_URL"] for _, b in brokers] if args.cells
+             else [STACK["RABBITMQ_MANAGEMENT_URL"]])
+    for base in bases:
+        for what in ("vhosts", "users"):
+            subprocess.run(["curl", "-s", "-o", "/dev/null", "-X", "DELETE", "-u",
+                            f"{STACK['RABBITMQ_ADMIN_USERNAME']}:{STACK['RABBITMQ_ADMIN_PASSWORD']}",
+                            f"{base}/api/{what}/{sub}"], check=False)
+
+
+with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+    list(pool.map(remove_broker_parts, subs))
 result = {"bench": "burst", "registry": not args.no_registry, "cells": args.cells, "placed": placed,
           "simultaneous": args.simultaneous,
           "init_ms_p50": round(percentile(inits, 50)) if inits else None,
