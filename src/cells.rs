@@ -11,6 +11,8 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+use crate::cluster::{ClusterAccess, ClusterName};
 use serde_json::Value;
 use url::Url;
 
@@ -56,13 +58,25 @@ pub struct Capacity {
 }
 
 /// A cell's own cluster, when its tenants' backends run elsewhere than the default cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CellCluster {
-    pub name: String,
-    pub endpoint: Option<Url>,
-    /// Base64 PEM, as EKS reports `certificateAuthority.data`.
-    #[serde(skip)]
-    pub ca_data: Option<String>,
+    pub name: ClusterName,
+    /// Declared in the file; `None`: `DescribeCluster` of `name`.
+    pub access: Option<ClusterAccess>,
+}
+
+/// Shown as `{name, endpoint}`: the CA is long and says nothing to a reader.
+impl Serialize for CellCluster {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut out = s.serialize_struct("CellCluster", 2)?;
+        out.serialize_field("name", self.name.as_str())?;
+        out.serialize_field(
+            "endpoint",
+            &self.access.as_ref().map(|a| a.endpoint.as_str()),
+        )?;
+        out.end()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -321,7 +335,7 @@ pub async fn report(
             state,
             state_from,
             management_url: cell.management_url.to_string(),
-            cluster: cell.cluster.as_ref().map(|c| c.name.clone()),
+            cluster: cell.cluster.as_ref().map(|c| c.name.to_string()),
             broker_version: version,
             broker_error: error,
             vhosts: Usage {
@@ -465,8 +479,7 @@ fn parse_cell(i: usize, raw: &Value) -> Result<Cell, String> {
             }
             let field = |f: &str| c.get(f).and_then(Value::as_str).map(str::to_owned);
             let name = field("name").ok_or_else(|| at("cluster.name", "is required".into()))?;
-            crate::cluster::ClusterName::parse(&name)
-                .map_err(|e| at("cluster.name", e.to_string()))?;
+            let name = ClusterName::parse(&name).map_err(|e| at("cluster.name", e.to_string()))?;
             let endpoint = match field("endpoint") {
                 None => None,
                 Some(raw) => Some(
@@ -483,17 +496,17 @@ fn parse_cell(i: usize, raw: &Value) -> Result<Cell, String> {
                 crate::cluster::ca_der(ca)
                     .map_err(|e| at("cluster.ca_data", format!("(base64 of a PEM bundle) {e}")))?;
             }
-            if endpoint.is_some() != ca_data.is_some() {
-                return Err(at(
-                    "cluster",
-                    "endpoint and ca_data go together (or neither: DescribeCluster)".into(),
-                ));
-            }
-            Some(CellCluster {
-                name,
-                endpoint,
-                ca_data,
-            })
+            let access = match (endpoint, ca_data) {
+                (Some(endpoint), Some(ca_data)) => Some(ClusterAccess { endpoint, ca_data }),
+                (None, None) => None,
+                _ => {
+                    return Err(at(
+                        "cluster",
+                        "endpoint and ca_data go together (or neither: DescribeCluster)".into(),
+                    ));
+                }
+            };
+            Some(CellCluster { name, access })
         }
         Some(_) => return Err(at("cluster", "must be a mapping".into())),
     };
@@ -546,7 +559,7 @@ cells:
         let b = cells.get("eu-b").unwrap();
         assert_eq!(b.state, CellState::Draining);
         assert_eq!(b.capacity.vhosts, Some(1500));
-        assert_eq!(b.cluster.as_ref().unwrap().name, "tenants-b");
+        assert_eq!(b.cluster.as_ref().unwrap().name.as_str(), "tenants-b");
         assert_eq!(cells.get("eu-a").unwrap().state, CellState::Open);
         assert_eq!(cells.first().name, "eu-a");
     }

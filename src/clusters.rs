@@ -71,9 +71,9 @@ impl Clusters {
         );
         for cell in cells.all() {
             let Some(own) = &cell.cluster else { continue };
-            if own.name == default.as_str()
-                && let Some(endpoint) = &own.endpoint
-                && slots[&own.name].access.as_ref().map(|a| &a.endpoint) != Some(endpoint)
+            if own.name == *default
+                && let Some(access) = &own.access
+                && slots[default.as_str()].access.as_ref() != Some(access)
             {
                 return Err(StepError::new(
                     System::Kubernetes,
@@ -85,38 +85,13 @@ impl Clusters {
                     ),
                 ));
             }
-            if slots.contains_key(&own.name) {
-                continue; // the default cluster, or one an earlier cell declared (same access)
-            }
-            let name = ClusterName::parse(&own.name).map_err(|e| {
-                StepError::new(
-                    System::Kubernetes,
-                    format!("cell '{}' cluster", cell.name),
-                    FailureKind::Other,
-                    e.to_string(),
-                )
-            })?;
-            let access = match (&own.endpoint, &own.ca_data) {
-                (Some(endpoint), Some(ca)) => {
-                    Some(ClusterAccess::parse(endpoint.as_str(), ca).map_err(|e| {
-                        StepError::new(
-                            System::Kubernetes,
-                            format!("cell '{}' cluster '{}'", cell.name, own.name),
-                            FailureKind::Other,
-                            e,
-                        )
-                    })?)
-                }
-                _ => None,
-            };
-            slots.insert(
-                own.name.clone(),
-                Slot {
-                    name,
-                    access,
+            slots
+                .entry(own.name.as_str().to_owned())
+                .or_insert_with(|| Slot {
+                    name: own.name.clone(),
+                    access: own.access.clone(),
                     client: OnceCell::new(),
-                },
-            );
+                });
         }
         Ok(Self {
             inner: Arc::new(Inner {

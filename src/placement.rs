@@ -366,9 +366,7 @@ impl Placement {
         self.forget_view();
         Ok(seated)
     }
-}
 
-impl Placement {
     /// Keeps a tenant's seat counting what its plan grants now (a plan change moves the
     /// cell's connection count with it). Placement's room check is at sign-up; a plan change
     /// is an operator's decision and is counted, not refused.

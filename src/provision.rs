@@ -92,9 +92,6 @@ pub struct ProvisionError {
 }
 
 impl ProvisionError {
-    /// The failing steps and their kinds, and the steps the deadline cut off, for the tenant's
-    /// record: `rabbitmq.vhost: timeout; unfinished: kubernetes.deployment` (no messages, so
-    /// never a secret or a host).
     /// As one step error, for callers that converge several systems and report one error: the
     /// first failing system, the whole description.
     pub fn into_step(self, action: &str) -> StepError {
@@ -110,6 +107,9 @@ impl ProvisionError {
         )
     }
 
+    /// The failing steps and their kinds, and the steps the deadline cut off, for the tenant's
+    /// record: `rabbitmq.vhost: timeout; unfinished: kubernetes.deployment` (no messages, so
+    /// never a secret or a host).
     pub fn outcome_detail(&self) -> String {
         let failed = self
             .report

@@ -133,8 +133,6 @@ pub struct Inventory {
     brokers: BTreeMap<String, Result<BrokerListing, StepError>>,
     /// By cluster name, likewise.
     clusters: BTreeMap<String, Result<ClusterListing, StepError>>,
-    /// Cell name → its cluster's name.
-    cluster_of: BTreeMap<String, String>,
     sm_secrets: HashSet<String>,
 }
 
@@ -212,6 +210,16 @@ async fn list_cluster(
     })
 }
 
+/// The listings that failed, by name, with why.
+fn failed_listings<T>(
+    listings: &BTreeMap<String, Result<T, StepError>>,
+) -> Vec<(String, StepError)> {
+    listings
+        .iter()
+        .filter_map(|(name, r)| r.as_ref().err().map(|e| (name.clone(), e.clone())))
+        .collect()
+}
+
 impl Inventory {
     pub async fn load(p: &Provisioner, deadline: Instant) -> Result<Self, StepError> {
         let names = p.brokers.cells().names();
@@ -250,36 +258,28 @@ impl Inventory {
         if let Some(Err(e)) = clusters.get(p.clusters.default_name()) {
             return Err(e.clone());
         }
-        let cluster_of = names
-            .iter()
-            .map(|n| ((*n).to_owned(), p.clusters.name_of(n).to_owned()))
-            .collect();
         Ok(Self {
             brokers,
             clusters,
-            cluster_of,
             sm_secrets: sm?.into_iter().collect(),
         })
     }
 
-    fn cluster_of_cell(&self, cell: &str) -> Option<&ClusterListing> {
-        self.clusters.get(self.cluster_of.get(cell)?)?.as_ref().ok()
+    fn cluster_of_cell(&self, p: &Provisioner, cell: &str) -> Option<&ClusterListing> {
+        self.clusters.get(p.clusters.name_of(cell))?.as_ref().ok()
     }
 
     /// The clusters that could not be listed, with why.
     pub fn unlisted_clusters(&self) -> Vec<(String, StepError)> {
-        self.clusters
-            .iter()
-            .filter_map(|(c, r)| r.as_ref().err().map(|e| (c.clone(), e.clone())))
-            .collect()
+        failed_listings(&self.clusters)
     }
 
     /// The clusters other than `cell`'s that hold a Secret or Deployment of `tenant`.
-    pub fn backend_elsewhere(&self, tenant: &TenantId, cell: &str) -> Vec<String> {
-        let home = self.cluster_of.get(cell);
+    pub fn backend_elsewhere(&self, p: &Provisioner, tenant: &TenantId, cell: &str) -> Vec<String> {
+        let home = p.clusters.name_of(cell);
         self.clusters
             .iter()
-            .filter(|(name, _)| Some(*name) != home)
+            .filter(|(name, _)| name.as_str() != home)
             .filter_map(|(name, r)| {
                 let l = r.as_ref().ok()?;
                 (l.secrets.contains_key(&tenant.secret_name())
@@ -291,10 +291,7 @@ impl Inventory {
 
     /// The cells whose broker could not be listed, with why.
     pub fn unlisted(&self) -> Vec<(String, StepError)> {
-        self.brokers
-            .iter()
-            .filter_map(|(c, r)| r.as_ref().err().map(|e| (c.clone(), e.clone())))
-            .collect()
+        failed_listings(&self.brokers)
     }
 
     /// The cells whose broker holds a vhost of this installation for `tenant`.
@@ -335,7 +332,7 @@ impl Inventory {
     /// when either was not listed.
     pub fn observed(&self, p: &Provisioner, tenant: &TenantId, cell: &str) -> Option<Observed> {
         let broker = self.brokers.get(cell)?.as_ref().ok()?;
-        let cluster = self.cluster_of_cell(cell)?;
+        let cluster = self.cluster_of_cell(p, cell)?;
         let (vhost, user) = (tenant.rabbitmq_vhost(), tenant.rabbitmq_user());
         let secret = cluster.secrets.get(&tenant.secret_name());
         let deployment = cluster.deployments.get(&tenant.deployment_name());
@@ -567,7 +564,7 @@ pub async fn reconcile(
                 elsewhere.join(", ")
             ));
         }
-        let backend_elsewhere = inventory.backend_elsewhere(tenant, &home);
+        let backend_elsewhere = inventory.backend_elsewhere(p, tenant, &home);
         if record.is_some() && !backend_elsewhere.is_empty() {
             summary.strays.push(format!(
                 "{tenant}: a backend in cluster {} (lives in {home}, cluster {})",

@@ -493,6 +493,11 @@ fn decode(system_action: &str, item: Item) -> Result<TenantRecord, StepError> {
     })
 }
 
+/// A request or item that could not be built (a bug, never an outage), for `action`.
+fn unbuilt<E: std::fmt::Display>(action: &str) -> impl Fn(E) -> StepError + Copy + '_ {
+    move |e| StepError::new(System::Registry, action, FailureKind::Other, e.to_string())
+}
+
 /// `#name` → `name` for every alias in `expressions`: every attribute is named through an alias,
 /// so no attribute name can collide with DynamoDB's reserved words (`state`, `plan`, …).
 fn aliases(expressions: &[&str]) -> HashMap<String, String> {
@@ -560,9 +565,7 @@ impl Registry {
     /// with no read first.
     pub async fn create(&self, record: &TenantRecord) -> Result<Created, StepError> {
         let action = format!("record tenant {}", record.sub);
-        let item: Item = serde_dynamo::to_item(record).map_err(|e| {
-            StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
-        })?;
+        let item: Item = serde_dynamo::to_item(record).map_err(unbuilt(&action))?;
         let sent = self
             .client
             .put_item()
@@ -891,9 +894,7 @@ impl Registry {
                 .set_keys(Some(keys))
                 .consistent_read(true)
                 .build()
-                .map_err(|e| {
-                    StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
-                })?;
+                .map_err(unbuilt(&action))?;
             let got = self
                 .client
                 .batch_get_item()
@@ -1127,12 +1128,8 @@ impl Registry {
         if enforce && seat.connections > seat.max_connections {
             return Ok(Placed::Refused);
         }
-        let item: Item = serde_dynamo::to_item(&placed).map_err(|e| {
-            StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
-        })?;
-        let other = |e: aws_sdk_dynamodb::error::BuildError| {
-            StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
-        };
+        let item: Item = serde_dynamo::to_item(&placed).map_err(unbuilt(&action))?;
+        let other = unbuilt(&action);
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
@@ -1182,9 +1179,7 @@ impl Registry {
             "release tenant {}'s seat in cell '{}'",
             record.sub, record.cell
         );
-        let other = |e: aws_sdk_dynamodb::error::BuildError| {
-            StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
-        };
+        let other = unbuilt(&action);
         let on_record = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(&record.sub)))
@@ -1218,9 +1213,7 @@ impl Registry {
             "count tenant {}'s seat in cell '{}' as {connections} connections",
             record.sub, record.cell
         );
-        let other = |e: aws_sdk_dynamodb::error::BuildError| {
-            StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
-        };
+        let other = unbuilt(&action);
         let on_record = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(&record.sub)))
@@ -1261,9 +1254,7 @@ impl Registry {
             .expression_attribute_values(":was", s(&record.cell))
             .expression_attribute_values(":c", n(seat.connections))
             .build()
-            .map_err(|e| {
-                StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
-            })?;
+            .map_err(unbuilt(&action))?;
         let done = self
             .update_taking_seat(&action, on_record, seat, enforce)
             .await?;
@@ -1302,9 +1293,7 @@ impl Registry {
             started_at: now(),
             source_seat: record.seat_connections,
         };
-        let value = serde_dynamo::to_attribute_value(&progress).map_err(|e| {
-            StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
-        })?;
+        let value = serde_dynamo::to_attribute_value(&progress).map_err(unbuilt(&action))?;
         let condition = "#version = :v AND attribute_not_exists(#moving) AND #state = :active";
         let on_record = Update::builder()
             .table_name(&self.table)
@@ -1316,9 +1305,7 @@ impl Registry {
             .expression_attribute_values(":v", n(record.version))
             .expression_attribute_values(":active", s(Lifecycle::Active.as_str()))
             .build()
-            .map_err(|e| {
-                StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
-            })?;
+            .map_err(unbuilt(&action))?;
         let done = self
             .update_taking_seat(&action, on_record, seat, true)
             .await?;
@@ -1407,9 +1394,7 @@ impl Registry {
         let source_connections = progress.source_seat;
         use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
         let action = format!("finish tenant {tenant}'s move to cell '{}'", progress.to);
-        let other = |e: aws_sdk_dynamodb::error::BuildError| {
-            StepError::new(System::Registry, &action, FailureKind::Other, e.to_string())
-        };
+        let other = unbuilt(&action);
         let condition = "#moving.#to = :to AND #cell = :to";
         let on_record = Update::builder()
             .table_name(&self.table)
