@@ -1171,7 +1171,6 @@ impl Registry {
     /// Gives back the seat of a tenant whose vhost is gone: the record stops counting and the
     /// cell's counters go down, once (the record's condition makes a repeat a no-op).
     pub async fn release_seat(&self, record: &TenantRecord) -> Result<bool, StepError> {
-        use aws_sdk_dynamodb::types::Update;
         let Some(connections) = record.seat_connections else {
             return Ok(false);
         };
@@ -1179,22 +1178,16 @@ impl Registry {
             "release tenant {}'s seat in cell '{}'",
             record.sub, record.cell
         );
-        let other = unbuilt(&action);
-        let on_record = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(&record.sub)))
-            .update_expression("REMOVE #seat_connections")
-            .condition_expression("attribute_exists(#seat_connections) AND #cell = :cell")
-            .expression_attribute_names("#seat_connections", "seat_connections")
-            .expression_attribute_names("#cell", "cell")
-            .expression_attribute_values(":cell", s(&record.cell))
-            .build()
-            .map_err(other)?;
-        let on_cell = self
-            .count_change(&record.cell, -1, -i128::from(connections))
-            .map_err(other)?;
         // A failed condition: released already.
-        self.record_and_cell(&action, on_record, on_cell).await
+        self.change_seat(
+            record,
+            &action,
+            "REMOVE #seat_connections",
+            "attribute_exists(#seat_connections)",
+            &[],
+            (-1, -i128::from(connections)),
+        )
+        .await
     }
 
     /// Makes a tenant's seat count `connections` (its plan changed): the record's count and its
@@ -1205,7 +1198,6 @@ impl Registry {
         record: &TenantRecord,
         connections: u64,
     ) -> Result<bool, StepError> {
-        use aws_sdk_dynamodb::types::Update;
         let Some(old) = record.seat_connections else {
             return Ok(false);
         };
@@ -1213,22 +1205,46 @@ impl Registry {
             "count tenant {}'s seat in cell '{}' as {connections} connections",
             record.sub, record.cell
         );
-        let other = unbuilt(&action);
-        let on_record = Update::builder()
+        self.change_seat(
+            record,
+            &action,
+            "SET #seat_connections = :new",
+            "#seat_connections = :old",
+            &[(":new", n(connections)), (":old", n(old))],
+            (0, i128::from(connections) - i128::from(old)),
+        )
+        .await
+    }
+
+    /// `update` on the record of a tenant still in its cell (and `condition`), with its cell's
+    /// counters moved by `(tenants, connections)`, in one transaction; `false`: a condition
+    /// failed and nothing was written.
+    async fn change_seat(
+        &self,
+        record: &TenantRecord,
+        action: &str,
+        update: &str,
+        condition: &str,
+        values: &[(&str, AttributeValue)],
+        (tenants, connections): (i128, i128),
+    ) -> Result<bool, StepError> {
+        let condition = format!("{condition} AND #cell = :cell");
+        let mut on_record = aws_sdk_dynamodb::types::Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(&record.sub)))
-            .update_expression("SET #seat_connections = :new")
-            .condition_expression("#seat_connections = :old AND #cell = :cell")
-            .expression_attribute_names("#seat_connections", "seat_connections")
-            .expression_attribute_names("#cell", "cell")
-            .expression_attribute_values(":new", n(connections))
-            .expression_attribute_values(":old", n(old))
-            .expression_attribute_values(":cell", s(&record.cell))
-            .build()
+            .update_expression(update)
+            .condition_expression(&condition)
+            .set_expression_attribute_names(Some(aliases(&[update, &condition])))
+            .expression_attribute_values(":cell", s(&record.cell));
+        for (name, value) in values {
+            on_record = on_record.expression_attribute_values(*name, value.clone());
+        }
+        let other = unbuilt(action);
+        let on_record = on_record.build().map_err(other)?;
+        let on_cell = self
+            .count_change(&record.cell, tenants, connections)
             .map_err(other)?;
-        let delta = i128::from(connections) - i128::from(old);
-        let on_cell = self.count_change(&record.cell, 0, delta).map_err(other)?;
-        self.record_and_cell(&action, on_record, on_cell).await
+        self.record_and_cell(action, on_record, on_cell).await
     }
 
     /// Takes a seat for a tenant that holds none, in `seat.cell` (its own; a record still
