@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use lambda_runtime::{Context, LambdaEvent};
-use post_signup::app::App;
-use post_signup::event::sign_up_event;
-use post_signup::handler::{Finish, handle_reporting};
-use post_signup::settings::Settings;
+use post_signup::lambda::app::App;
+use post_signup::lambda::event::sign_up_event;
+use post_signup::lambda::settings::Settings;
+use post_signup::lambda::trigger::{Finish, handle_reporting};
 
 async fn invoke(app: &App) -> f64 {
     let sub = uuid::Uuid::new_v4().to_string();
@@ -83,7 +83,8 @@ async fn main() {
         with_cells.push(invoke(&cells_app).await);
         let placed =
             post_signup::tenant::TenantId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
-        let record = post_signup::registry::TenantRecord::new(&placed, None, &p.plans, "bench");
+        let record =
+            post_signup::outside::registry::TenantRecord::new(&placed, None, &p.plans, "bench");
         let t = Instant::now();
         cells_app.placement.place(&record).await.expect("placed");
         placements.push(t.elapsed().as_secs_f64() * 1e3);
@@ -95,7 +96,8 @@ async fn main() {
             .expect("provisioned");
         // The trigger before the registry: provisioning alone, same process, same stack.
         provision_only.push(report.wall_ms);
-        let record = post_signup::registry::TenantRecord::new(&tenant, None, &p.plans, "bench");
+        let record =
+            post_signup::outside::registry::TenantRecord::new(&tenant, None, &p.plans, "bench");
         let t = Instant::now();
         app.registry.create(&record).await.expect("recorded");
         creates.push(t.elapsed().as_secs_f64() * 1e3);

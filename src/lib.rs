@@ -1,39 +1,13 @@
 //! post-signup: a Cognito PostConfirmation trigger that gives each new user a tenant.
 //! See DESIGN.md for the flow; the modules follow it, one per concern or outside system.
 
-pub mod api;
-pub mod app;
-pub mod aws;
-pub mod brokers;
 pub mod cells;
-pub mod cluster;
-pub mod clusters;
-pub mod cognito;
-pub mod eks;
-pub mod eks_token;
-pub mod emf;
-pub mod error;
-pub mod event;
-pub mod handler;
-pub mod handoff;
-pub mod kubernetes;
-pub mod lifecycle;
-pub mod manifests;
-pub mod moving;
-pub mod placement;
-pub mod plan;
-pub mod provision;
-pub mod rabbitmq;
-pub mod reconcile;
-pub mod registry;
-pub mod retry;
-pub mod secrets_manager;
-pub mod settings;
+pub mod lambda;
+pub mod metrics;
+pub mod ops;
+pub mod outside;
 pub mod telemetry;
-pub mod template;
 pub mod tenant;
-pub mod tenant_credentials;
-pub mod worker;
 
 /// One TLS crypto provider for the whole process. kube, reqwest and the AWS SDK all use
 /// rustls; if two providers were compiled in, rustls would refuse to pick one and panic at

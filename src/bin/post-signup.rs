@@ -6,12 +6,13 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use post_signup::api::{Api, ApiSettings, HttpRequest};
-use post_signup::app::App;
-use post_signup::cognito::UserPool;
-use post_signup::reconcile::{ReconcileOptions, reconcile};
-use post_signup::settings::{Settings, var};
-use post_signup::{handler, telemetry, worker};
+use post_signup::lambda::api::{Api, ApiSettings, HttpRequest};
+use post_signup::lambda::app::App;
+use post_signup::lambda::settings::{Settings, var};
+use post_signup::lambda::{trigger, worker};
+use post_signup::ops::reconcile::{ReconcileOptions, reconcile};
+use post_signup::outside::cognito::UserPool;
+use post_signup::telemetry;
 
 const HANDLER_VAR: &str = "POST_SIGNUP_HANDLER";
 /// The reconciler's listings (and their retries) get at most this long, or until shortly before
@@ -39,7 +40,7 @@ async fn main() -> Result<(), Error> {
         "reconciler" => "reconciler",
         _ => "trigger",
     };
-    let collector = post_signup::emf::install(function);
+    let collector = post_signup::metrics::install(function);
     // One EMF document per invocation, printed when it ends (CloudWatch Logs makes metrics of it).
     let flush = move || {
         if let Some(c) = collector
@@ -91,14 +92,14 @@ async fn main() -> Result<(), Error> {
                     let mut options = ReconcileOptions::new(app.budget(), app.settings.concurrency);
                     // Nor does it remove: an unfinished offboarding is reported for an operator.
                     options.may_remove = false;
-                    options.list_deadline = handler::deadline(
+                    options.list_deadline = trigger::deadline(
                         tokio::time::Instant::now(),
                         LIST_BUDGET,
                         event.context.deadline,
                     );
                     let summary = reconcile(provisioner, pool, options, |_, _| {}).await;
                     if let Ok(s) = &summary {
-                        post_signup::emf::reconciled(s);
+                        post_signup::metrics::reconciled(s);
                     }
                     flush();
                     let summary = summary.map_err(|e| e.to_string())?;
@@ -119,7 +120,7 @@ async fn main() -> Result<(), Error> {
         _ => {
             lambda_runtime::run(service_fn(
                 move |event: LambdaEvent<serde_json::Value>| async move {
-                    let answer = handler::handle(app, event).await;
+                    let answer = trigger::handle(app, event).await;
                     flush();
                     answer
                 },
@@ -133,8 +134,8 @@ async fn main() -> Result<(), Error> {
 /// with the API's timeout, one answer per request.
 async fn serve_api(started: tokio::time::Instant) -> Result<(), Error> {
     let settings = ApiSettings::from_env().map_err(|e| cold_start_failed(e.to_string()))?;
-    let aws = post_signup::aws::load_config(
-        post_signup::settings::DEFAULT_CONNECT_TIMEOUT,
+    let aws = post_signup::outside::aws::load_config(
+        post_signup::lambda::settings::DEFAULT_CONNECT_TIMEOUT,
         settings.timeout,
     )
     .await;

@@ -7,15 +7,15 @@ use std::time::SystemTime;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use lambda_runtime::{Context, LambdaEvent};
-use post_signup::app::App;
-use post_signup::cognito::UserPool;
-use post_signup::eks_token::{EksTokenSigner, rfc3339_seconds};
-use post_signup::event::{classify, sign_up_event};
-use post_signup::handler::{self, Finish};
-use post_signup::lifecycle::{self, ConvergeOptions};
-use post_signup::reconcile::{self, ReconcileOptions};
-use post_signup::registry::{Change, Lifecycle, ListFilter};
-use post_signup::settings::{Settings, var};
+use post_signup::lambda::app::App;
+use post_signup::lambda::event::{classify, sign_up_event};
+use post_signup::lambda::settings::{Settings, var};
+use post_signup::lambda::trigger::{self, Finish};
+use post_signup::ops::lifecycle::{self, ConvergeOptions};
+use post_signup::ops::reconcile::{self, ReconcileOptions};
+use post_signup::outside::cognito::UserPool;
+use post_signup::outside::eks_token::{EksTokenSigner, rfc3339_seconds};
+use post_signup::outside::registry::{Change, Lifecycle, ListFilter};
 use post_signup::tenant::TenantId;
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -423,7 +423,7 @@ async fn token(cluster: &str, region: Option<String>, at: Option<&str>) -> Resul
     let creds = credentials_from_chain().await.map_err(|e| {
         CliError::input(format!(
             "no AWS credentials: {}",
-            post_signup::error::chain(&e)
+            post_signup::outside::error::chain(&e)
         ))
     })?;
     let token = signer
@@ -486,7 +486,8 @@ fn settings() -> Result<Settings, CliError> {
 /// The app with every cold-start call done (tenantctl wants to fail loudly, not hand off).
 async fn init() -> Result<App, CliError> {
     let settings = settings()?;
-    let aws = post_signup::aws::load_config(settings.connect_timeout, settings.budget).await;
+    let aws =
+        post_signup::outside::aws::load_config(settings.connect_timeout, settings.budget).await;
     App::init_with(settings, &aws)
         .await
         .map_err(|e| CliError::outside(e.context("cold start failed")))
@@ -554,7 +555,7 @@ async fn provision_event(
     let invoked = tokio::time::Instant::now();
     let mut context = Context::default();
     context.request_id = format!("tenantctl-{}", std::process::id());
-    let answer = handler::handle_reporting(&app, LambdaEvent::new(raw, context)).await;
+    let answer = trigger::handle_reporting(&app, LambdaEvent::new(raw, context)).await;
     if barrier {
         eprintln!(
             "tenantctl: timing {}",
@@ -598,8 +599,8 @@ async fn provision_sub(sub: &str) -> Result<(), CliError> {
 }
 
 /// A refused request (a conflict, an invalid transition) is the operator's to fix: exit 2.
-fn step_error(e: post_signup::error::StepError) -> CliError {
-    use post_signup::error::FailureKind;
+fn step_error(e: post_signup::outside::error::StepError) -> CliError {
+    use post_signup::outside::error::FailureKind;
     match e.kind {
         FailureKind::Conflict | FailureKind::Rejected => CliError::input(e),
         _ => CliError::outside(e),
@@ -659,11 +660,11 @@ async fn move_cmd(sub: &str, to: &str, wait_secs: u64) -> Result<(), CliError> {
     }
     let app = init().await?;
     let p = app.provisioner().await.map_err(CliError::outside)?;
-    let options = post_signup::moving::MoveOptions {
+    let options = post_signup::ops::moving::MoveOptions {
         wait: std::time::Duration::from_secs(wait_secs),
         budget: app.budget(),
     };
-    let report = post_signup::moving::move_tenant(p, &tenant, to, options)
+    let report = post_signup::ops::moving::move_tenant(p, &tenant, to, options)
         .await
         .map_err(step_error)?;
     print(&report);
@@ -851,7 +852,7 @@ fn check_cells(file: &std::path::Path, admin_secret_id: Option<&str>) -> Result<
 }
 
 fn check_template(file: &std::path::Path) -> Result<(), CliError> {
-    let template = post_signup::template::BackendTemplate::load(Some(file))
+    let template = post_signup::tenant::template::BackendTemplate::load(Some(file))
         .map_err(|e| CliError::input(e.to_string()))?;
     let containers: Vec<serde_json::Value> = template
         .deployment()

@@ -9,7 +9,7 @@ use aws_sdk_cognitoidentityprovider::Client as Cognito;
 use aws_sdk_cognitoidentityprovider::types::{
     AttributeType, AuthFlowType, ExplicitAuthFlowsType, LambdaConfigType,
 };
-use post_signup::api::{Api, ApiSettings, HttpRequest, HttpResponse};
+use post_signup::lambda::api::{Api, ApiSettings, HttpRequest, HttpResponse};
 use post_signup::tenant::TenantId;
 use serde_json::{Value, json};
 

@@ -3,9 +3,9 @@
 //! state changed in the registry (`tenantctl cell drain|open|close`), never in the file.
 
 use lambda_runtime::{Context, LambdaEvent};
-use post_signup::app::App;
 use post_signup::cells::CellState;
-use post_signup::handler::{self, Finish};
+use post_signup::lambda::app::App;
+use post_signup::lambda::trigger::{self, Finish};
 use post_signup::tenant::TenantId;
 use serde_json::Value;
 
@@ -43,10 +43,10 @@ async fn two_brokers_are_two_cells_reported_from_bulk_listings() {
     // A tenant recorded before cells (cell `default`) lives in the first cell.
     let tenant = fresh_tenant();
     let before = registry_at(&table).await;
-    let mut old = post_signup::registry::TenantRecord::new(
+    let mut old = post_signup::outside::registry::TenantRecord::new(
         &tenant,
         None,
-        &post_signup::plan::Plans::embedded().unwrap(),
+        &post_signup::tenant::plan::Plans::embedded().unwrap(),
         "sign-up",
     );
     old.cell = post_signup::cells::DEFAULT_CELL.to_owned();
@@ -176,7 +176,7 @@ async fn a_bad_cells_file_is_refused_naming_the_cell_and_the_field() {
 /// The trigger's answer to `tenant`'s sign-up on `app`.
 async fn sign_up(app: &App, tenant: &TenantId) -> Finish {
     let event = signup_event(tenant.as_str());
-    handler::handle_reporting(app, LambdaEvent::new(event, Context::default()))
+    trigger::handle_reporting(app, LambdaEvent::new(event, Context::default()))
         .await
         .expect("the trigger answers")
         .1
@@ -310,9 +310,10 @@ async fn an_offboarding_frees_its_seat_and_a_restore_takes_one_again() {
     let t = fresh_tenant();
     assert_eq!(sign_up(&app, &t).await, Finish::Provisioned);
     let home = cell_of(&app, &t).await.unwrap();
-    let seats = |items: &std::collections::HashMap<String, post_signup::registry::CellItem>| {
-        items.get(&home).map_or(0, |i| i.tenants)
-    };
+    let seats = |items: &std::collections::HashMap<
+        String,
+        post_signup::outside::registry::CellItem,
+    >| { items.get(&home).map_or(0, |i| i.tenants) };
     assert_eq!(
         seats(&app.registry.cell_items(&["a", "b"]).await.unwrap()),
         1

@@ -2,14 +2,14 @@
 //! of the API server resets or refuses the first connections, and the AWS stand-in throttles
 //! once. Each time the tenant still completes in one invocation, and the report shows the retry.
 
-use post_signup::provision::{Outcome, Report};
+use post_signup::ops::provision::{Outcome, Report};
 use post_signup::tenant::TenantId;
 use serde_json::json;
 
 use crate::helpers::*;
 use crate::servers::{Fault, FaultProxy};
 
-async fn provision(app: &post_signup::app::App, tenant: &TenantId) -> Report {
+async fn provision(app: &post_signup::lambda::app::App, tenant: &TenantId) -> Report {
     provision_once(app, tenant)
         .await
         .unwrap_or_else(|e| panic!("the tenant completes despite the fault: {e}"))

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use lambda_runtime::{Context, LambdaEvent};
-use post_signup::app::App;
-use post_signup::handler::{self, Finish};
+use post_signup::lambda::app::App;
+use post_signup::lambda::trigger::{self, Finish};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -17,7 +17,7 @@ use crate::servers::closed_port;
 async fn invoke(app: &App, event: &Value) -> Result<(Value, Finish), String> {
     let mut context = Context::default();
     context.request_id = "req-4711".to_owned();
-    handler::handle_reporting(app, LambdaEvent::new(event.clone(), context))
+    trigger::handle_reporting(app, LambdaEvent::new(event.clone(), context))
         .await
         .map_err(|e| e.to_string())
 }
@@ -94,7 +94,7 @@ async fn rabbitmq_down_hands_off_and_drain_finishes_the_tenant() {
     assert!(record.handed_off_at.is_some(), "{record:?}");
     assert_eq!(
         record.outcome,
-        post_signup::registry::LastOutcome::Provisioned,
+        post_signup::outside::registry::LastOutcome::Provisioned,
         "the worker recorded its outcome: {record:?}"
     );
     assert!(record.converged());
@@ -110,7 +110,10 @@ async fn a_recorded_sign_up_is_never_a_failure_even_when_the_handoff_fails() {
         .expect("the tenant's intent is recorded: the person is not failed");
     assert_eq!(finish, Finish::Recorded);
     let record = record_of(&tenant).await.expect("recorded");
-    assert_eq!(record.outcome, post_signup::registry::LastOutcome::Failed);
+    assert_eq!(
+        record.outcome,
+        post_signup::outside::registry::LastOutcome::Failed
+    );
     let detail = record.outcome_detail.clone().unwrap_or_default();
     assert!(detail.contains("rabbitmq"), "the failing step: {detail}");
     assert!(
@@ -119,10 +122,10 @@ async fn a_recorded_sign_up_is_never_a_failure_even_when_the_handoff_fails() {
     );
     // Nothing is queued; the record is what the reconciler finishes from.
     let p = app_with(&[]).await;
-    let converged = post_signup::lifecycle::converge(
+    let converged = post_signup::ops::lifecycle::converge(
         p.provisioner().await.unwrap(),
         &record,
-        post_signup::lifecycle::ConvergeOptions::new(p.budget()),
+        post_signup::ops::lifecycle::ConvergeOptions::new(p.budget()),
     )
     .await
     .expect("finished from the record");
@@ -246,9 +249,10 @@ async fn the_worker_reports_only_failed_messages() {
         ),
         record("m-bad", json!({"sub": "alice"}).to_string()),
     ];
-    let response = post_signup::worker::handle(&app, LambdaEvent::new(event, Context::default()))
-        .await
-        .unwrap();
+    let response =
+        post_signup::lambda::worker::handle(&app, LambdaEvent::new(event, Context::default()))
+            .await
+            .unwrap();
     let failed: Vec<_> = response
         .batch_item_failures
         .iter()

@@ -6,8 +6,8 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use post_signup::app::App;
-use post_signup::settings::Settings;
+use post_signup::lambda::app::App;
+use post_signup::lambda::settings::Settings;
 use post_signup::tenant::TenantId;
 use serde_json::Value;
 
@@ -92,7 +92,7 @@ async fn aws_config_as(
         "stack",
     );
     // The function's own timeouts and retry policy; only where and as whom differ.
-    post_signup::aws::config_loader(settings.connect_timeout, settings.budget)
+    post_signup::outside::aws::config_loader(settings.connect_timeout, settings.budget)
         .region(aws_config::Region::new(stack_env()["AWS_REGION"].clone()))
         .credentials_provider(creds)
         .endpoint_url(endpoint)
@@ -131,7 +131,7 @@ pub fn fresh_tenant() -> TenantId {
     TenantId::parse(&uuid::Uuid::new_v4().to_string()).unwrap()
 }
 
-pub use post_signup::event::sign_up_event as signup_event;
+pub use post_signup::lambda::event::sign_up_event as signup_event;
 
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -409,7 +409,7 @@ pub async fn queue_bodies(queue: &str) -> Vec<Value> {
 pub async fn provision_once(
     app: &App,
     tenant: &TenantId,
-) -> Result<post_signup::provision::Report, post_signup::provision::ProvisionError> {
+) -> Result<post_signup::ops::provision::Report, post_signup::ops::provision::ProvisionError> {
     let deadline = tokio::time::Instant::now() + app.budget();
     app.provisioner()
         .await
@@ -429,12 +429,12 @@ pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
 }
 
 /// The registry of the stack (or of `table`), as the library reads it.
-pub async fn registry_at(table: &str) -> post_signup::registry::Registry {
-    post_signup::registry::Registry::new(dynamodb().await, table)
+pub async fn registry_at(table: &str) -> post_signup::outside::registry::Registry {
+    post_signup::outside::registry::Registry::new(dynamodb().await, table)
 }
 
 /// The tenant's record in the stack's registry, if it has one.
-pub async fn record_of(tenant: &TenantId) -> Option<post_signup::registry::TenantRecord> {
+pub async fn record_of(tenant: &TenantId) -> Option<post_signup::outside::registry::TenantRecord> {
     registry_at(&var("REGISTRY_TABLE"))
         .await
         .get(tenant)

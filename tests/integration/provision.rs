@@ -7,17 +7,17 @@ use std::time::Duration;
 use crate::helpers::*;
 use crate::servers::{answering, closed_port, silent};
 use lambda_runtime::{Context, LambdaEvent};
-use post_signup::error::{FailureKind, System};
-use post_signup::handler::{self, Finish};
-use post_signup::provision::Outcome;
+use post_signup::lambda::trigger::{self, Finish};
+use post_signup::ops::provision::Outcome;
+use post_signup::outside::error::{FailureKind, System};
 use post_signup::tenant::TenantId;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 /// One invocation of the handler that must finish inside the trigger (a hand-off is an error
 /// here: these tests are about what the trigger itself provisions).
-async fn invoke(app: &post_signup::app::App, event: &Value) -> Result<Value, String> {
-    match handler::handle_reporting(app, LambdaEvent::new(event.clone(), Context::default())).await
+async fn invoke(app: &post_signup::lambda::app::App, event: &Value) -> Result<Value, String> {
+    match trigger::handle_reporting(app, LambdaEvent::new(event.clone(), Context::default())).await
     {
         Ok((_, Finish::HandedOff)) => Err("handed off instead of provisioned".to_owned()),
         Ok((value, _)) => Ok(value),
@@ -227,15 +227,15 @@ async fn bad_events_are_refused_and_change_nothing() {
 // --- failures of each outside system ------------------------------------------------------
 
 async fn provision_err(
-    app: &post_signup::app::App,
+    app: &post_signup::lambda::app::App,
     tenant: &TenantId,
-) -> post_signup::provision::ProvisionError {
+) -> post_signup::ops::provision::ProvisionError {
     provision_once(app, tenant)
         .await
         .expect_err("provisioning must fail")
 }
 
-async fn assert_no_secret(text: &str, tenant: &TenantId, app: &post_signup::app::App) {
+async fn assert_no_secret(text: &str, tenant: &TenantId, app: &post_signup::lambda::app::App) {
     let password = app
         .provisioner()
         .await
@@ -263,10 +263,10 @@ async fn assert_no_secret(text: &str, tenant: &TenantId, app: &post_signup::app:
 
 /// The cold-start error of an app with these settings, with its cause chain.
 async fn init_error(
-    settings: post_signup::settings::Settings,
+    settings: post_signup::lambda::settings::Settings,
     aws: &aws_config::SdkConfig,
 ) -> String {
-    match post_signup::app::App::init_with(settings, aws).await {
+    match post_signup::lambda::app::App::init_with(settings, aws).await {
         Ok(_) => panic!("the cold start must fail"),
         Err(e) => format!("{e:#}"),
     }
@@ -555,13 +555,14 @@ async fn secrets_manager_failing_mid_provisioning_is_named() {
     // Cold start against the real stand-in, then Secrets Manager "goes away" (a 500 server).
     let settings = settings_with(&[("PROVISION_BUDGET_MS", "1000")]);
     let aws = aws_config(&settings).await;
-    let mut app = post_signup::app::App::init_with(settings.clone(), &aws)
+    let mut app = post_signup::lambda::app::App::init_with(settings.clone(), &aws)
         .await
         .unwrap();
     let broken = aws_config_at(&settings, &answering(500).await).await;
-    app.provisioner_mut().unwrap().secrets = post_signup::secrets_manager::SecretsManager::new(
-        aws_sdk_secretsmanager::Client::new(&broken),
-    );
+    app.provisioner_mut().unwrap().secrets =
+        post_signup::outside::secrets_manager::SecretsManager::new(
+            aws_sdk_secretsmanager::Client::new(&broken),
+        );
     let tenant = fresh_tenant();
     let err = provision_err(&app, &tenant).await;
     let f = err

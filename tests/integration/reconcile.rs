@@ -461,7 +461,7 @@ async fn disabled_users_are_reported_not_provisioned() {
 
 #[tokio::test]
 async fn the_scheduled_reconciler_repairs_under_its_own_identity_which_removes_nothing() {
-    use post_signup::reconcile::{ReconcileOptions, reconcile};
+    use post_signup::ops::reconcile::{ReconcileOptions, reconcile};
     let inst = Installation::new().await;
     let tenant = inst.confirmed_user("repair-me").await;
     inst.ok(&["provision", "--sub", tenant.as_str()]);
@@ -483,7 +483,7 @@ async fn the_scheduled_reconciler_repairs_under_its_own_identity_which_removes_n
     assert_eq!(inst.parts(&tenant)["complete"], false);
     let app = reconciler_app_with(&inst.env()).await;
     let p = app.provisioner().await.unwrap();
-    let pool = post_signup::cognito::UserPool::new(cognito().await, &inst.pool);
+    let pool = post_signup::outside::cognito::UserPool::new(cognito().await, &inst.pool);
     let mut options = ReconcileOptions::new(app.budget(), 4);
     options.may_remove = false;
     let run = reconcile(p, &pool, options, |_, _| {}).await.unwrap();
@@ -493,8 +493,8 @@ async fn the_scheduled_reconciler_repairs_under_its_own_identity_which_removes_n
 
 #[tokio::test]
 async fn the_scheduled_reconciler_reports_an_unfinished_offboarding_and_removes_nothing() {
-    use post_signup::reconcile::{ReconcileOptions, reconcile};
-    use post_signup::registry::{Change, transition};
+    use post_signup::ops::reconcile::{ReconcileOptions, reconcile};
+    use post_signup::outside::registry::{Change, transition};
     let inst = Installation::new().await;
     let tenant = inst.confirmed_user("half-gone").await;
     inst.ok(&["provision", "--sub", tenant.as_str()]);
@@ -507,7 +507,7 @@ async fn the_scheduled_reconciler_reports_an_unfinished_offboarding_and_removes_
         .unwrap()
         .unwrap();
     p.registry.transition(&record, &gone).await.unwrap();
-    let pool = post_signup::cognito::UserPool::new(cognito().await, &inst.pool);
+    let pool = post_signup::outside::cognito::UserPool::new(cognito().await, &inst.pool);
     // The scheduled function may not remove: it reports, and deletes nothing.
     let mut options = ReconcileOptions::new(app.budget(), 4);
     options.may_remove = false;
@@ -752,7 +752,7 @@ async fn a_cells_cluster_is_reached_with_its_own_endpoint_ca_and_token() {
         let app = &app;
         async move {
             let event = signup_event(t.as_str());
-            post_signup::handler::handle_reporting(
+            post_signup::lambda::trigger::handle_reporting(
                 app,
                 lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default()),
             )
@@ -764,7 +764,7 @@ async fn a_cells_cluster_is_reached_with_its_own_endpoint_ca_and_token() {
     let in_b = fresh_tenant();
     assert_eq!(
         sign_up(in_b.clone()).await,
-        post_signup::handler::Finish::HandedOff
+        post_signup::lambda::trigger::Finish::HandedOff
     );
     assert_eq!(queue_bodies(&queue).await.len(), 1);
     inst.ok(&["cell", "open", "a"]);
@@ -772,7 +772,7 @@ async fn a_cells_cluster_is_reached_with_its_own_endpoint_ca_and_token() {
     let in_a = fresh_tenant();
     assert_eq!(
         sign_up(in_a.clone()).await,
-        post_signup::handler::Finish::Provisioned
+        post_signup::lambda::trigger::Finish::Provisioned
     );
     assert_eq!(app.registry.get(&in_a).await.unwrap().unwrap().cell, "a");
     inst.ok(&["cell", "open", "b"]);

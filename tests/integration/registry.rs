@@ -7,7 +7,7 @@
 use std::process::Output;
 use std::time::Duration;
 
-use post_signup::registry::{LastOutcome, Lifecycle};
+use post_signup::outside::registry::{LastOutcome, Lifecycle};
 use post_signup::tenant::TenantId;
 use serde_json::{Value, json};
 
@@ -314,7 +314,7 @@ async fn adopt_records_existing_tenants_from_their_objects_once() {
     let app = app().await;
     let tenant = fresh_tenant();
     let p = app.provisioner().await.unwrap();
-    let state = post_signup::plan::TenantState {
+    let state = post_signup::tenant::plan::TenantState {
         plan: p.plans.default_plan().name.clone(),
         suspended: true,
         generation: 3,
@@ -402,12 +402,12 @@ async fn limits_the_plan_does_not_have_are_removed_and_drift_is_repaired() {
 
 #[tokio::test]
 async fn of_concurrent_transitions_from_one_version_exactly_one_is_written() {
-    use post_signup::error::FailureKind;
-    use post_signup::registry::{Change, TenantRecord, transition};
+    use post_signup::outside::error::FailureKind;
+    use post_signup::outside::registry::{Change, TenantRecord, transition};
     let (table, _) = fresh_registry_table().await;
     let registry = registry_at(&table).await;
     let tenant = fresh_tenant();
-    let plans = post_signup::plan::Plans::embedded().unwrap();
+    let plans = post_signup::tenant::plan::Plans::embedded().unwrap();
     let record = TenantRecord::new(&tenant, None, &plans, "test");
     registry.create(&record).await.unwrap();
     // Ten operators read version 1 and each rotate: one wins, nine are told to read again.

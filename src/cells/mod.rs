@@ -1,0 +1,10 @@
+//! Cells: the units a tenant is placed in (a broker, optionally its own cluster), as the cells
+//! file declares them. Parsing and ranking only; the registry's counters live in `outside`.
+
+pub mod cluster;
+pub mod file;
+
+pub use file::{
+    Capacity, Cell, CellCluster, CellReport, CellState, Cells, CellsError, DEFAULT_CELL, Seats,
+    TenantCounts, Usage, report,
+};

@@ -1,0 +1,380 @@
+//! The Lambda handler: classify the event, provision within the deadline, return the event.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lambda_runtime::LambdaEvent;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use futures::FutureExt as _;
+
+use crate::lambda::app::App;
+use crate::lambda::event::{Action, EventError, classify};
+use crate::ops::placement::PlacementError;
+use crate::ops::provision::Mode;
+use crate::outside::error::{FailureKind, StepError, System};
+use crate::outside::registry::{Created, LastOutcome, Lifecycle, TenantRecord};
+use crate::outside::sqs::HandoffMessage;
+use crate::tenant::TenantId;
+
+/// Kept back from the Lambda deadline so the error still reaches the runtime API in time.
+const LAMBDA_DEADLINE_MARGIN: Duration = Duration::from_millis(100);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The provisioning deadline: the budget from `start`, or the Lambda deadline if sooner.
+///
+/// A Lambda deadline that has already passed when the invocation starts is not a real one
+/// (Lambda hands its deadline out with the event; `cargo lambda watch` sends a placeholder):
+/// the budget applies then, and Lambda still enforces the function's own timeout.
+pub fn deadline(start: Instant, budget: Duration, lambda_deadline_ms: u64) -> Instant {
+    let by_budget = start + budget;
+    let now = now_ms();
+    if lambda_deadline_ms <= now {
+        return by_budget;
+    }
+    let left =
+        Duration::from_millis(lambda_deadline_ms - now).saturating_sub(LAMBDA_DEADLINE_MARGIN);
+    by_budget.min(Instant::now() + left)
+}
+
+/// The error an invocation returns to Cognito. Cognito shows `errorMessage` to the person
+/// signing up, so it never carries internals: the detail is in the logs, under the request id.
+#[derive(Debug, thiserror::Error)]
+pub enum InvocationError {
+    /// The event is not one this function accepts; retrying cannot help. The message names the
+    /// field, which is the caller's own input.
+    #[error("{0}")]
+    InvalidEvent(#[from] EventError),
+    /// Provisioning did not finish and even the hand-off failed: the configured generic message.
+    #[error("{0}")]
+    ProvisioningFailed(String),
+}
+
+impl InvocationError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InvocationError::InvalidEvent(_) => "InvalidEvent",
+            InvocationError::ProvisioningFailed(_) => "ProvisioningFailed",
+        }
+    }
+}
+
+impl From<InvocationError> for lambda_runtime::Diagnostic {
+    fn from(e: InvocationError) -> Self {
+        Self {
+            error_type: e.kind().to_owned(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// How an invocation ended, for logs and for `tenantctl provision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Finish {
+    Skipped,
+    Provisioned,
+    HandedOff,
+    /// Not finished and the hand-off failed, but the tenant's record is written: the
+    /// reconciler finishes it.
+    Recorded,
+}
+
+/// Cognito requires the event back, unchanged: it is returned as received (raw JSON), not
+/// re-serialised from the typed view.
+pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, InvocationError> {
+    handle_reporting(app, event)
+        .await
+        .map(|(payload, _)| payload)
+}
+
+/// As [`handle`], also saying how it finished.
+pub async fn handle_reporting(
+    app: &App,
+    event: LambdaEvent<Value>,
+) -> Result<(Value, Finish), InvocationError> {
+    let (start, cold) = app.begin();
+    let (payload, context) = event.into_parts();
+    let request_id = context.request_id.as_str();
+    let action = classify(&payload).inspect_err(|e| {
+        tracing::error!(request_id, error = %e, "refused event");
+        crate::metrics::onboarding("invalid", start.elapsed(), cold);
+    })?;
+    let tenant = match action {
+        Action::Skip { trigger_source } => {
+            tracing::info!(request_id, trigger_source, "nothing to provision");
+            crate::metrics::onboarding("skipped", start.elapsed(), cold);
+            return Ok((payload, Finish::Skipped));
+        }
+        Action::Provision(tenant) => tenant,
+    };
+    let deadline = deadline(start, app.budget(), context.deadline);
+    let work_deadline = app.work_deadline(deadline);
+    tracing::info!(
+        request_id,
+        tenant = %tenant,
+        budget_ms = deadline.saturating_duration_since(start).as_millis() as u64,
+        cold_start_ms = Instant::now().saturating_duration_since(start).as_millis() as u64,
+        "provisioning"
+    );
+    let pool = payload
+        .get("userPoolId")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+
+    // The record first: a conditional create, beside every other step (it needs no cold-start
+    // call), so a duplicate or a retry converges on one item and an operator's earlier decision
+    // (a tombstone, a rotation) is what gets provisioned. Once it is written the tenant's intent
+    // is durable: whatever is not finished now is finished without the person.
+    let fresh = TenantRecord::new(&tenant, pool.as_deref(), &app.plans, "sign-up");
+    let created = Box::pin(record_first(app, &fresh, work_deadline)).shared();
+    let placed = created.clone();
+    let held_back = std::sync::atomic::AtomicBool::new(false);
+    let gate = {
+        let created = created.clone();
+        let (wait, held_back) = (app.settings.registry_wait, &held_back);
+        async move {
+            match tokio::time::timeout(wait, created).await {
+                Ok(Ok(c)) => c.record().desired(),
+                // The registry is slow or down. Its record may say offboarded, or hold a newer
+                // password generation (a replayed event of an old tenant): nothing that grants
+                // access is written blind. The tenant is handed off; the worker reads (or
+                // writes) the record and finishes it.
+                _ => {
+                    held_back.store(true, std::sync::atomic::Ordering::SeqCst);
+                    None
+                }
+            }
+        }
+    };
+    let provisioning = tokio::time::timeout_at(work_deadline, async {
+        let provisioner = app
+            .provisioner()
+            .await
+            .map_err(|e| (format!("{e:#}"), "cold start: unfinished".to_owned()))?;
+        // With cells, the placement decides the broker: the broker calls wait for it. Without,
+        // the one broker's calls start at once and only the credentials wait for the record.
+        let broker = if app.placement.counts() {
+            let placed = placed.await.map_err(|e| {
+                let detail = match &e {
+                    PlacementError::NoRoom(_) => "placement: no cell with room".to_owned(),
+                    PlacementError::Registry(s) => format!("registry: {}", s.kind.name()),
+                };
+                (e.to_string(), detail)
+            })?;
+            provisioner.brokers.get(&placed.record().cell).await
+        } else {
+            provisioner.brokers.first().await
+        }
+        .map_err(|e| (e.to_string(), format!("cell: {}", e.kind.name())))?;
+        let provisioned = Box::pin(provisioner.provision_gated(
+            &tenant,
+            broker,
+            gate,
+            Mode::SignUp,
+            work_deadline,
+        ))
+        .await;
+        crate::metrics::steps(match &provisioned {
+            Ok(report) => report,
+            Err(e) => &e.report,
+        });
+        provisioned
+            .map(drop)
+            .map_err(|e| (e.to_string(), e.outcome_detail()))
+    });
+    let (created, provisioned) = tokio::join!(created, provisioning);
+    let provisioned = provisioned.unwrap_or_else(|_| {
+        Err((
+            "the cold-start calls did not finish in time".to_owned(),
+            "cold start: unfinished".to_owned(),
+        ))
+    });
+    let record = match created {
+        Ok(c) => Some(c.record().clone()),
+        Err(PlacementError::NoRoom(cells)) => {
+            tracing::error!(request_id, tenant = %tenant, cells, "no open cell has room for a new tenant: handed off; open or add a cell");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(request_id, tenant = %tenant, error = %e, "tenant not recorded; the worker or the reconciler records it");
+            None
+        }
+    };
+    if let Some(r) = record.as_ref().filter(|r| r.state == Lifecycle::Offboarded) {
+        tombstoned(app, &tenant, r, deadline).await;
+        tracing::warn!(request_id, tenant = %tenant, "the tenant is offboarded: not provisioned (tenantctl restore brings it back)");
+        crate::metrics::onboarding("skipped", start.elapsed(), cold);
+        return Ok((payload, Finish::Skipped));
+    }
+    let provisioned = match provisioned {
+        Ok(()) if held_back.load(std::sync::atomic::Ordering::SeqCst) => Err((
+            "the registry did not answer in time: no credentials written".to_owned(),
+            "registry: timeout".to_owned(),
+        )),
+        other => other,
+    };
+    let problem = match provisioned {
+        Ok(()) => {
+            if let Some(r) = &record {
+                let marking = app.registry.record_converged(&tenant, r.version, true);
+                match tokio::time::timeout_at(deadline, marking).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(request_id, tenant = %tenant, error = %e, "outcome not recorded; the reconciler records it")
+                    }
+                    Err(_) => {
+                        tracing::warn!(request_id, tenant = %tenant, "outcome not recorded in time; the reconciler records it")
+                    }
+                }
+            }
+            crate::metrics::onboarding("provisioned", start.elapsed(), cold);
+            return Ok((payload, Finish::Provisioned));
+        }
+        Err(problem) => problem,
+    };
+    let (problem, detail) = problem;
+    // Not finished: hand off, so the worker finishes it within seconds. The person is
+    // confirmed either way.
+    let message = HandoffMessage::new(&tenant, pool.as_deref());
+    let handoff = app.handoff.send(&message, deadline).await;
+    let (outcome, finish) = match &handoff {
+        Ok(attempts) => {
+            tracing::warn!(request_id, tenant = %tenant, problem, attempts, "tenant handed off");
+            (LastOutcome::HandedOff, Finish::HandedOff)
+        }
+        Err(e) => {
+            tracing::error!(request_id, tenant = %tenant, problem, handoff_error = %e, "tenant not provisioned and not handed off");
+            (LastOutcome::Failed, Finish::Recorded)
+        }
+    };
+    let answer = match (&finish, record.is_some(), handoff.is_ok()) {
+        (Finish::HandedOff, _, _) => "handed-off",
+        (_, true, _) => "recorded",
+        _ => "failed",
+    };
+    crate::metrics::onboarding(answer, start.elapsed(), cold);
+    if record.is_some() {
+        let recording = app
+            .registry
+            .record_unfinished(&tenant, outcome, Some(&detail));
+        match tokio::time::timeout_at(deadline, recording).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(request_id, tenant = %tenant, error = %e, "outcome not recorded")
+            }
+            Err(_) => tracing::warn!(request_id, tenant = %tenant, "outcome not recorded in time"),
+        }
+        // The record is durable intent: the reconciler finishes this tenant even if the
+        // hand-off failed, so the person is not told it failed.
+        return Ok((payload, finish));
+    }
+    match handoff {
+        Ok(_) => Ok((payload, finish)),
+        Err(_) => Err(InvocationError::ProvisioningFailed(
+            app.settings.failure_message_for(request_id),
+        )),
+    }
+}
+
+/// The conditional create, retried on transient failures and bounded by `deadline` (the
+/// attempt in flight too).
+/// Records the new tenant (with cells: places it, see `placement`), retrying transient
+/// failures inside the deadline.
+async fn record_first(
+    app: &App,
+    record: &TenantRecord,
+    deadline: Instant,
+) -> Result<Created, PlacementError> {
+    let started = Instant::now();
+    let writing = crate::outside::retry::until("registry.place", deadline, || async {
+        match app.placement.place(record).await {
+            Ok(created) => Ok(Ok(created)),
+            Err(PlacementError::NoRoom(cells)) => Ok(Err(cells)),
+            Err(PlacementError::Registry(e)) => Err(e),
+        }
+    });
+    match tokio::time::timeout_at(deadline, writing).await {
+        Ok((Ok(Ok(created)), _)) => {
+            crate::metrics::registry_write(started.elapsed());
+            Ok(created)
+        }
+        Ok((Ok(Err(cells)), _)) => Err(PlacementError::NoRoom(cells)),
+        Ok((Err(e), _)) => Err(e.into()),
+        Err(_) => Err(StepError::new(
+            System::Registry,
+            format!("record tenant {}", record.sub),
+            FailureKind::Timeout,
+            "no answer before the deadline",
+        )
+        .into()),
+    }
+}
+
+/// A sign-up event for a tenant the record says is offboarded (a late retry, a replayed event):
+/// nothing that grants access was written; the vhost PUT, which does not wait for the record,
+/// may have made an empty vhost, removed here unless the record keeps the tenant's data.
+async fn tombstoned(app: &App, tenant: &TenantId, record: &TenantRecord, deadline: Instant) {
+    if record.retain_data {
+        return;
+    }
+    let Ok(Ok(p)) = tokio::time::timeout_at(deadline, app.provisioner()).await else {
+        return;
+    };
+    let removing = async {
+        p.brokers
+            .get(&record.cell)
+            .await?
+            .rabbitmq
+            .delete_vhost(tenant.rabbitmq_vhost())
+            .await
+    };
+    if let Ok(Err(e)) = tokio::time::timeout_at(deadline, removing).await {
+        tracing::warn!(tenant = %tenant, error = %e, "could not remove the vhost of an offboarded tenant; the reconciler does");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUDGET: Duration = Duration::from_millis(4500);
+
+    #[test]
+    fn the_sooner_deadline_wins() {
+        let start = Instant::now();
+        let now = now_ms();
+        assert_eq!(
+            deadline(start, BUDGET, 0),
+            start + BUDGET,
+            "no Lambda deadline"
+        );
+        assert_eq!(
+            deadline(start, BUDGET, now + 60_000),
+            start + BUDGET,
+            "the budget is sooner"
+        );
+        let near = deadline(start, BUDGET, now + 1_000);
+        assert!(
+            near < start + Duration::from_millis(1000),
+            "Lambda deadline minus the margin"
+        );
+        let almost = deadline(start, BUDGET, now + 50);
+        assert!(
+            almost <= Instant::now() + Duration::from_millis(1),
+            "inside the margin: no time left"
+        );
+        let past = deadline(start, BUDGET, now.saturating_sub(5_000));
+        assert_eq!(
+            past,
+            start + BUDGET,
+            "a deadline already past is a placeholder"
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! Use cases over the adapters: provision, converge, change, status, moves, reconcile.
+
+pub mod lifecycle;
+pub mod moving;
+pub mod placement;
+pub mod provision;
+pub mod reconcile;

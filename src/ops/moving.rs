@@ -1,0 +1,364 @@
+//! `tenantctl move`: a tenant goes to another cell, with its messages.
+//!
+//! ```text
+//! seated     a seat taken in the target cell (room and open, as a placement), the move recorded
+//! copied     the target vhost, with the source vhost's definitions imported (queues, exchanges,
+//!            bindings, policies: the management API's per-vhost export)
+//! shovelled  every queue's messages moved by a dynamic shovel on the target broker
+//!            (`src-delete-after: queue-length`: it removes itself when the queue is moved)
+//! switched   the record says the target cell (`TenantMoved`); the tenant's user, permission and
+//!            limits on the target, its credentials everywhere carry the target's AMQP URL, and
+//!            the backend rolls to them
+//! drained    once the backend runs the new credentials: the source user removed (nothing can
+//!            publish there any more), then a last shovel pass for what arrived meanwhile
+//! (done)     the source vhost removed (and, when the cells run backends in different clusters,
+//!            the source cluster's Secret and Deployment), its seat given back, the move forgotten
+//! ```
+//! Each step is recorded in the tenant's record when done, and each is idempotent, so a move
+//! that failed anywhere is finished by running the same command again. While a move is
+//! recorded every other change of the tenant is refused (the record says why).
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::ops::lifecycle::{record_of, wait_rolled};
+use crate::ops::provision::{Provisioner, vhost_description};
+use crate::outside::brokers::Broker;
+use crate::outside::error::{FailureKind, StepError, System};
+use crate::outside::registry::{Lifecycle, MoveProgress, Seat};
+use crate::tenant::TenantId;
+
+#[derive(Debug, Clone, Copy)]
+pub struct MoveOptions {
+    /// How long to wait for the backend to roll, and for each shovel pass.
+    pub wait: Duration,
+    /// Budget of the provisioning on the target.
+    pub budget: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MoveReport {
+    pub tenant: String,
+    pub from: String,
+    pub to: String,
+    /// The step the move resumed after (`None`: it started here).
+    pub resumed_after: Option<String>,
+    /// The steps this run did.
+    pub steps: Vec<&'static str>,
+    /// The queues whose messages were moved.
+    pub queues: Vec<String>,
+    /// The tenant already lived in the target cell: nothing was done.
+    pub already_there: bool,
+}
+
+fn refused(tenant: &TenantId, detail: impl Into<String>) -> StepError {
+    StepError::new(
+        System::Registry,
+        format!("move tenant {tenant}"),
+        FailureKind::Rejected,
+        detail,
+    )
+}
+
+/// Moves `tenant` to cell `to`, or finishes a move to it that stopped part-way.
+pub async fn move_tenant(
+    p: &Provisioner,
+    tenant: &TenantId,
+    to: &str,
+    options: MoveOptions,
+) -> Result<MoveReport, StepError> {
+    let cells = p.brokers.cells();
+    let Some(target) = cells.get(to) else {
+        return Err(refused(
+            tenant,
+            format!(
+                "no cell '{to}' in {} (cells: {})",
+                cells.source,
+                cells.names().join(", ")
+            ),
+        ));
+    };
+    let record = record_of(p, tenant).await?;
+    let mut report = MoveReport {
+        tenant: tenant.to_string(),
+        from: String::new(),
+        to: target.name.clone(),
+        resumed_after: None,
+        steps: Vec::new(),
+        queues: Vec::new(),
+        already_there: false,
+    };
+    let progress = match &record.moving {
+        Some(m) if m.to == target.name => {
+            report.resumed_after = Some(m.step.clone());
+            m.clone()
+        }
+        Some(m) => {
+            return Err(refused(
+                tenant,
+                format!(
+                    "a move to cell '{}' is in progress (step '{}'): finish it first (`tenantctl move --sub {tenant} --to {}`)",
+                    m.to, m.step, m.to
+                ),
+            ));
+        }
+        None => {
+            match record.state {
+                Lifecycle::Active => {}
+                Lifecycle::Suspended => {
+                    return Err(refused(
+                        tenant,
+                        "the tenant is suspended: resume it first (a move switches its credentials and rolls its backend)",
+                    ));
+                }
+                Lifecycle::Offboarded => {
+                    return Err(refused(
+                        tenant,
+                        "the tenant is offboarded: restore it first (or nothing is there to move)",
+                    ));
+                }
+            }
+            if !record.converged() {
+                return Err(refused(
+                    tenant,
+                    format!(
+                        "its last change ({}) is not applied everywhere yet: finish it first (`tenantctl provision --sub {tenant}`)",
+                        record.pending.as_deref().unwrap_or("provisioning")
+                    ),
+                ));
+            }
+            let from = cells
+                .resolve(&record.cell)
+                .map_or_else(|| record.cell.clone(), |c| c.name.clone());
+            if from == target.name {
+                report.from = from;
+                report.already_there = true;
+                return Ok(report);
+            }
+            let views = p.placement.views(true).await?;
+            let view = views
+                .iter()
+                .find(|v| v.cell.name == target.name)
+                .expect("every declared cell has a view");
+            let connections = p.placement.connections_of(&record.plan);
+            let seat = Seat {
+                cell: &target.name,
+                max_tenants: target.capacity.vhosts.map_or(u64::MAX, u64::from),
+                max_connections: target.capacity.connections.unwrap_or(u64::MAX),
+                connections,
+                open_by_file: target.state == crate::cells::CellState::Open,
+            };
+            if !view.has_room(connections) {
+                return Err(refused(
+                    tenant,
+                    format!(
+                        "cell '{}' takes no tenant now ({})",
+                        target.name,
+                        view.why_not(connections)
+                    ),
+                ));
+            }
+            let progress = p.registry.begin_move(&record, &from, &seat).await?;
+            report.steps.push("seated");
+            progress
+        }
+    };
+    report.from = progress.from.clone();
+    let source = p.brokers.get(&progress.from).await?;
+    let dest = p.brokers.get(&progress.to).await?;
+    let vhost = tenant.rabbitmq_vhost();
+    let mut step = progress.step.clone();
+    let advance = async |step: &mut String, next: &'static str| -> Result<(), StepError> {
+        p.registry.move_step(tenant, &progress.to, next).await?;
+        *step = next.to_owned();
+        Ok(())
+    };
+
+    if step == "seated" {
+        // The target vhost, then what the source vhost defines. An import adds and keeps what
+        // exists, so a repeat converges.
+        let queue_type = p
+            .plans
+            .get(&record.plan)
+            .and_then(|pl| pl.rabbitmq.default_queue_type);
+        dest.rabbitmq
+            .put_vhost(
+                vhost,
+                &vhost_description(tenant, &p.secret_prefix),
+                queue_type,
+            )
+            .await?;
+        let definitions = source.rabbitmq.definitions(vhost).await?;
+        dest.rabbitmq
+            .import_definitions(vhost, &definitions)
+            .await?;
+        advance(&mut step, "copied").await?;
+        report.steps.push("copied");
+    }
+    if step == "copied" {
+        report.queues = shovel_all(source, dest, vhost, options.wait).await?;
+        advance(&mut step, "shovelled").await?;
+        report.steps.push("shovelled");
+    }
+    if step == "shovelled" {
+        let connections = p.placement.connections_of(&record.plan);
+        p.registry
+            .switch_cell(tenant, &progress.to, connections)
+            .await?;
+        step = "switched".to_owned();
+        report.steps.push("switched");
+    }
+    if step == "switched" {
+        // Idempotent from here on: the record says the target, so any convergence (this one,
+        // the worker's, the reconciler's) writes the target's credentials.
+        let state = record
+            .desired()
+            .ok_or_else(|| refused(tenant, "the tenant is offboarded"))?;
+        Box::pin(p.provision_with(
+            tenant,
+            &progress.to,
+            &state,
+            Instant::now() + options.budget,
+        ))
+        .await
+        .map_err(|e| e.into_step("provision on the target cell"))?;
+        wait_rolled(
+            p,
+            tenant,
+            &progress.to,
+            options.wait,
+            "the target cell's credentials",
+        )
+        .await?;
+        // The backend runs on the target: nothing may publish to the source any more.
+        source.rabbitmq.delete_user(tenant.rabbitmq_user()).await?;
+        let late = shovel_all(source, dest, vhost, options.wait).await?;
+        for q in late {
+            if !report.queues.contains(&q) {
+                report.queues.push(q);
+            }
+        }
+        advance(&mut step, "drained").await?;
+        report.steps.push("drained");
+    }
+    if step == "drained" {
+        // A cell with a cluster of its own: the backend now runs in the target's cluster, and
+        // the source's copy (still holding the source's credentials) goes.
+        if p.clusters.name_of(&progress.from) != p.clusters.name_of(&progress.to) {
+            let old = p.clusters.of_cell(&progress.from).await?;
+            old.delete::<Deployment>(&tenant.deployment_name()).await?;
+            old.delete::<Secret>(&tenant.secret_name()).await?;
+        }
+        source.rabbitmq.delete_vhost(vhost).await?;
+        p.registry
+            .finish_move(
+                tenant,
+                &MoveProgress {
+                    step: step.clone(),
+                    ..progress.clone()
+                },
+            )
+            .await?;
+        report.steps.push("done");
+    }
+    tracing::info!(tenant = %tenant, from = %report.from, to = %report.to, steps = ?report.steps, "tenant moved");
+    Ok(report)
+}
+
+/// Moves every queue's messages from the source vhost to the same-named queue of the target's,
+/// with one dynamic shovel per queue on the target broker that removes itself once it has moved
+/// what the queue held when it started; waits until all are gone (at most `wait`).
+async fn shovel_all(
+    source: &Broker,
+    dest: &Broker,
+    vhost: &str,
+    wait: Duration,
+) -> Result<Vec<String>, StepError> {
+    let queues = match source.rabbitmq.queue_names(vhost).await {
+        Ok(q) => q,
+        Err(e) if e.status == Some(404) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let uri = |b: &Broker| {
+        let admin = b.rabbitmq.admin_credential();
+        let mut u = b.amqp_base.clone();
+        let _ = u.set_username(&admin.username);
+        let _ = u.set_password(Some(secrecy::ExposeSecret::expose_secret(&admin.password)));
+        if let Ok(mut path) = u.path_segments_mut() {
+            path.clear().push(vhost);
+        }
+        u.to_string()
+    };
+    let (src, dst) = (uri(source), uri(dest));
+    let names: Vec<String> = (0..queues.len())
+        .map(|i| format!("post-signup-move-{i}"))
+        .collect();
+    for (queue, name) in queues.iter().zip(&names) {
+        let value = serde_json::json!({
+            "src-protocol": "amqp091",
+            "src-uri": src,
+            "src-queue": queue,
+            "dest-protocol": "amqp091",
+            "dest-uri": dst,
+            "dest-queue": queue,
+            "ack-mode": "on-confirm",
+            "src-delete-after": "queue-length",
+        });
+        dest.rabbitmq.put_shovel(vhost, name, &value).await?;
+    }
+    let started = Instant::now();
+    loop {
+        let mut left = Vec::new();
+        for name in &names {
+            if dest.rabbitmq.shovel_exists(vhost, name).await? {
+                left.push(name.as_str());
+            }
+        }
+        if left.is_empty() {
+            return Ok(queues);
+        }
+        if started.elapsed() >= wait {
+            let states = dest.rabbitmq.shovel_states(vhost).await.unwrap_or_default();
+            // A shovel's reason may quote its URI: no password leaves this function.
+            let hide = |text: &str| {
+                [source, dest].iter().fold(text.to_owned(), |t, b| {
+                    let admin = b.rabbitmq.admin_credential();
+                    t.replace(
+                        secrecy::ExposeSecret::expose_secret(&admin.password),
+                        "****",
+                    )
+                })
+            };
+            let why: Vec<String> = states
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{}: {}{}",
+                        s["name"].as_str().unwrap_or("?"),
+                        s["state"].as_str().unwrap_or("?"),
+                        s["reason"]
+                            .as_str()
+                            .map_or(String::new(), |r| format!(" ({})", hide(r)))
+                    )
+                })
+                .collect();
+            return Err(StepError::new(
+                System::Rabbitmq,
+                format!("move the messages of vhost '{vhost}'"),
+                FailureKind::Timeout,
+                format!(
+                    "{} of {} shovels not done within {} s ({}); run the move again to go on",
+                    left.len(),
+                    names.len(),
+                    wait.as_secs(),
+                    why.join("; ")
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

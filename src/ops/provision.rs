@@ -1,0 +1,697 @@
+//! The orchestrator: provisions one tenant, running independent steps concurrently, bounded
+//! by a deadline.
+//!
+//! ```text
+//! rabbitmq:         user ∥ vhost ──▶ permission ∥ plan limits
+//! secrets-manager:  put tenant secret
+//! kubernetes:       sign token (µs) ──▶ apply Secret ∥ apply Deployment
+//! ```
+//! Every step is an upsert, so nothing is rolled back on failure: a partial tenant is reported
+//! (which steps finished, which failed, which ran out of time) and the next try — the hand-off
+//! queue's worker, or the reconciler — converges. Each step retries its transient failures
+//! inside the deadline (`crate::outside::retry`).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::ops::placement::Placement;
+use crate::outside::brokers::{Broker, Brokers};
+use crate::outside::clusters::Clusters;
+use crate::outside::error::StepError;
+use crate::outside::secrets_manager::SecretsManager;
+use crate::tenant::TenantId;
+use crate::tenant::manifests::{credentials_checksum, tenant_deployment, tenant_secret};
+use crate::tenant::plan::{Plans, TenantState};
+use crate::tenant::template::BackendTemplate;
+
+pub struct Provisioner {
+    /// Each cell's broker; a tenant's is its record's `cell`.
+    pub brokers: Brokers,
+    pub placement: Placement,
+    pub secrets: SecretsManager,
+    /// Each cluster's client; a tenant's is its cell's (the default cluster, or the cell's own).
+    pub clusters: Clusters,
+    pub secret_prefix: String,
+    pub template: BackendTemplate,
+    pub plans: Plans,
+    pub registry: crate::outside::registry::Registry,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTiming {
+    pub step: &'static str,
+    /// Milliseconds from the start of provisioning.
+    pub started_ms: f64,
+    pub duration_ms: Option<f64>,
+    pub outcome: Outcome,
+    /// 1, or more when transient failures were retried.
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Ok,
+    Failed,
+    /// Still running when the deadline came.
+    Unfinished,
+}
+
+/// What was provisioned, and how long each step took. Holds no secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub tenant: String,
+    /// The cell (broker) it was provisioned in.
+    pub cell: String,
+    pub rabbitmq_user: String,
+    pub rabbitmq_vhost: String,
+    pub kubernetes_namespace: String,
+    pub kubernetes_secret: String,
+    pub kubernetes_deployment: String,
+    pub secrets_manager_name: String,
+    pub wall_ms: f64,
+    /// The three independent branches (rabbitmq, secrets-manager, kubernetes): wall time of each.
+    /// Empty when the deadline cut them off.
+    pub branches_ms: BTreeMap<&'static str, f64>,
+    pub steps: Vec<StepTiming>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{}", describe(.tenant, .failures, .unfinished, .budget_ms, .finished))]
+pub struct ProvisionError {
+    pub tenant: String,
+    pub failures: Vec<StepError>,
+    pub unfinished: Vec<&'static str>,
+    pub finished: Vec<&'static str>,
+    pub budget_ms: u128,
+    pub report: Report,
+}
+
+impl ProvisionError {
+    /// As one step error, for callers that converge several systems and report one error: the
+    /// first failing system, the whole description.
+    pub fn into_step(self, action: &str) -> StepError {
+        let system = self
+            .failures
+            .first()
+            .map_or(crate::outside::error::System::Rabbitmq, |f| f.system);
+        StepError::new(
+            system,
+            action,
+            crate::outside::error::FailureKind::Other,
+            self.to_string(),
+        )
+    }
+
+    /// The failing steps and their kinds, and the steps the deadline cut off, for the tenant's
+    /// record: `rabbitmq.vhost: timeout; unfinished: kubernetes.deployment` (no messages, so
+    /// never a secret or a host).
+    pub fn outcome_detail(&self) -> String {
+        let failed = self
+            .report
+            .steps
+            .iter()
+            .filter(|s| s.outcome == Outcome::Failed)
+            .zip(&self.failures)
+            .map(|(s, f)| format!("{}: {}", s.step, f.kind.name()));
+        let mut parts: Vec<String> = failed.collect();
+        if !self.unfinished.is_empty() {
+            parts.push(format!("unfinished: {}", self.unfinished.join(", ")));
+        }
+        parts.join("; ")
+    }
+}
+
+fn describe(
+    tenant: &str,
+    failures: &[StepError],
+    unfinished: &[&'static str],
+    budget_ms: &u128,
+    finished: &[&'static str],
+) -> String {
+    let mut parts: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    if !unfinished.is_empty() {
+        parts.push(format!(
+            "did not finish within the {budget_ms} ms budget: {}",
+            unfinished.join(", ")
+        ));
+    }
+    let done = if finished.is_empty() {
+        "none".to_owned()
+    } else {
+        finished.join(", ")
+    };
+    format!(
+        "provisioning tenant {tenant} failed: {}. Finished steps: {done}. Nothing was rolled back; a retry converges.",
+        parts.join("; ")
+    )
+}
+
+struct Record {
+    step: &'static str,
+    started: Instant,
+    finished: Option<(Instant, bool)>,
+    error: Option<StepError>,
+    attempts: u32,
+}
+
+/// Times each step, retries its transient failures inside the deadline, and remembers which
+/// steps were still running if the deadline cuts them off.
+struct Recorder {
+    start: Instant,
+    deadline: Instant,
+    records: Mutex<Vec<Record>>,
+}
+
+impl Recorder {
+    fn new(deadline: Instant) -> Self {
+        Self {
+            start: Instant::now(),
+            deadline,
+            records: Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn step<T, F, Fut>(&self, step: &'static str, op: F) -> Result<T, StepError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StepError>>,
+    {
+        let started = Instant::now();
+        let index = {
+            let mut records = self.records.lock().expect("recorder lock");
+            records.push(Record {
+                step,
+                started,
+                finished: None,
+                error: None,
+                attempts: 0,
+            });
+            records.len() - 1
+        };
+        let (result, attempts) = crate::outside::retry::until(step, self.deadline, op).await;
+        let now = Instant::now();
+        let ms = (now - started).as_secs_f64() * 1e3;
+        match &result {
+            Ok(_) => tracing::info!(
+                step,
+                duration_ms = ms,
+                attempts,
+                outcome = "ok",
+                "step finished"
+            ),
+            Err(e) => {
+                tracing::warn!(step, duration_ms = ms, attempts, outcome = "failed", error = %e, "step failed")
+            }
+        }
+        if let Some(r) = self.records.lock().expect("recorder lock").get_mut(index) {
+            r.attempts = attempts;
+            r.finished = Some((now, result.is_ok()));
+            r.error = result.as_ref().err().cloned();
+        }
+        result
+    }
+
+    /// Errors of the steps that failed, in the order they started.
+    fn failures(&self) -> Vec<StepError> {
+        self.records
+            .lock()
+            .expect("recorder lock")
+            .iter()
+            .filter_map(|r| r.error.clone())
+            .collect()
+    }
+
+    fn timings(&self) -> Vec<StepTiming> {
+        let ms = |d: Duration| round_ms(d.as_secs_f64() * 1e3);
+        self.records
+            .lock()
+            .expect("recorder lock")
+            .iter()
+            .map(|r| StepTiming {
+                step: r.step,
+                started_ms: ms(r.started - self.start),
+                duration_ms: r.finished.map(|(end, _)| ms(end - r.started)),
+                outcome: match r.finished {
+                    None => Outcome::Unfinished,
+                    Some((_, true)) => Outcome::Ok,
+                    Some((_, false)) => Outcome::Failed,
+                },
+                attempts: r.attempts.max(1),
+            })
+            .collect()
+    }
+}
+
+/// Step names, as they appear in logs, reports and errors.
+pub mod step {
+    pub const RABBITMQ_USER: &str = "rabbitmq.user";
+    pub const RABBITMQ_VHOST: &str = "rabbitmq.vhost";
+    pub const RABBITMQ_PERMISSION: &str = "rabbitmq.permission";
+    pub const RABBITMQ_LIMITS: &str = "rabbitmq.limits";
+    pub const SECRETS_MANAGER_PUT: &str = "secrets-manager.tenant-secret";
+    pub const EKS_TOKEN: &str = "eks.token";
+    pub const KUBERNETES_SECRET: &str = "kubernetes.secret";
+    pub const KUBERNETES_DEPLOYMENT: &str = "kubernetes.deployment";
+}
+
+impl Provisioner {
+    /// The plan's limits on the tenant's vhost and user, all PUTs (so they converge). A
+    /// suspended tenant's vhost takes no connections.
+    async fn put_limits(
+        &self,
+        broker: &Broker,
+        tenant: &TenantId,
+        plan: &crate::tenant::plan::Plan,
+        state: &TenantState,
+        mode: Mode,
+    ) -> Result<(), StepError> {
+        let (vhost, user) = (tenant.rabbitmq_vhost(), tenant.rabbitmq_user());
+        let (wanted_vhost, wanted_user) = desired_limits(plan, state);
+        let rabbitmq = &broker.rabbitmq;
+        // RabbitMQ keeps all limits of a vhost (or user) in one runtime parameter and each PUT
+        // of one limit reads, changes and writes that whole map: two PUTs for the same vhost
+        // at once lose one of them (seen: a limit silently missing). So one vhost's limits go
+        // one after the other, the user's beside them.
+        let vhost_limits = async {
+            for (name, value) in &wanted_vhost {
+                rabbitmq.put_vhost_limit(vhost, name, *value).await?;
+            }
+            Ok::<_, StepError>(())
+        };
+        let user_limits = async {
+            for (name, value) in &wanted_user {
+                rabbitmq.put_user_limit(user, name, *value).await?;
+            }
+            Ok(())
+        };
+        tokio::try_join!(vhost_limits, user_limits)?;
+        if mode == Mode::Converge {
+            // A new vhost has no other limits; an existing one may hold limits its plan no
+            // longer has (or an operator's by hand): the plan is the whole truth.
+            let (vhost_now, user_now) =
+                tokio::try_join!(rabbitmq.vhost_limits(vhost), rabbitmq.user_limits(user),)?;
+            for name in vhost_now.keys().filter(|k| !wanted_vhost.contains_key(*k)) {
+                rabbitmq.delete_vhost_limit(vhost, name).await?;
+            }
+            for name in user_now.keys().filter(|k| !wanted_user.contains_key(*k)) {
+                rabbitmq.delete_user_limit(user, name).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The vhost's and the user's limits as the plan (and a suspension) want them.
+pub fn desired_limits(
+    plan: &crate::tenant::plan::Plan,
+    state: &TenantState,
+) -> (BTreeMap<String, i64>, BTreeMap<String, i64>) {
+    let r = &plan.rabbitmq;
+    let connections = if state.suspended {
+        0
+    } else {
+        i64::from(r.max_connections)
+    };
+    let vhost = BTreeMap::from([
+        ("max-connections".to_owned(), connections),
+        ("max-queues".to_owned(), i64::from(r.max_queues)),
+    ]);
+    let mut user = BTreeMap::new();
+    if let Some(n) = r.user_max_connections {
+        user.insert("max-connections".to_owned(), i64::from(n));
+    }
+    if let Some(n) = r.user_max_channels {
+        user.insert("max-channels".to_owned(), i64::from(n));
+    }
+    (vhost, user)
+}
+
+/// A new tenant's first provisioning, or a convergence of an existing one to its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The trigger: nothing exists yet, so nothing is read back.
+    SignUp,
+    /// Everyone else: limits the plan does not have are removed too.
+    Converge,
+}
+
+/// The vhost's description names the tenant and the installation (the tenant secret prefix),
+/// so a reconciler never takes another installation's vhosts on a shared broker for orphans.
+pub fn vhost_description(tenant: &TenantId, installation: &str) -> String {
+    format!("post-signup tenant {tenant} ({installation})")
+}
+
+fn round_ms(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}
+
+/// Runs one branch and measures its wall time.
+async fn timed<T>(name: &'static str, fut: impl Future<Output = T>) -> (&'static str, f64, T) {
+    let start = Instant::now();
+    let out = fut.await;
+    (name, (Instant::now() - start).as_secs_f64() * 1e3, out)
+}
+
+impl Provisioner {
+    pub fn namespace(&self) -> &str {
+        self.clusters.namespace()
+    }
+
+    /// A new tenant (a sign-up) in the first cell: the default plan, active, first password.
+    /// Reads nothing first, so the trigger's path has no read-before-write round trip.
+    pub async fn provision(
+        &self,
+        tenant: &TenantId,
+        deadline: Instant,
+    ) -> Result<Report, ProvisionError> {
+        let broker = self
+            .brokers
+            .first()
+            .await
+            .map_err(|e| self.not_started(tenant, e, deadline))?;
+        let state = TenantState::new(&self.plans);
+        self.provision_gated(
+            tenant,
+            broker,
+            async { Some(state) },
+            Mode::SignUp,
+            deadline,
+        )
+        .await
+    }
+
+    /// Provisions `tenant` in its `cell` in `state` (its plan, suspension and password
+    /// generation, as its record says): what the worker, the reconciler and operators
+    /// converge to.
+    pub async fn provision_with(
+        &self,
+        tenant: &TenantId,
+        cell: &str,
+        state: &TenantState,
+        deadline: Instant,
+    ) -> Result<Report, ProvisionError> {
+        let broker = self
+            .brokers
+            .get(cell)
+            .await
+            .map_err(|e| self.not_started(tenant, e, deadline))?;
+        let state = state.clone();
+        self.provision_gated(
+            tenant,
+            broker,
+            async { Some(state) },
+            Mode::Converge,
+            deadline,
+        )
+        .await
+    }
+
+    /// Nothing could start: the cell's broker could not be built (its admin secret).
+    fn not_started(&self, tenant: &TenantId, e: StepError, deadline: Instant) -> ProvisionError {
+        ProvisionError {
+            tenant: tenant.to_string(),
+            failures: vec![e],
+            unfinished: Vec::new(),
+            finished: Vec::new(),
+            budget_ms: deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis(),
+            report: Report {
+                tenant: tenant.to_string(),
+                cell: String::new(),
+                rabbitmq_user: tenant.rabbitmq_user().to_owned(),
+                rabbitmq_vhost: tenant.rabbitmq_vhost().to_owned(),
+                kubernetes_namespace: self.namespace().to_owned(),
+                kubernetes_secret: tenant.secret_name(),
+                kubernetes_deployment: tenant.deployment_name(),
+                secrets_manager_name: tenant.secrets_manager_name(&self.secret_prefix),
+                wall_ms: 0.0,
+                branches_ms: BTreeMap::new(),
+                steps: Vec::new(),
+            },
+        }
+    }
+
+    /// The orchestrator. `state` is the tenant's recorded state as it becomes known: the
+    /// trigger passes its conditional create, which runs beside the vhost PUT. Every step that
+    /// writes a credential (user, Secrets Manager, Kubernetes) waits for it — the password
+    /// depends on the recorded generation — while the vhost, which holds none and is the
+    /// slowest call, starts at once; the record's round trip hides under it. `None` means the
+    /// record says the tenant is offboarded: nothing that grants access is written.
+    pub async fn provision_gated(
+        &self,
+        tenant: &TenantId,
+        broker: &Broker,
+        state: impl Future<Output = Option<TenantState>>,
+        mode: Mode,
+        deadline: Instant,
+    ) -> Result<Report, ProvisionError> {
+        use futures::FutureExt as _;
+        let rec = Recorder::new(deadline);
+        let state = state.shared();
+        let secret_name = tenant.secrets_manager_name(&self.secret_prefix);
+        let budget_ms =
+            (deadline.saturating_duration_since(rec.start).as_secs_f64() * 1e3).round() as u128;
+        // A sign-up's vhost takes the default plan's queue type; anyone else's, its own plan's.
+        let vhost_plan = match mode {
+            Mode::SignUp => self.plans.default_plan(),
+            Mode::Converge => match state.clone().now_or_never() {
+                Some(Some(s)) => self.plans.for_state(&s),
+                _ => self.plans.default_plan(),
+            },
+        };
+
+        // Boxed: the SDK and kube futures are large, and a Lambda worker thread has a 2 MiB stack.
+        let rabbitmq = timed(
+            "rabbitmq",
+            Box::pin(async {
+                let description = vhost_description(tenant, &self.secret_prefix);
+                let vhost = rec.step(step::RABBITMQ_VHOST, || {
+                    broker.rabbitmq.put_vhost(
+                        tenant.rabbitmq_vhost(),
+                        &description,
+                        vhost_plan.rabbitmq.default_queue_type,
+                    )
+                });
+                let user = async {
+                    let state = state.clone().await?;
+                    let creds = broker.tenant_credentials(tenant, state.generation);
+                    rec.step(step::RABBITMQ_USER, || {
+                        broker
+                            .rabbitmq
+                            .put_user(tenant.rabbitmq_user(), &creds.password)
+                    })
+                    .await
+                    .ok()
+                    .map(|()| state)
+                };
+                if let (Ok(()), Some(state)) = tokio::join!(vhost, user) {
+                    let plan = self.plans.for_state(&state);
+                    let grant = rec.step(step::RABBITMQ_PERMISSION, || {
+                        broker
+                            .rabbitmq
+                            .put_permission(tenant.rabbitmq_vhost(), tenant.rabbitmq_user())
+                    });
+                    let limits = rec.step(step::RABBITMQ_LIMITS, || {
+                        self.put_limits(broker, tenant, plan, &state, mode)
+                    });
+                    let _ = tokio::join!(grant, limits);
+                }
+            }),
+        );
+        let secrets = timed(
+            "secrets-manager",
+            Box::pin(async {
+                let Some(state) = state.clone().await else {
+                    return;
+                };
+                let plan = self.plans.for_state(&state);
+                let creds = broker.tenant_credentials(tenant, state.generation);
+                let json = creds.to_secret_json();
+                let _ = rec
+                    .step(step::SECRETS_MANAGER_PUT, || {
+                        self.secrets.put_tenant_secret(
+                            &secret_name,
+                            tenant,
+                            &json,
+                            state.generation,
+                            &plan.name,
+                        )
+                    })
+                    .await;
+            }),
+        );
+        let kubernetes = timed(
+            "kubernetes",
+            Box::pin(async {
+                // Re-signed per invocation (microseconds; a warm container outlives a token). The
+                // client would sign on its own; doing it here shows the cost in the timings.
+                // The cell's cluster (its client is built on first use when it is a cell's own).
+                let Ok(kubernetes) = rec
+                    .step(step::EKS_TOKEN, || async {
+                        let k = self.clusters.of_cell(&broker.cell).await?;
+                        k.tokens().refresh().await.map(|()| k)
+                    })
+                    .await
+                else {
+                    return;
+                };
+                let Some(state) = state.clone().await else {
+                    return;
+                };
+                let plan = self.plans.for_state(&state);
+                let creds = broker.tenant_credentials(tenant, state.generation);
+                let ns = self.namespace();
+                let secret = tenant_secret(tenant, &creds, ns, &state);
+                let checksum = credentials_checksum(&secret);
+                let deployment =
+                    tenant_deployment(&self.template, tenant, ns, plan, &state, &checksum);
+                // The Secret first, then the Deployment: pods rolled for a new password must
+                // find it, and a Secret that failed leaves the Deployment (and its checksum)
+                // as it was, so a re-run still sees the roll to do. Off the critical path:
+                // both together take less than the vhost PUT.
+                if rec
+                    .step(step::KUBERNETES_SECRET, || kubernetes.apply(&secret))
+                    .await
+                    .is_ok()
+                {
+                    let _ = rec
+                        .step(step::KUBERNETES_DEPLOYMENT, || {
+                            kubernetes.apply(&deployment)
+                        })
+                        .await;
+                }
+            }),
+        );
+
+        let outcome = tokio::time::timeout_at(deadline, async {
+            tokio::join!(rabbitmq, secrets, kubernetes)
+        })
+        .await;
+        let wall_ms = rec.start.elapsed().as_secs_f64() * 1e3;
+        let branches_ms = match &outcome {
+            Ok((a, b, c)) => [a, b, c]
+                .into_iter()
+                .map(|(name, ms, ())| (*name, round_ms(*ms)))
+                .collect(),
+            Err(_) => BTreeMap::new(),
+        };
+        let report = Report {
+            tenant: tenant.to_string(),
+            cell: broker.cell.clone(),
+            rabbitmq_user: tenant.rabbitmq_user().to_owned(),
+            rabbitmq_vhost: tenant.rabbitmq_vhost().to_owned(),
+            kubernetes_namespace: self.namespace().to_owned(),
+            kubernetes_secret: tenant.secret_name(),
+            kubernetes_deployment: tenant.deployment_name(),
+            secrets_manager_name: secret_name,
+            wall_ms: round_ms(wall_ms),
+            branches_ms,
+            steps: rec.timings(),
+        };
+        let failures = rec.failures();
+        let mut unfinished: Vec<&'static str> = report
+            .steps
+            .iter()
+            .filter(|s| s.outcome == Outcome::Unfinished)
+            .map(|s| s.step)
+            .collect();
+        if outcome.is_err() && unfinished.is_empty() {
+            // The deadline fell between two steps: the next one never started.
+            unfinished.push("the next step (not started)");
+        }
+        if failures.is_empty() && unfinished.is_empty() {
+            tracing::info!(tenant = %tenant, wall_ms, "tenant provisioned");
+            return Ok(report);
+        }
+        let finished = report
+            .steps
+            .iter()
+            .filter(|s| s.outcome == Outcome::Ok)
+            .map(|s| s.step)
+            .collect();
+        let err = ProvisionError {
+            tenant: tenant.to_string(),
+            failures,
+            unfinished,
+            finished,
+            budget_ms,
+            report,
+        };
+        tracing::error!(tenant = %tenant, wall_ms, error = %err, "tenant not fully provisioned");
+        Err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outside::error::{FailureKind, System};
+
+    fn err(kind: FailureKind) -> StepError {
+        StepError::new(System::Rabbitmq, "create user 'x'", kind, "boom")
+    }
+
+    #[tokio::test]
+    async fn the_recorder_keeps_outcomes_attempts_and_unfinished_steps() {
+        let rec = Recorder::new(Instant::now() + Duration::from_secs(5));
+        let _ = rec.step("a", || async { Ok::<_, StepError>(()) }).await;
+        let _ = rec
+            .step("b", || async { Err::<(), _>(err(FailureKind::Forbidden)) })
+            .await;
+        let calls = std::cell::Cell::new(0);
+        let _ = rec
+            .step("c", || {
+                calls.set(calls.get() + 1);
+                let n = calls.get();
+                async move {
+                    if n == 1 {
+                        Err(err(FailureKind::Reset))
+                    } else {
+                        Ok(())
+                    }
+                }
+            })
+            .await;
+        let pending = rec.step("d", std::future::pending::<Result<(), StepError>>);
+        let _ = tokio::time::timeout(Duration::from_millis(10), pending).await;
+        let t = rec.timings();
+        let view: Vec<_> = t.iter().map(|s| (s.step, s.outcome, s.attempts)).collect();
+        assert_eq!(
+            view,
+            [
+                ("a", Outcome::Ok, 1),
+                ("b", Outcome::Failed, 1),
+                ("c", Outcome::Ok, 2),
+                ("d", Outcome::Unfinished, 1),
+            ]
+        );
+        assert!(t[3].duration_ms.is_none());
+        let failures = rec.failures();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].kind, FailureKind::Forbidden);
+    }
+
+    #[test]
+    fn the_error_text_names_failures_unfinished_and_finished_steps() {
+        let text = describe(
+            "t-1",
+            &[err(FailureKind::Unauthorized)],
+            &["kubernetes.deployment"],
+            &4500,
+            &["rabbitmq.vhost"],
+        );
+        assert_eq!(
+            text,
+            "provisioning tenant t-1 failed: rabbitmq: create user 'x': boom; did not finish \
+             within the 4500 ms budget: kubernetes.deployment. Finished steps: rabbitmq.vhost. \
+             Nothing was rolled back; a retry converges."
+        );
+        assert!(describe("t", &[], &["x"], &1, &[]).contains("Finished steps: none."));
+    }
+}

@@ -1,0 +1,16 @@
+//! One adapter per outside system. Each returns `StepError` (which names the system and step)
+//! and sets every timeout explicitly.
+
+pub mod aws;
+pub mod brokers;
+pub mod clusters;
+pub mod cognito;
+pub mod eks;
+pub mod eks_token;
+pub mod error;
+pub mod kubernetes;
+pub mod rabbitmq;
+pub mod registry;
+pub mod retry;
+pub mod secrets_manager;
+pub mod sqs;
