@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# `make lint`: formatting, clippy with warnings as errors, and the SAM template checks
+# `make lint`: formatting, the layers of src/, clippy with warnings as errors, and the SAM template checks
 # (cfn-lint and `sam validate --lint`, pinned in dev/requirements-lint.txt; both work offline).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash dev/install.sh --lint
 . .stack/tools.lint
 cargo fmt --check
+# The house rule of src/: imports point down the layers, no cycle (see src/lib.rs).
+python3 dev/layers.py
 cargo clippy --all-targets -- -D warnings
 "$LINT_VENV/bin/cfn-lint" template.yml
 # sam validate needs a region but no credentials for --lint.

@@ -12,8 +12,6 @@ use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 
-use crate::ops::provision::{Outcome, Report};
-
 /// The CloudWatch namespace of every metric.
 pub const NAMESPACE: &str = "PostSignup";
 
@@ -104,17 +102,12 @@ pub fn onboarding(outcome: &'static str, took: Duration, cold: bool) {
     }
 }
 
-/// Each finished step of a provisioning: its duration and attempts.
-pub fn steps(report: &Report) {
-    for s in &report.steps {
-        if s.outcome == Outcome::Unfinished {
-            continue;
-        }
-        if let Some(d) = s.duration_ms {
-            histogram!(name::STEP_DURATION, dimension::STEP => s.step).record(d);
-        }
-        histogram!(name::STEP_ATTEMPTS, dimension::STEP => s.step).record(f64::from(s.attempts));
+/// One finished step of a provisioning: its duration (when it has one) and attempts.
+pub fn step(step: &'static str, duration_ms: Option<f64>, attempts: u32) {
+    if let Some(d) = duration_ms {
+        histogram!(name::STEP_DURATION, dimension::STEP => step).record(d);
     }
+    histogram!(name::STEP_ATTEMPTS, dimension::STEP => step).record(f64::from(attempts));
 }
 
 pub fn registry_write(took: Duration) {
@@ -135,12 +128,21 @@ pub fn handoff_processed(outcome: &'static str) {
     counter!(name::HANDOFFS_PROCESSED, dimension::OUTCOME => outcome).increment(1);
 }
 
-pub fn reconciled(s: &crate::ops::reconcile::ReconcileSummary) {
-    gauge!(name::RECONCILE_USERS).set(s.users as f64);
-    gauge!(name::RECONCILE_REPAIRED).set(s.repaired as f64);
-    gauge!(name::RECONCILE_FAILED).set(s.failed as f64);
-    gauge!(name::RECONCILE_ORPHANS).set(s.orphans.len() as f64);
-    gauge!(name::RECONCILE_TOMBSTONES).set(s.tombstones.len() as f64);
+/// A reconcile run's figures (numbers only: the run itself lives in `ops::reconcile`).
+pub struct Reconciled {
+    pub users: usize,
+    pub repaired: usize,
+    pub failed: usize,
+    pub orphans: usize,
+    pub tombstones: usize,
+}
+
+pub fn reconciled(r: Reconciled) {
+    gauge!(name::RECONCILE_USERS).set(r.users as f64);
+    gauge!(name::RECONCILE_REPAIRED).set(r.repaired as f64);
+    gauge!(name::RECONCILE_FAILED).set(r.failed as f64);
+    gauge!(name::RECONCILE_ORPHANS).set(r.orphans as f64);
+    gauge!(name::RECONCILE_TOMBSTONES).set(r.tombstones as f64);
 }
 
 #[cfg(test)]

@@ -99,7 +99,7 @@ async fn main() -> Result<(), Error> {
                     );
                     let summary = reconcile(provisioner, pool, options, |_, _| {}).await;
                     if let Ok(s) = &summary {
-                        post_signup::metrics::reconciled(s);
+                        s.record_metrics();
                     }
                     flush();
                     let summary = summary.map_err(|e| e.to_string())?;

@@ -877,7 +877,7 @@ async fn cells(output: Output) -> Result<(), CliError> {
     let secrets = &app.provisioner().await.map_err(CliError::outside)?.secrets;
     let settings = &app.settings;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(300);
-    let rows = post_signup::cells::report(
+    let rows = post_signup::ops::cells_report::cells_report(
         &settings.cells,
         secrets,
         &app.registry,
@@ -891,7 +891,7 @@ async fn cells(output: Output) -> Result<(), CliError> {
     match output {
         Output::Json => print(&rows),
         Output::Text => {
-            let of = |u: &post_signup::cells::Usage| {
+            let of = |u: &post_signup::ops::cells_report::Usage| {
                 let used = u.used.map_or("?".to_owned(), |n| n.to_string());
                 match u.capacity {
                     Some(c) => format!("{used}/{c}"),

@@ -202,8 +202,6 @@ impl Cells {
         self.cells.iter().find(|c| c.name == name)
     }
 
-    /// The first cell: where tenants recorded before cells (cell `default`) live when the
-    /// file does not declare a `default` cell of its own.
     /// The cell a record's cell name means: itself, or — for records written before cells were
     /// declared (`default`) — the first cell of a file that declares no `default`.
     pub fn resolve(&self, name: &str) -> Option<&Cell> {
@@ -212,6 +210,17 @@ impl Cells {
         })
     }
 
+    /// The cell a record names, or why there is none.
+    pub fn require(&self, name: &str) -> Result<&Cell, UnknownCell> {
+        self.resolve(name).ok_or_else(|| UnknownCell {
+            cell: name.to_owned(),
+            file: self.source.clone(),
+            declared: self.names().join(", "),
+        })
+    }
+
+    /// The first cell: where tenants recorded before cells (cell `default`) live when the
+    /// file does not declare a `default` cell of its own.
     pub fn first(&self) -> &Cell {
         &self.cells[0]
     }
@@ -221,140 +230,13 @@ impl Cells {
     }
 }
 
-/// One cell's figures for `tenantctl cells`: from bulk listings (the broker's overview and
-/// vhost list, one registry scan for all cells), never per tenant.
-#[derive(Debug, Clone, Serialize)]
-pub struct CellReport {
-    pub name: String,
-    pub state: CellState,
-    /// `registry` (an operator's `tenantctl cell …`) or `file` (never changed since).
-    pub state_from: &'static str,
-    pub management_url: String,
-    /// The cluster its tenants' backends run in, when it is one of its own (else the default).
-    pub cluster: Option<String>,
-    pub broker_version: Option<String>,
-    /// What went wrong reading the broker (its kind only), if it did.
-    pub broker_error: Option<String>,
-    pub vhosts: Usage,
-    /// Open connections now, and the sum of the plan limits granted to its active tenants.
-    pub connections: Usage,
-    pub connections_granted: u64,
-    pub tenants: TenantCounts,
-    /// The placement's counters: tenants holding a seat, and the connections they were granted
-    /// when placed (what new sign-ups are checked against).
-    pub seats: Seats,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Seats {
-    pub tenants: u64,
-    pub connections: u64,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Usage {
-    pub used: Option<u64>,
-    pub capacity: Option<u64>,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct TenantCounts {
-    pub active: u64,
-    pub suspended: u64,
-    pub offboarded: u64,
-}
-
-/// Every cell's report. A broker that does not answer is reported as such (the others still
-/// are); the registry must answer.
-pub async fn report(
-    cells: &Cells,
-    secrets: &crate::outside::secrets_manager::SecretsManager,
-    registry: &crate::outside::registry::Registry,
-    plans: &crate::tenant::plan::Plans,
-    connect_timeout: std::time::Duration,
-    request_timeout: std::time::Duration,
-    deadline: tokio::time::Instant,
-) -> Result<Vec<CellReport>, crate::outside::error::StepError> {
-    use crate::outside::registry::{Lifecycle, ListFilter};
-    let names = cells.names();
-    let every = ListFilter::default();
-    let (records, items) =
-        tokio::try_join!(registry.all(&every, deadline), registry.cell_items(&names))?;
-    let brokers = futures::future::join_all(cells.all().iter().map(|cell| async move {
-        let admin = secrets.admin_secret(&cell.admin_secret_id).await?;
-        let rabbit = crate::outside::rabbitmq::RabbitMq::new(
-            cell.management_url.clone(),
-            admin.credential,
-            connect_timeout,
-            request_timeout,
-        )?;
-        let (overview, vhosts) = tokio::try_join!(rabbit.overview(), rabbit.vhosts())?;
-        Ok::<_, crate::outside::error::StepError>((overview, vhosts.len() as u64))
-    }))
-    .await;
-    let mut out = Vec::new();
-    for (cell, broker) in cells.all().iter().zip(brokers) {
-        // Records made before cells say `default`: they live in the first cell unless the file
-        // declares a cell of that name.
-        let home = |c: &str| cells.resolve(c).is_some_and(|r| r.name == cell.name);
-        let mut tenants = TenantCounts::default();
-        let mut granted = 0u64;
-        for r in records.iter().filter(|r| home(&r.cell)) {
-            match r.state {
-                Lifecycle::Active => {
-                    tenants.active += 1;
-                    granted += plans
-                        .get(&r.plan)
-                        .map_or(0, |p| u64::from(p.rabbitmq.max_connections));
-                }
-                Lifecycle::Suspended => tenants.suspended += 1,
-                Lifecycle::Offboarded => tenants.offboarded += 1,
-            }
-        }
-        let item = items.get(&cell.name).copied().unwrap_or_default();
-        let (state, state_from) = match item.state {
-            Some(s) => (s, "registry"),
-            None => (cell.state, "file"),
-        };
-        let (version, error, vhosts, connections) = match broker {
-            Ok((o, v)) => (
-                Some(o.rabbitmq_version),
-                None,
-                Some(v),
-                Some(o.object_totals.connections),
-            ),
-            Err(e) => (
-                None,
-                Some(format!("{}: {:?}", e.system, e.kind)),
-                None,
-                None,
-            ),
-        };
-        out.push(CellReport {
-            name: cell.name.clone(),
-            state,
-            state_from,
-            management_url: cell.management_url.to_string(),
-            cluster: cell.cluster.as_ref().map(|c| c.name.to_string()),
-            broker_version: version,
-            broker_error: error,
-            vhosts: Usage {
-                used: vhosts,
-                capacity: cell.capacity.vhosts.map(u64::from),
-            },
-            connections: Usage {
-                used: connections,
-                capacity: cell.capacity.connections,
-            },
-            connections_granted: granted,
-            tenants,
-            seats: Seats {
-                tenants: item.tenants,
-                connections: item.connections,
-            },
-        });
-    }
-    Ok(out)
+/// A record names a cell the cells file does not declare.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a tenant lives in cell '{cell}', which {file} does not declare (declared: {declared})")]
+pub struct UnknownCell {
+    pub cell: String,
+    pub file: String,
+    pub declared: String,
 }
 
 fn parse_cell(i: usize, raw: &Value) -> Result<Cell, String> {

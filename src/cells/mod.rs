@@ -5,6 +5,5 @@ pub mod cluster;
 pub mod file;
 
 pub use file::{
-    Capacity, Cell, CellCluster, CellReport, CellState, Cells, CellsError, DEFAULT_CELL, Seats,
-    TenantCounts, Usage, report,
+    Capacity, Cell, CellCluster, CellState, Cells, CellsError, DEFAULT_CELL, UnknownCell,
 };

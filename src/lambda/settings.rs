@@ -156,7 +156,7 @@ impl Settings {
         };
 
         let namespace = get(var::NAMESPACE).unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
-        if !is_dns1123_label(&namespace) {
+        if !crate::tenant::id::is_dns1123_label(&namespace) {
             return Err(err(
                 var::NAMESPACE,
                 format!("'{namespace}' is not a valid namespace name"),
@@ -393,15 +393,6 @@ pub(crate) fn millis(
         ));
     }
     Ok(Duration::from_millis(ms))
-}
-
-pub(crate) fn is_dns1123_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 #[cfg(test)]

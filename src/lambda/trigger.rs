@@ -181,10 +181,11 @@ pub async fn handle_reporting(
             work_deadline,
         ))
         .await;
-        crate::metrics::steps(match &provisioned {
+        match &provisioned {
             Ok(report) => report,
             Err(e) => &e.report,
-        });
+        }
+        .record_metrics();
         provisioned
             .map(drop)
             .map_err(|e| (e.to_string(), e.outcome_detail()))

@@ -1,5 +1,6 @@
 //! Use cases over the adapters: provision, converge, change, status, moves, reconcile.
 
+pub mod cells_report;
 pub mod lifecycle;
 pub mod moving;
 pub mod placement;

@@ -348,9 +348,7 @@ impl Placement {
         if !self.counts() || record.seat_connections.is_some() {
             return Ok(false);
         }
-        let Some(cell) = self.inner.cells.resolve(&record.cell) else {
-            return Err(unknown_cell(&self.inner.cells, &record.cell));
-        };
+        let cell = self.inner.cells.require(&record.cell)?;
         let views = self.views(true).await?;
         let view = views
             .iter()

@@ -80,6 +80,19 @@ pub struct Report {
     pub steps: Vec<StepTiming>,
 }
 
+impl Report {
+    /// Each finished step's duration and attempts, as metrics.
+    pub fn record_metrics(&self) {
+        for s in self
+            .steps
+            .iter()
+            .filter(|s| s.outcome != Outcome::Unfinished)
+        {
+            crate::metrics::step(s.step, s.duration_ms, s.attempts);
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{}", describe(.tenant, .failures, .unfinished, .budget_ms, .finished))]
 pub struct ProvisionError {

@@ -105,6 +105,19 @@ pub struct ReconcileSummary {
     pub elapsed_ms: f64,
 }
 
+impl ReconcileSummary {
+    /// The run's figures, as metrics.
+    pub fn record_metrics(&self) {
+        crate::metrics::reconciled(crate::metrics::Reconciled {
+            users: self.users,
+            repaired: self.repaired,
+            failed: self.failed,
+            orphans: self.orphans.len(),
+            tombstones: self.tombstones.len(),
+        });
+    }
+}
+
 /// One cell's broker, from bulk listings.
 #[derive(Debug, Default)]
 struct BrokerListing {

@@ -79,9 +79,7 @@ impl Brokers {
     /// The broker of cell `name`, built on first use (its admin secret is read then). A failed
     /// build is not kept: the next call tries again.
     pub async fn get(&self, name: &str) -> Result<&Broker, StepError> {
-        let Some(cell) = self.resolve(name) else {
-            return Err(crate::ops::placement::unknown_cell(&self.inner.cells, name));
-        };
+        let cell = self.inner.cells.require(name)?;
         let slot = &self.inner.loaded[&cell.name];
         slot.get_or_try_init(|| self.build(cell)).await
     }

@@ -228,6 +228,18 @@ pub fn clip(s: &str) -> String {
     }
 }
 
+/// A record naming an undeclared cell, as the registry step that read it reports it.
+impl From<crate::cells::file::UnknownCell> for StepError {
+    fn from(e: crate::cells::file::UnknownCell) -> Self {
+        StepError::new(
+            System::Registry,
+            format!("find cell '{}'", e.cell),
+            FailureKind::Rejected,
+            e.to_string(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,6 +78,17 @@ impl fmt::Display for TenantId {
     }
 }
 
+/// A Kubernetes DNS-1123 label (namespace names, label values): what plan and namespace names
+/// must be.
+pub fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

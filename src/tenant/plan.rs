@@ -125,7 +125,7 @@ impl Plans {
         }
         let mut plans = BTreeMap::new();
         for (name, mut plan) in file.plans {
-            if !crate::lambda::settings::is_dns1123_label(&name) {
+            if !crate::tenant::id::is_dns1123_label(&name) {
                 return Err(err(format!(
                     "plan name '{name}' must be a DNS label (it becomes a Kubernetes label value)"
                 )));
