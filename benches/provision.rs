@@ -84,7 +84,7 @@ async fn main() {
         let placed =
             post_signup::tenant::TenantId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
         let record =
-            post_signup::outside::registry::TenantRecord::new(&placed, None, &p.plans, "bench");
+            post_signup::tenant::record::TenantRecord::new(&placed, None, &p.plans, "bench");
         let t = Instant::now();
         cells_app.placement.place(&record).await.expect("placed");
         placements.push(t.elapsed().as_secs_f64() * 1e3);
@@ -97,7 +97,7 @@ async fn main() {
         // The trigger before the registry: provisioning alone, same process, same stack.
         provision_only.push(report.wall_ms);
         let record =
-            post_signup::outside::registry::TenantRecord::new(&tenant, None, &p.plans, "bench");
+            post_signup::tenant::record::TenantRecord::new(&tenant, None, &p.plans, "bench");
         let t = Instant::now();
         app.registry.create(&record).await.expect("recorded");
         creates.push(t.elapsed().as_secs_f64() * 1e3);

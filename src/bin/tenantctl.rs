@@ -15,8 +15,10 @@ use post_signup::ops::lifecycle::{self, ConvergeOptions};
 use post_signup::ops::reconcile::{self, ReconcileOptions};
 use post_signup::outside::cognito::UserPool;
 use post_signup::outside::eks_token::{EksTokenSigner, rfc3339_seconds};
-use post_signup::outside::registry::{Change, Lifecycle, ListFilter};
+use post_signup::outside::registry::ListFilter;
 use post_signup::tenant::TenantId;
+use post_signup::tenant::record::Phase;
+use post_signup::tenant::transition::Change;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -217,12 +219,12 @@ enum StateArg {
     Offboarded,
 }
 
-impl From<StateArg> for Lifecycle {
+impl From<StateArg> for Phase {
     fn from(s: StateArg) -> Self {
         match s {
-            StateArg::Active => Lifecycle::Active,
-            StateArg::Suspended => Lifecycle::Suspended,
-            StateArg::Offboarded => Lifecycle::Offboarded,
+            StateArg::Active => Phase::Active,
+            StateArg::Suspended => Phase::Suspended,
+            StateArg::Offboarded => Phase::Offboarded,
         }
     }
 }
@@ -326,7 +328,7 @@ async fn main() -> ExitCode {
             output,
         } => {
             let filter = ListFilter {
-                state: state.map(Lifecycle::from),
+                state: state.map(Phase::from),
                 plan,
             };
             list(&filter, output).await

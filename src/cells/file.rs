@@ -16,8 +16,9 @@ use crate::cells::cluster::{ClusterAccess, ClusterName};
 use serde_json::Value;
 use url::Url;
 
-/// The implicit cell of a single-broker installation (and every record made before cells).
-pub const DEFAULT_CELL: &str = "default";
+/// The implicit cell of a single-broker installation (and every record made before cells);
+/// defined with the record, which names it.
+pub use crate::tenant::record::DEFAULT_CELL;
 const MAX_NAME: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,9 +29,10 @@ use url::Url;
 use crate::lambda::settings::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_SECRET_PREFIX, SettingsError, Vars, err, millis, parse_url,
 };
-use crate::outside::registry::{Lifecycle, Registry, TenantRecord};
+use crate::outside::registry::Registry;
 use crate::outside::secrets_manager::SecretsManager;
 use crate::tenant::TenantId;
+use crate::tenant::record::{Phase, TenantRecord};
 
 /// Every variable the API handler reads.
 pub mod var {
@@ -429,9 +430,9 @@ pub fn readiness(record: Option<&TenantRecord>) -> Readiness {
         return Readiness::Provisioning;
     };
     match r.state {
-        Lifecycle::Offboarded => Readiness::Offboarded,
-        Lifecycle::Suspended => Readiness::Suspended,
-        Lifecycle::Active => {
+        Phase::Offboarded => Readiness::Offboarded,
+        Phase::Suspended => Readiness::Suspended,
+        Phase::Active => {
             let settled = r.converged() || r.pending.as_deref() == Some("plan");
             if r.provisioned_at.is_some() && settled {
                 Readiness::Ready
@@ -671,7 +672,7 @@ mod tests {
         assert_eq!(e.var, "REGISTRY_TABLE");
     }
 
-    fn record(state: Lifecycle) -> TenantRecord {
+    fn record(state: Phase) -> TenantRecord {
         let tenant = TenantId::parse("4f8e2d3c-1b2a-4c5d-9e8f-0a1b2c3d4e5f").unwrap();
         let plans = crate::tenant::plan::Plans::embedded().unwrap();
         let mut r = TenantRecord::new(&tenant, None, &plans, "sign-up");
@@ -682,7 +683,7 @@ mod tests {
     #[test]
     fn readiness_follows_the_record() {
         assert_eq!(readiness(None), Readiness::Provisioning);
-        let mut r = record(Lifecycle::Active);
+        let mut r = record(Phase::Active);
         // Recorded, not yet provisioned (handed off).
         assert_eq!(readiness(Some(&r)), Readiness::Provisioning);
         r.provisioned_at = Some("2026-11-30T00:00:00Z".into());
@@ -696,11 +697,11 @@ mod tests {
         r.pending = Some("plan".into());
         assert_eq!(readiness(Some(&r)), Readiness::Ready);
         assert_eq!(
-            readiness(Some(&record(Lifecycle::Suspended))),
+            readiness(Some(&record(Phase::Suspended))),
             Readiness::Suspended
         );
         assert_eq!(
-            readiness(Some(&record(Lifecycle::Offboarded))),
+            readiness(Some(&record(Phase::Offboarded))),
             Readiness::Offboarded
         );
     }

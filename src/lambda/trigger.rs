@@ -13,9 +13,10 @@ use crate::lambda::event::{Action, EventError, classify};
 use crate::ops::placement::PlacementError;
 use crate::ops::provision::Mode;
 use crate::outside::error::{FailureKind, StepError, System};
-use crate::outside::registry::{Created, LastOutcome, Lifecycle, TenantRecord};
+use crate::outside::registry::Created;
 use crate::outside::sqs::HandoffMessage;
 use crate::tenant::TenantId;
+use crate::tenant::record::{LastOutcome, Phase, TenantRecord};
 
 /// Kept back from the Lambda deadline so the error still reaches the runtime API in time.
 const LAMBDA_DEADLINE_MARGIN: Duration = Duration::from_millis(100);
@@ -208,7 +209,7 @@ pub async fn handle_reporting(
             None
         }
     };
-    if let Some(r) = record.as_ref().filter(|r| r.state == Lifecycle::Offboarded) {
+    if let Some(r) = record.as_ref().filter(|r| r.state == Phase::Offboarded) {
         tombstoned(app, &tenant, r, deadline).await;
         tracing::warn!(request_id, tenant = %tenant, "the tenant is offboarded: not provisioned (tenantctl restore brings it back)");
         crate::metrics::onboarding("skipped", start.elapsed(), cold);

@@ -9,9 +9,10 @@ use tokio::time::Instant;
 use crate::cells::{CellState, Cells};
 use crate::outside::error::StepError;
 use crate::outside::rabbitmq::RabbitMq;
-use crate::outside::registry::{Lifecycle, ListFilter, Registry};
+use crate::outside::registry::{ListFilter, Registry};
 use crate::outside::secrets_manager::SecretsManager;
 use crate::tenant::plan::Plans;
+use crate::tenant::record::Phase;
 
 /// One cell's figures for `tenantctl cells`: from bulk listings (the broker's overview and
 /// vhost list, one registry scan for all cells), never per tenant.
@@ -92,14 +93,14 @@ pub async fn cells_report(
         let mut granted = 0u64;
         for r in records.iter().filter(|r| home(&r.cell)) {
             match r.state {
-                Lifecycle::Active => {
+                Phase::Active => {
                     tenants.active += 1;
                     granted += plans
                         .get(&r.plan)
                         .map_or(0, |p| u64::from(p.rabbitmq.max_connections));
                 }
-                Lifecycle::Suspended => tenants.suspended += 1,
-                Lifecycle::Offboarded => tenants.offboarded += 1,
+                Phase::Suspended => tenants.suspended += 1,
+                Phase::Offboarded => tenants.offboarded += 1,
             }
         }
         let item = items.get(&cell.name).copied().unwrap_or_default();

@@ -17,10 +17,12 @@ use tokio::time::Instant;
 use crate::ops::provision::{Provisioner, Report, desired_limits};
 use crate::outside::error::{FailureKind, StepError, System};
 use crate::outside::rabbitmq::{Permission, User, Vhost};
-use crate::outside::registry::{Change, Created, LastOutcome, Lifecycle, ListFilter, TenantRecord};
+use crate::outside::registry::{Created, ListFilter};
 use crate::outside::sqs::{HandoffMessage, HandoffQueue};
 use crate::tenant::TenantId;
 use crate::tenant::plan::{GENERATION_ANNOTATION, Plans, TenantState};
+use crate::tenant::record::{LastOutcome, Phase, TenantRecord};
+use crate::tenant::transition::Change;
 
 // --- status ---------------------------------------------------------------------------------
 
@@ -201,7 +203,7 @@ pub async fn status(p: &Provisioner, tenant: &TenantId) -> Result<TenantStatus, 
     let ready = deployment.as_ref().is_some_and(DeploymentStatus::ready) && !state.suspended;
     let name = match record.as_ref().map(|r| r.state) {
         None => "unrecorded",
-        Some(Lifecycle::Offboarded) => "offboarded",
+        Some(Phase::Offboarded) => "offboarded",
         Some(_) => state_name(complete, state.suspended),
     };
     Ok(TenantStatus {
@@ -469,7 +471,7 @@ pub struct Converged {
     pub tenant: String,
     /// The record version now applied everywhere.
     pub version: u64,
-    pub state: Lifecycle,
+    pub state: Phase,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<Report>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -493,11 +495,7 @@ pub async fn converge(
         let done = converge_once(p, &tenant, &record, options).await?;
         let marked = p
             .registry
-            .record_converged(
-                &tenant,
-                record.version,
-                record.state != Lifecycle::Offboarded,
-            )
+            .record_converged(&tenant, record.version, record.state != Phase::Offboarded)
             .await?;
         if marked {
             return Ok(done);
@@ -683,7 +681,7 @@ pub async fn change(
     }
     let before = record_of(p, tenant).await?;
     let next =
-        crate::outside::registry::transition(&before, &change, &crate::outside::registry::now())
+        crate::tenant::transition::transition(&before, &change, &crate::tenant::record::now())
             .map_err(|e| rejected(System::Registry, &action, e.to_string()))?;
     let (after, changed) = match next {
         Some(after) => {
@@ -774,7 +772,7 @@ pub async fn provision_recorded(
     options: ConvergeOptions,
 ) -> Result<Converged, StepError> {
     let record = record_or_new(p, tenant, user_pool_id, "operator").await?;
-    if record.state == Lifecycle::Offboarded && record.converged() {
+    if record.state == Phase::Offboarded && record.converged() {
         return Err(rejected(
             System::Registry,
             &format!("provision tenant {tenant}"),
@@ -790,7 +788,7 @@ pub async fn provision_recorded(
 #[derive(Debug, Clone, Serialize)]
 pub struct TenantRow {
     pub tenant: String,
-    pub state: Lifecycle,
+    pub state: Phase,
     pub plan: String,
     pub generation: u32,
     pub cell: String,
@@ -873,7 +871,7 @@ pub async fn process_handoff(p: &Provisioner, body: &str, deadline: Instant) -> 
                 return HandoffOutcome::Failed(tenant, "ran out of time reading its record".into());
             }
         };
-    if record.state == Lifecycle::Offboarded {
+    if record.state == Phase::Offboarded {
         // Removing is an operator's (the worker may not delete): an unfinished offboarding is
         // reported by the reconciler and finished by `tenantctl deprovision`.
         tracing::info!(tenant = %tenant, converged = record.converged(), "hand-off of an offboarded tenant: not provisioned");
@@ -955,7 +953,7 @@ pub async fn drain(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outside::registry::transition;
+    use crate::tenant::transition::transition;
 
     fn plans() -> Plans {
         Plans::embedded().unwrap()

@@ -29,8 +29,9 @@ use crate::ops::lifecycle::{record_of, wait_rolled};
 use crate::ops::provision::{Provisioner, vhost_description};
 use crate::outside::brokers::Broker;
 use crate::outside::error::{FailureKind, StepError, System};
-use crate::outside::registry::{Lifecycle, MoveProgress, Seat};
+use crate::outside::registry::Seat;
 use crate::tenant::TenantId;
+use crate::tenant::record::{MoveProgress, Phase};
 
 #[derive(Debug, Clone, Copy)]
 pub struct MoveOptions {
@@ -108,14 +109,14 @@ pub async fn move_tenant(
         }
         None => {
             match record.state {
-                Lifecycle::Active => {}
-                Lifecycle::Suspended => {
+                Phase::Active => {}
+                Phase::Suspended => {
                     return Err(refused(
                         tenant,
                         "the tenant is suspended: resume it first (a move switches its credentials and rolls its backend)",
                     ));
                 }
-                Lifecycle::Offboarded => {
+                Phase::Offboarded => {
                     return Err(refused(
                         tenant,
                         "the tenant is offboarded: restore it first (or nothing is there to move)",

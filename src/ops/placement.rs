@@ -34,8 +34,9 @@ use tokio::time::Instant;
 
 use crate::cells::{Cell, CellState, Cells};
 use crate::outside::error::{FailureKind, StepError, System};
-use crate::outside::registry::{CellItem, Created, Placed, Registry, Seat, TenantRecord};
+use crate::outside::registry::{CellItem, Created, Placed, Registry, Seat};
 use crate::tenant::plan::Plans;
+use crate::tenant::record::TenantRecord;
 
 /// How long a container trusts its read of the cells' counters before reading them again.
 pub const VIEW_TTL: Duration = Duration::from_secs(5);
@@ -298,7 +299,10 @@ impl Placement {
             }
         }
         // No cell took it. A retry of a sign-up placed before must still find its record.
-        if let Some(existing) = registry.get(&record.tenant()?).await? {
+        if let Some(existing) = registry
+            .get(&record.tenant().map_err(StepError::from)?)
+            .await?
+        {
             return Ok(Created::Existing(existing));
         }
         let views = self.views(true).await?;

@@ -20,10 +20,10 @@ use crate::ops::lifecycle::{ConvergeOptions, DeploymentStatus, Observed, converg
 use crate::ops::provision::{Provisioner, vhost_description};
 use crate::outside::cognito::{PoolUser, UserPool};
 use crate::outside::error::{FailureKind, StepError, System};
-use crate::outside::registry::{
-    Change, Created, LastOutcome, Lifecycle, ListFilter, TenantRecord, transition,
-};
+use crate::outside::registry::{Created, ListFilter};
 use crate::tenant::plan::{GENERATION_ANNOTATION, TenantState};
+use crate::tenant::record::{LastOutcome, Phase, TenantRecord};
+use crate::tenant::transition::{Change, transition};
 use crate::tenant::{TENANT_LABEL, TenantId};
 
 #[derive(Debug, Clone, Copy)]
@@ -475,7 +475,7 @@ pub fn judge(
         (None, UserView::Disabled) => Verdict::Disabled,
         (None, UserView::Absent) if any_part => Verdict::Unrecorded,
         (None, _) => Verdict::Ignore,
-        (Some(r), _) if r.state == Lifecycle::Offboarded => {
+        (Some(r), _) if r.state == Phase::Offboarded => {
             // An offboarding left half-done is finished (access first); nothing comes back.
             if !drift.is_empty() && !r.converged() {
                 Verdict::Repair(drift.to_vec())
@@ -595,7 +595,7 @@ pub async fn reconcile(
             Verdict::Complete => summary.complete += 1,
             Verdict::Repair(why) => {
                 let record = record.expect("judged with a record");
-                if record.state == Lifecycle::Offboarded && !options.may_remove {
+                if record.state == Phase::Offboarded && !options.may_remove {
                     summary.unfinished_offboardings.push(tenant.to_string());
                     continue;
                 }
@@ -735,7 +735,7 @@ async fn seat_repair(
         return;
     }
     let unseated = records.values().filter(|r| {
-        r.seat_connections.is_none() && (r.state != Lifecycle::Offboarded || r.retain_data)
+        r.seat_connections.is_none() && (r.state != Phase::Offboarded || r.retain_data)
     });
     for r in unseated {
         match p.placement.reseat(r).await {
@@ -794,7 +794,7 @@ fn prune_candidates(
     let eligible: Vec<TenantRecord> = orphans.into_iter().filter(old_enough).collect();
     let installation = records
         .values()
-        .filter(|r| r.state != Lifecycle::Offboarded)
+        .filter(|r| r.state != Phase::Offboarded)
         .count();
     let allowed = (installation as f64 * options.prune_max_fraction).floor() as usize;
     if eligible.len() > allowed {
@@ -833,7 +833,7 @@ async fn prune(
         }
         let change = Change::Offboard { retain_data: false };
         let result = async {
-            let Some(after) = transition(&record, &change, &crate::outside::registry::now())
+            let Some(after) = transition(&record, &change, &crate::tenant::record::now())
                 .map_err(|e| refused(e.to_string()))?
             else {
                 return Ok(());
@@ -930,7 +930,7 @@ mod tests {
     use super::*;
     use crate::tenant::plan::Plans;
 
-    fn record(state: Lifecycle, converged: bool) -> TenantRecord {
+    fn record(state: Phase, converged: bool) -> TenantRecord {
         let t = TenantId::parse("4f8e2b1a-0c3d-4e5f-8a9b-0c1d2e3f4a5b").unwrap();
         let mut r = TenantRecord::new(&t, None, &Plans::embedded().unwrap(), "sign-up");
         r.state = state;
@@ -944,10 +944,10 @@ mod tests {
     fn the_reconcilers_judgement() {
         use UserView::{Absent, Confirmed, Unconfirmed};
         use Verdict::{Complete, Ignore, Orphan, Record, Repair, Tombstone, Unrecorded};
-        let active = record(Lifecycle::Active, true);
-        let suspended = record(Lifecycle::Suspended, true);
-        let gone = record(Lifecycle::Offboarded, true);
-        let leaving = record(Lifecycle::Offboarded, false);
+        let active = record(Phase::Active, true);
+        let suspended = record(Phase::Suspended, true);
+        let gone = record(Phase::Offboarded, true);
+        let leaving = record(Phase::Offboarded, false);
         let drifted = vec!["missing kubernetes secret".to_owned()];
         let leftovers = vec!["offboarded, but its rabbitmq user exists".to_owned()];
         let none: Vec<String> = vec![];

@@ -228,6 +228,18 @@ pub fn clip(s: &str) -> String {
     }
 }
 
+/// A record whose `sub` is not a tenant id, as the registry read that returned it reports it.
+impl From<crate::tenant::record::BadRecord> for StepError {
+    fn from(e: crate::tenant::record::BadRecord) -> Self {
+        StepError::new(
+            System::Registry,
+            "read tenant record",
+            FailureKind::BadResponse,
+            e.to_string(),
+        )
+    }
+}
+
 /// A record naming an undeclared cell, as the registry step that read it reports it.
 impl From<crate::cells::file::UnknownCell> for StepError {
     fn from(e: crate::cells::file::UnknownCell) -> Self {

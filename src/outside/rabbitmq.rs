@@ -14,14 +14,8 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::outside::error::{FailureKind, StepError, System, chain, transport_kind};
+use crate::tenant::credentials::AdminCredential;
 use crate::tenant::plan::QueueType;
-
-/// An administrator's credential for the management API.
-#[derive(Debug, Clone)]
-pub struct AdminCredential {
-    pub username: String,
-    pub password: SecretString,
-}
 
 /// Reads the admin credential again (from Secrets Manager) after a 401: the credential was
 /// rotated while this container was warm.

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::outside::aws;
 use crate::outside::error::{FailureKind, StepError, System};
-use crate::outside::rabbitmq::AdminCredential;
+use crate::tenant::credentials::AdminCredential;
 use crate::tenant::credentials::PasswordKey;
 use crate::tenant::plan::PLAN_LABEL;
 use crate::tenant::{TENANT_LABEL, TenantId};

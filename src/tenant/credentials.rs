@@ -95,6 +95,13 @@ impl TenantCredentials {
     }
 }
 
+/// An administrator's credential for a broker's management API (read from Secrets Manager).
+#[derive(Debug, Clone)]
+pub struct AdminCredential {
+    pub username: String,
+    pub password: SecretString,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,8 @@ pub mod credentials;
 pub mod id;
 pub mod manifests;
 pub mod plan;
+pub mod record;
 pub mod template;
+pub mod transition;
 
 pub use id::{TENANT_LABEL, TenantId, TenantIdError};

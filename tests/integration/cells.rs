@@ -43,7 +43,7 @@ async fn two_brokers_are_two_cells_reported_from_bulk_listings() {
     // A tenant recorded before cells (cell `default`) lives in the first cell.
     let tenant = fresh_tenant();
     let before = registry_at(&table).await;
-    let mut old = post_signup::outside::registry::TenantRecord::new(
+    let mut old = post_signup::tenant::record::TenantRecord::new(
         &tenant,
         None,
         &post_signup::tenant::plan::Plans::embedded().unwrap(),

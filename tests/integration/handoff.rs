@@ -94,7 +94,7 @@ async fn rabbitmq_down_hands_off_and_drain_finishes_the_tenant() {
     assert!(record.handed_off_at.is_some(), "{record:?}");
     assert_eq!(
         record.outcome,
-        post_signup::outside::registry::LastOutcome::Provisioned,
+        post_signup::tenant::record::LastOutcome::Provisioned,
         "the worker recorded its outcome: {record:?}"
     );
     assert!(record.converged());
@@ -112,7 +112,7 @@ async fn a_recorded_sign_up_is_never_a_failure_even_when_the_handoff_fails() {
     let record = record_of(&tenant).await.expect("recorded");
     assert_eq!(
         record.outcome,
-        post_signup::outside::registry::LastOutcome::Failed
+        post_signup::tenant::record::LastOutcome::Failed
     );
     let detail = record.outcome_detail.clone().unwrap_or_default();
     assert!(detail.contains("rabbitmq"), "the failing step: {detail}");

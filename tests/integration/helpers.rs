@@ -434,7 +434,7 @@ pub async fn registry_at(table: &str) -> post_signup::outside::registry::Registr
 }
 
 /// The tenant's record in the stack's registry, if it has one.
-pub async fn record_of(tenant: &TenantId) -> Option<post_signup::outside::registry::TenantRecord> {
+pub async fn record_of(tenant: &TenantId) -> Option<post_signup::tenant::record::TenantRecord> {
     registry_at(&var("REGISTRY_TABLE"))
         .await
         .get(tenant)

@@ -494,7 +494,7 @@ async fn the_scheduled_reconciler_repairs_under_its_own_identity_which_removes_n
 #[tokio::test]
 async fn the_scheduled_reconciler_reports_an_unfinished_offboarding_and_removes_nothing() {
     use post_signup::ops::reconcile::{ReconcileOptions, reconcile};
-    use post_signup::outside::registry::{Change, transition};
+    use post_signup::tenant::transition::{Change, transition};
     let inst = Installation::new().await;
     let tenant = inst.confirmed_user("half-gone").await;
     inst.ok(&["provision", "--sub", tenant.as_str()]);

@@ -7,8 +7,8 @@
 use std::process::Output;
 use std::time::Duration;
 
-use post_signup::outside::registry::{LastOutcome, Lifecycle};
 use post_signup::tenant::TenantId;
+use post_signup::tenant::record::{LastOutcome, Phase};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -93,7 +93,7 @@ async fn a_sign_up_is_recorded_once_and_a_retry_converges_on_the_same_record() {
             record.version,
             record.generation
         ),
-        (Lifecycle::Active, "sign-up", 1, 0)
+        (Phase::Active, "sign-up", 1, 0)
     );
     assert_eq!(record.outcome, LastOutcome::Provisioned);
     assert_eq!(
@@ -212,7 +212,7 @@ async fn concurrent_suspend_and_plan_are_both_applied_or_one_is_refused_never_lo
         assert!(!applied.is_empty(), "one of them always goes through");
         let record = record_of(&tenant).await.unwrap();
         assert_eq!(
-            record.state == Lifecycle::Suspended,
+            record.state == Phase::Suspended,
             applied.contains(&"suspend"),
             "{applied:?} {record:?}"
         );
@@ -349,7 +349,7 @@ async fn adopt_records_existing_tenants_from_their_objects_once() {
         .expect("adopted");
     assert_eq!(
         (record.state, record.generation, record.origin.as_str()),
-        (Lifecycle::Suspended, 3, "adopted")
+        (Phase::Suspended, 3, "adopted")
     );
     let again = adopt().await;
     assert!(
@@ -403,7 +403,8 @@ async fn limits_the_plan_does_not_have_are_removed_and_drift_is_repaired() {
 #[tokio::test]
 async fn of_concurrent_transitions_from_one_version_exactly_one_is_written() {
     use post_signup::outside::error::FailureKind;
-    use post_signup::outside::registry::{Change, TenantRecord, transition};
+    use post_signup::tenant::record::TenantRecord;
+    use post_signup::tenant::transition::{Change, transition};
     let (table, _) = fresh_registry_table().await;
     let registry = registry_at(&table).await;
     let tenant = fresh_tenant();
@@ -466,9 +467,6 @@ async fn a_replayed_sign_up_of_an_offboarded_tenant_grants_nothing_even_with_the
     let out = run(&["drain"], &[("HANDOFF_QUEUE_URL", &queue)], true).await;
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["skipped"], 1, "{summary}");
-    assert_eq!(
-        record_of(&tenant).await.unwrap().state,
-        Lifecycle::Offboarded
-    );
+    assert_eq!(record_of(&tenant).await.unwrap().state, Phase::Offboarded);
     assert!(!traces_of(&tenant).await.contains(&"rabbitmq user"));
 }
