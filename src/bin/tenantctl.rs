@@ -11,8 +11,9 @@ use post_signup::lambda::app::App;
 use post_signup::lambda::event::{classify, sign_up_event};
 use post_signup::lambda::settings::{Settings, var};
 use post_signup::lambda::trigger::{self, Finish};
-use post_signup::ops::lifecycle::{self, ConvergeOptions};
+use post_signup::ops::converge::ConvergeOptions;
 use post_signup::ops::reconcile::{self, ReconcileOptions};
+use post_signup::ops::{change, handoff, status};
 use post_signup::outside::cognito::UserPool;
 use post_signup::outside::eks_token::{EksTokenSigner, rfc3339_seconds};
 use post_signup::outside::registry::ListFilter;
@@ -593,7 +594,7 @@ async fn provision_sub(sub: &str) -> Result<(), CliError> {
     // As the tenant is recorded (plan, suspension, password generation): an operator's
     // provision never resets what an operator changed, nor brings back an offboarded tenant.
     let pool = app.settings.user_pool_id.as_deref();
-    let done = lifecycle::provision_recorded(p, &tenant, pool, ConvergeOptions::new(app.budget()))
+    let done = change::provision_recorded(p, &tenant, pool, ConvergeOptions::new(app.budget()))
         .await
         .map_err(step_error)?;
     print(&json!({"action": "provisioned", "converged": done}));
@@ -613,7 +614,7 @@ async fn status(sub: &str) -> Result<(), CliError> {
     let tenant = parse_sub(sub)?;
     let app = init().await?;
     let p = app.provisioner().await.map_err(CliError::outside)?;
-    let status = lifecycle::status(p, &tenant)
+    let status = status::status(p, &tenant)
         .await
         .map_err(CliError::outside)?;
     print(&status);
@@ -643,7 +644,7 @@ async fn change(
         recovery_days,
         ..ConvergeOptions::new(app.budget())
     };
-    let done = lifecycle::change(p, &tenant, change, options)
+    let done = change::change(p, &tenant, change, options)
         .await
         .map_err(step_error)?;
     print(&done);
@@ -677,7 +678,7 @@ async fn list(filter: &ListFilter, output: Output) -> Result<(), CliError> {
     let app = init().await?;
     let p = app.provisioner().await.map_err(CliError::outside)?;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(300);
-    let rows = lifecycle::list(p, filter, deadline)
+    let rows = status::list(p, filter, deadline)
         .await
         .map_err(CliError::outside)?;
     match output {
@@ -728,7 +729,7 @@ async fn adopt(dry_run: bool) -> Result<(), CliError> {
 async fn drain() -> Result<(), CliError> {
     let app = init().await?;
     let p = app.provisioner().await.map_err(CliError::outside)?;
-    let summary = lifecycle::drain(p, &app.handoff, app.budget(), app.settings.concurrency)
+    let summary = handoff::drain(p, &app.handoff, app.budget(), app.settings.concurrency)
         .await
         .map_err(CliError::outside)?;
     print(&summary);

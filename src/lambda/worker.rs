@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::lambda::app::App;
 use crate::lambda::trigger::deadline;
-use crate::ops::lifecycle::{HandoffOutcome, process_handoff};
+use crate::ops::handoff::{HandoffOutcome, process_handoff};
 
 pub async fn handle(
     app: &App,

@@ -1,8 +1,11 @@
 //! Use cases over the adapters: provision, converge, change, status, moves, reconcile.
 
 pub mod cells_report;
-pub mod lifecycle;
+pub mod change;
+pub mod converge;
+pub mod handoff;
 pub mod moving;
 pub mod placement;
 pub mod provision;
 pub mod reconcile;
+pub mod status;

@@ -25,12 +25,13 @@ use k8s_openapi::api::core::v1::Secret;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::ops::lifecycle::{record_of, wait_rolled};
-use crate::ops::provision::{Provisioner, vhost_description};
+use crate::ops::converge::{record_of, wait_rolled};
+use crate::ops::provision::Provisioner;
 use crate::outside::brokers::Broker;
 use crate::outside::error::{FailureKind, StepError, System};
 use crate::outside::registry::Seat;
 use crate::tenant::TenantId;
+use crate::tenant::id::vhost_description;
 use crate::tenant::record::{MoveProgress, Phase};
 
 #[derive(Debug, Clone, Copy)]

@@ -24,7 +24,9 @@ use crate::outside::clusters::Clusters;
 use crate::outside::error::StepError;
 use crate::outside::secrets_manager::SecretsManager;
 use crate::tenant::TenantId;
+use crate::tenant::id::vhost_description;
 use crate::tenant::manifests::{credentials_checksum, tenant_deployment, tenant_secret};
+use crate::tenant::plan::desired_limits;
 use crate::tenant::plan::{Plans, TenantState};
 use crate::tenant::template::BackendTemplate;
 
@@ -319,31 +321,6 @@ impl Provisioner {
     }
 }
 
-/// The vhost's and the user's limits as the plan (and a suspension) want them.
-pub fn desired_limits(
-    plan: &crate::tenant::plan::Plan,
-    state: &TenantState,
-) -> (BTreeMap<String, i64>, BTreeMap<String, i64>) {
-    let r = &plan.rabbitmq;
-    let connections = if state.suspended {
-        0
-    } else {
-        i64::from(r.max_connections)
-    };
-    let vhost = BTreeMap::from([
-        ("max-connections".to_owned(), connections),
-        ("max-queues".to_owned(), i64::from(r.max_queues)),
-    ]);
-    let mut user = BTreeMap::new();
-    if let Some(n) = r.user_max_connections {
-        user.insert("max-connections".to_owned(), i64::from(n));
-    }
-    if let Some(n) = r.user_max_channels {
-        user.insert("max-channels".to_owned(), i64::from(n));
-    }
-    (vhost, user)
-}
-
 /// A new tenant's first provisioning, or a convergence of an existing one to its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -351,12 +328,6 @@ pub enum Mode {
     SignUp,
     /// Everyone else: limits the plan does not have are removed too.
     Converge,
-}
-
-/// The vhost's description names the tenant and the installation (the tenant secret prefix),
-/// so a reconciler never takes another installation's vhosts on a shared broker for orphans.
-pub fn vhost_description(tenant: &TenantId, installation: &str) -> String {
-    format!("post-signup tenant {tenant} ({installation})")
 }
 
 fn round_ms(ms: f64) -> f64 {

@@ -89,6 +89,12 @@ pub fn is_dns1123_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// The vhost's description names the tenant and the installation (the tenant secret prefix),
+/// so a reconciler never takes another installation's vhosts on a shared broker for orphans.
+pub fn vhost_description(tenant: &TenantId, installation: &str) -> String {
+    format!("post-signup tenant {tenant} ({installation})")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

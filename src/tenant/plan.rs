@@ -215,6 +215,31 @@ impl TenantState {
     }
 }
 
+/// The vhost's and the user's limits as the plan (and a suspension) want them.
+pub fn desired_limits(
+    plan: &Plan,
+    state: &TenantState,
+) -> (BTreeMap<String, i64>, BTreeMap<String, i64>) {
+    let r = &plan.rabbitmq;
+    let connections = if state.suspended {
+        0
+    } else {
+        i64::from(r.max_connections)
+    };
+    let vhost = BTreeMap::from([
+        ("max-connections".to_owned(), connections),
+        ("max-queues".to_owned(), i64::from(r.max_queues)),
+    ]);
+    let mut user = BTreeMap::new();
+    if let Some(n) = r.user_max_connections {
+        user.insert("max-connections".to_owned(), i64::from(n));
+    }
+    if let Some(n) = r.user_max_channels {
+        user.insert("max-channels".to_owned(), i64::from(n));
+    }
+    (vhost, user)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -122,10 +122,10 @@ async fn a_recorded_sign_up_is_never_a_failure_even_when_the_handoff_fails() {
     );
     // Nothing is queued; the record is what the reconciler finishes from.
     let p = app_with(&[]).await;
-    let converged = post_signup::ops::lifecycle::converge(
+    let converged = post_signup::ops::converge::converge(
         p.provisioner().await.unwrap(),
         &record,
-        post_signup::ops::lifecycle::ConvergeOptions::new(p.budget()),
+        post_signup::ops::converge::ConvergeOptions::new(p.budget()),
     )
     .await
     .expect("finished from the record");
