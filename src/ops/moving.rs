@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use crate::ops::converge::{record_of, wait_rolled};
 use crate::ops::provision::Provisioner;
-use crate::outside::brokers::Broker;
+use crate::outside::broker_pool::Broker;
 use crate::outside::error::{FailureKind, StepError, System};
 use crate::outside::registry::Seat;
 use crate::tenant::TenantId;

@@ -19,8 +19,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::ops::placement::Placement;
-use crate::outside::brokers::{Broker, Brokers};
-use crate::outside::clusters::Clusters;
+use crate::outside::broker_pool::{Broker, Brokers};
+use crate::outside::cluster_pool::Clusters;
 use crate::outside::error::StepError;
 use crate::outside::secrets_manager::SecretsManager;
 use crate::tenant::TenantId;

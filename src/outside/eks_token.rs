@@ -36,7 +36,7 @@ const SIGV4_QUERY: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TokenError {
+pub enum EksTokenError {
     #[error("invalid AWS region '{0}': expected a region name such as 'us-east-1'")]
     InvalidRegion(String),
     #[error(
@@ -64,7 +64,7 @@ pub struct EksTokenSigner {
 }
 
 impl EksTokenSigner {
-    pub fn new(cluster: &str, region: &str) -> Result<Self, TokenError> {
+    pub fn new(cluster: &str, region: &str) -> Result<Self, EksTokenError> {
         validate_cluster_name(cluster)?;
         let host = sts_host(region)?;
         Ok(Self {
@@ -80,7 +80,7 @@ impl EksTokenSigner {
         &self,
         creds: &Credentials,
         at: SystemTime,
-    ) -> Result<SecretString, TokenError> {
+    ) -> Result<SecretString, EksTokenError> {
         let base = format!(
             "https://{}/?Action=GetCallerIdentity&Version=2011-06-15",
             self.host
@@ -100,7 +100,7 @@ impl EksTokenSigner {
             .time(at)
             .settings(settings)
             .build()
-            .map_err(|e| TokenError::Signing(e.to_string()))?
+            .map_err(|e| EksTokenError::Signing(e.to_string()))?
             .into();
         let request = SignableRequest::new(
             "GET",
@@ -108,9 +108,9 @@ impl EksTokenSigner {
             headers.into_iter(),
             SignableBody::Bytes(&[]),
         )
-        .map_err(|e| TokenError::Signing(e.to_string()))?;
+        .map_err(|e| EksTokenError::Signing(e.to_string()))?;
         let (instructions, _) = sign(request, &params)
-            .map_err(|e| TokenError::Signing(e.to_string()))?
+            .map_err(|e| EksTokenError::Signing(e.to_string()))?
             .into_parts();
         let mut url = base;
         for (name, value) in instructions.params() {
@@ -123,7 +123,7 @@ impl EksTokenSigner {
     }
 
     /// Signs a token as of `at`.
-    pub fn sign(&self, creds: &Credentials, at: SystemTime) -> Result<EksToken, TokenError> {
+    pub fn sign(&self, creds: &Credentials, at: SystemTime) -> Result<EksToken, EksTokenError> {
         let url = self.presigned_url(creds, at)?;
         let token = format!(
             "{TOKEN_PREFIX}{}",
@@ -137,7 +137,7 @@ impl EksTokenSigner {
 }
 
 /// The regional STS host of the region's partition, as botocore resolves it for `get-token`.
-pub fn sts_host(region: &str) -> Result<String, TokenError> {
+pub fn sts_host(region: &str) -> Result<String, EksTokenError> {
     let valid = {
         let parts: Vec<&str> = region.split('-').collect();
         parts.len() >= 3
@@ -152,7 +152,7 @@ pub fn sts_host(region: &str) -> Result<String, TokenError> {
                 .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
     };
     if !valid {
-        return Err(TokenError::InvalidRegion(region.to_owned()));
+        return Err(EksTokenError::InvalidRegion(region.to_owned()));
     }
     let suffix = if region.starts_with("cn-") {
         "amazonaws.com.cn"
@@ -170,10 +170,10 @@ pub fn sts_host(region: &str) -> Result<String, TokenError> {
     Ok(format!("sts.{region}.{suffix}"))
 }
 
-fn validate_cluster_name(name: &str) -> Result<(), TokenError> {
+fn validate_cluster_name(name: &str) -> Result<(), EksTokenError> {
     crate::cells::cluster::ClusterName::parse(name)
         .map(drop)
-        .map_err(|e| TokenError::InvalidClusterName(e.0))
+        .map_err(|e| EksTokenError::InvalidClusterName(e.0))
 }
 
 /// Formats a time as `aws eks get-token` does: RFC 3339, UTC, whole seconds.
@@ -378,7 +378,7 @@ mod tests {
         ] {
             assert_eq!(
                 sts_host(bad),
-                Err(TokenError::InvalidRegion(bad.to_owned())),
+                Err(EksTokenError::InvalidRegion(bad.to_owned())),
                 "{bad}"
             );
         }
@@ -386,7 +386,7 @@ mod tests {
             assert!(
                 matches!(
                     EksTokenSigner::new(bad, "us-east-1"),
-                    Err(TokenError::InvalidClusterName(_))
+                    Err(EksTokenError::InvalidClusterName(_))
                 ),
                 "{bad}"
             );

@@ -2,8 +2,8 @@
 //! and sets every timeout explicitly.
 
 pub mod aws;
-pub mod brokers;
-pub mod clusters;
+pub mod broker_pool;
+pub mod cluster_pool;
 pub mod cognito;
 pub mod eks;
 pub mod eks_token;

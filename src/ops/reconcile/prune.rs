@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-
 use super::*;
 use crate::ops::converge::{ConvergeOptions, converge};
 use crate::ops::provision::Provisioner;

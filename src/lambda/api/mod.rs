@@ -18,17 +18,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, RwLock};
-use tokio::time::Instant;
 use url::Url;
 
-use crate::lambda::settings::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_SECRET_PREFIX, SettingsError, Vars, err, millis, parse_url,
-};
+mod access_token;
+
+pub use access_token::{AccessTokenError, TokenVerifier};
+
+use crate::lambda::settings::{DEFAULT_SECRET_PREFIX, SettingsError, Vars, err, millis, parse_url};
 use crate::outside::registry::Registry;
 use crate::outside::secrets_manager::SecretsManager;
 use crate::tenant::TenantId;
@@ -168,147 +166,6 @@ impl ApiSettings {
             cell_web_stomp_urls,
             timeout,
         })
-    }
-}
-
-/// Why a token was refused. Logged; never shown to the caller.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
-    #[error("no bearer token")]
-    Missing,
-    #[error("malformed token")]
-    Malformed,
-    #[error("unknown signing key")]
-    UnknownKey,
-    #[error("signature, issuer or expiry refused: {0}")]
-    Invalid(String),
-    #[error("token_use is not access")]
-    NotAccessToken,
-    #[error("issued to another app client")]
-    WrongClient,
-    #[error("sub is not a tenant id")]
-    BadSub,
-    /// The JWKS could not be fetched: not the caller's fault (503, not 401).
-    #[error("signing keys unavailable: {0}")]
-    KeysUnavailable(String),
-}
-
-#[derive(Debug, Deserialize)]
-struct Claims {
-    sub: String,
-    token_use: String,
-    #[serde(default)]
-    client_id: Option<String>,
-}
-
-/// Verifies Cognito access tokens against the pool's JWKS (fetched at cold start, refetched on
-/// an unknown `kid` at most every [`JWKS_REFRESH_INTERVAL`]).
-pub struct TokenVerifier {
-    client_ids: Vec<String>,
-    jwks_url: Url,
-    http: reqwest::Client,
-    /// Made once: the algorithm, issuer and required claims every token is checked against.
-    validation: Validation,
-    /// The pool's keys by `kid`, decoded once per fetch (not per request).
-    keys: RwLock<HashMap<String, DecodingKey>>,
-    last_fetch: Mutex<Option<Instant>>,
-}
-
-impl TokenVerifier {
-    pub fn new(settings: &ApiSettings) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(DEFAULT_CONNECT_TIMEOUT.min(settings.timeout))
-            .timeout(settings.timeout)
-            .build()
-            .map_err(|e| format!("http client: {e}"))?;
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_issuer(&[&settings.issuer]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        // Access tokens carry `client_id`, not `aud`: checked in `verify`.
-        validation.validate_aud = false;
-        validation.leeway = 5;
-        Ok(Self {
-            client_ids: settings.client_ids.clone(),
-            jwks_url: settings.jwks_url.clone(),
-            http,
-            validation,
-            keys: RwLock::new(HashMap::new()),
-            last_fetch: Mutex::new(None),
-        })
-    }
-
-    /// Fetches the JWKS unless it was fetched within the refresh interval.
-    pub async fn refresh(&self) -> Result<(), TokenError> {
-        let mut last = self.last_fetch.lock().await;
-        if last.is_some_and(|t| t.elapsed() < JWKS_REFRESH_INTERVAL) {
-            // Fetched (or tried) moments ago. With no keys at all, the last try failed: that is
-            // an outage of the key endpoint, not a bad token.
-            if self.keys.read().await.is_empty() {
-                return Err(TokenError::KeysUnavailable(
-                    "the last fetch failed; retried every 30 s".into(),
-                ));
-            }
-            return Ok(());
-        }
-        *last = Some(Instant::now());
-        let unavailable = |e: String| TokenError::KeysUnavailable(e);
-        let response = self
-            .http
-            .get(self.jwks_url.clone())
-            .send()
-            .await
-            .map_err(|e| unavailable(format!("GET jwks: {}", crate::outside::error::chain(&e))))?;
-        if !response.status().is_success() {
-            return Err(unavailable(format!("GET jwks: {}", response.status())));
-        }
-        let set: JwkSet = response
-            .json()
-            .await
-            .map_err(|e| unavailable(format!("jwks body: {e}")))?;
-        let keys = set
-            .keys
-            .iter()
-            .filter_map(|jwk| {
-                let kid = jwk.common.key_id.clone()?;
-                DecodingKey::from_jwk(jwk).ok().map(|k| (kid, k))
-            })
-            .collect();
-        *self.keys.write().await = keys;
-        Ok(())
-    }
-
-    /// The tenant a valid access token names.
-    pub async fn verify(&self, token: &str) -> Result<TenantId, TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-        if header.alg != Algorithm::RS256 {
-            return Err(TokenError::Invalid(format!("algorithm {:?}", header.alg)));
-        }
-        let kid = header.kid.ok_or(TokenError::Malformed)?;
-        let key = match self.key(&kid).await {
-            Some(k) => k,
-            None => {
-                self.refresh().await?;
-                self.key(&kid).await.ok_or(TokenError::UnknownKey)?
-            }
-        };
-        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
-            .map_err(|e| TokenError::Invalid(format!("{:?}", e.kind())))?
-            .claims;
-        if claims.token_use != "access" {
-            return Err(TokenError::NotAccessToken);
-        }
-        if !claims
-            .client_id
-            .as_ref()
-            .is_some_and(|c| self.client_ids.contains(c))
-        {
-            return Err(TokenError::WrongClient);
-        }
-        TenantId::parse(&claims.sub).map_err(|_| TokenError::BadSub)
-    }
-
-    async fn key(&self, kid: &str) -> Option<DecodingKey> {
-        self.keys.read().await.get(kid).cloned()
     }
 }
 
@@ -533,12 +390,12 @@ impl Api {
             })
             .filter(|t| !t.is_empty());
         let Some(token) = token else {
-            tracing::info!(refused = %TokenError::Missing, "tenant request refused");
+            tracing::info!(refused = %AccessTokenError::Missing, "tenant request refused");
             return unauthorized(true);
         };
         let tenant = match self.verifier.verify(token).await {
             Ok(t) => t,
-            Err(e @ TokenError::KeysUnavailable(_)) => {
+            Err(e @ AccessTokenError::KeysUnavailable(_)) => {
                 tracing::error!(error = %e, "tenant request not answered");
                 return unavailable();
             }
