@@ -3,6 +3,8 @@
 pub mod api;
 pub mod app;
 pub mod event;
+pub mod reconciler;
+pub mod runtime;
 pub mod settings;
 pub mod trigger;
 pub mod worker;
