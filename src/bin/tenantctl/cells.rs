@@ -1,0 +1,153 @@
+//! Commands on cells and shipped files: check a cells file or a backend template, the cells
+//! report, and an operator's cell state.
+
+use crate::args::*;
+use crate::common::*;
+use crate::error::CliError;
+
+/// The template as the cold start loads it: an error names the file and the problem.
+pub(crate) fn check_cells(
+    file: &std::path::Path,
+    admin_secret_id: Option<&str>,
+) -> Result<(), CliError> {
+    let cells =
+        post_signup::cells::Cells::load(file).map_err(|e| CliError::input(e.to_string()))?;
+    if let Some(id) = admin_secret_id {
+        let readable = |s: &str| s == id || s.strip_prefix(id).is_some_and(|r| r.starts_with('/'));
+        if let Some(cell) = cells.all().iter().find(|c| !readable(&c.admin_secret_id)) {
+            return Err(CliError::input(format!(
+                "cells file {}: cell '{}': admin_secret_id: '{}' is not readable by the functions: name it '{id}' or '{id}/<name>'",
+                cells.source, cell.name, cell.admin_secret_id
+            )));
+        }
+    }
+    print(&serde_json::json!({"cells": cells.all(), "valid": true}));
+    Ok(())
+}
+
+pub(crate) fn check_template(file: &std::path::Path) -> Result<(), CliError> {
+    let template = post_signup::tenant::template::BackendTemplate::load(Some(file))
+        .map_err(|e| CliError::input(e.to_string()))?;
+    let containers: Vec<serde_json::Value> = template
+        .deployment()
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|pod| {
+            pod.containers
+                .iter()
+                .map(|c| serde_json::json!({"name": c.name, "image": c.image}))
+                .collect()
+        })
+        .unwrap_or_default();
+    print(
+        &serde_json::json!({"template": file.display().to_string(), "valid": true, "containers": containers}),
+    );
+    Ok(())
+}
+
+pub(crate) async fn cells(output: Output) -> Result<(), CliError> {
+    let app = init().await?;
+    let secrets = &app.provisioner().await.map_err(CliError::outside)?.secrets;
+    let settings = &app.settings;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(300);
+    let rows = post_signup::ops::cells_report::cells_report(
+        &settings.cells,
+        secrets,
+        &app.registry,
+        &app.plans,
+        settings.connect_timeout,
+        settings.budget,
+        deadline,
+    )
+    .await
+    .map_err(CliError::outside)?;
+    match output {
+        Output::Json => print(&rows),
+        Output::Text => {
+            let of = |u: &post_signup::ops::cells_report::Usage| {
+                let used = u.used.map_or("?".to_owned(), |n| n.to_string());
+                match u.capacity {
+                    Some(c) => format!("{used}/{c}"),
+                    None => used,
+                }
+            };
+            println!(
+                "{:<16}  {:<9}  {:<8}  {:>13}  {:>13}  {:>9}  {:>13}  {:>7}  {:>9}  {:>10}",
+                "cell",
+                "state",
+                "version",
+                "vhosts",
+                "connections",
+                "granted",
+                "seats",
+                "active",
+                "suspended",
+                "offboarded"
+            );
+            for r in &rows {
+                let seats = match r.vhosts.capacity {
+                    Some(c) => format!("{}/{c}", r.seats.tenants),
+                    None => "-".to_owned(),
+                };
+                println!(
+                    "{:<16}  {:<9}  {:<8}  {:>13}  {:>13}  {:>9}  {:>13}  {:>7}  {:>9}  {:>10}{}",
+                    r.name,
+                    r.state.as_str(),
+                    r.broker_version.as_deref().unwrap_or("?"),
+                    of(&r.vhosts),
+                    of(&r.connections),
+                    r.connections_granted,
+                    seats,
+                    r.tenants.active,
+                    r.tenants.suspended,
+                    r.tenants.offboarded,
+                    r.broker_error
+                        .as_ref()
+                        .map_or(String::new(), |e| format!("  (broker: {e})"))
+                        + &r.cluster
+                            .as_ref()
+                            .map_or(String::new(), |c| format!("  (cluster: {c})"))
+                );
+            }
+        }
+    }
+    if let Some(r) = rows.iter().find(|r| r.broker_error.is_some()) {
+        return Err(CliError::outside(anyhow::anyhow!(
+            "cell '{}': its broker did not answer ({})",
+            r.name,
+            r.broker_error.as_deref().unwrap_or("")
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) async fn cell(action: CellAction, name: &str) -> Result<(), CliError> {
+    use post_signup::cells::CellState;
+    let settings = settings()?;
+    let Some(declared) = settings.cells.get(name) else {
+        return Err(CliError::input(format!(
+            "no cell '{name}' in {} (cells: {})",
+            settings.cells.source,
+            settings.cells.names().join(", ")
+        )));
+    };
+    let state = match action {
+        CellAction::Open => CellState::Open,
+        CellAction::Drain => CellState::Draining,
+        CellAction::Close => CellState::Closed,
+    };
+    let app = init().await?;
+    let before = app
+        .registry
+        .set_cell_state(name, state)
+        .await
+        .map_err(CliError::outside)?;
+    print(&serde_json::json!({
+        "cell": name,
+        "before": before.unwrap_or(declared.state).as_str(),
+        "after": state.as_str(),
+        "changed": before.unwrap_or(declared.state) != state,
+    }));
+    Ok(())
+}
