@@ -6,6 +6,7 @@ Layers, bottom first (lib.rs says the same): tenant < cells < outside < ops < la
 root's leaves (metrics, telemetry) import nothing of the crate and may be used by any layer
 above tenant and cells. A module may import its own folder and any layer below. Reads every
 `crate::` path outside comments; prints each offence and exits 1 if there is one.
+`--sizes` prints files and lines per folder and the largest files and functions instead.
 """
 import pathlib
 import re
@@ -25,7 +26,54 @@ def module_of(path: pathlib.Path) -> str:
     return "::".join(parts)
 
 
+FN = re.compile(r"^\s*(?:pub(?:\([^)]*\))?\s+)?(?:async\s+)?fn\s+(\w+)")
+
+
+def functions(path: pathlib.Path):
+    """(name, first line, length in lines) of each fn, by brace matching from its line."""
+    lines = path.read_text().splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        m = FN.match(line)
+        if not m:
+            continue
+        depth, opened = 0, False
+        for j in range(i, len(lines)):
+            code = lines[j].split("//")[0]
+            depth += code.count("{") - code.count("}")
+            opened = opened or "{" in code
+            if opened and depth <= 0:
+                out.append((m.group(1), i + 1, j - i + 1))
+                break
+            if not opened and code.rstrip().endswith(";"):
+                break
+    return out
+
+
+def sizes() -> int:
+    """Files and lines per folder, the largest files and functions (tests included)."""
+    files = sorted(p for p in SRC.rglob("*.rs"))
+    by_folder: dict[str, list[int]] = {}
+    for p in files:
+        rel = p.relative_to(SRC)
+        key = str(rel.parent) if rel.parent != pathlib.Path(".") else "(root)"
+        by_folder.setdefault(key, []).append(len(p.read_text().splitlines()))
+    print("folder                files  lines")
+    for k, v in sorted(by_folder.items()):
+        print(f"{k:<21} {len(v):>5} {sum(v):>6}")
+    print("largest files:")
+    for p in sorted(files, key=lambda p: -len(p.read_text().splitlines()))[:5]:
+        print(f"  {len(p.read_text().splitlines()):>5}  {p.relative_to(SRC.parent)}")
+    fns = [(n, p, s, ln) for p in files for (n, s, ln) in functions(p)]
+    print("longest functions:")
+    for n, p, s, ln in sorted(fns, key=lambda f: -f[3])[:8]:
+        print(f"  {ln:>5}  {p.relative_to(SRC.parent)}:{s} {n}")
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--sizes"]:
+        return sizes()
     files = {module_of(p): p for p in SRC.rglob("*.rs") if "bin" not in p.relative_to(SRC).parts}
     files.pop("lib", None)
     modules = set(files)
