@@ -7,6 +7,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::cells::cluster::{ClusterAccess, ClusterName};
+use crate::cells::{Cell, Cells};
 
 pub const DEFAULT_NAMESPACE: &str = "tenants";
 pub const DEFAULT_SECRET_PREFIX: &str = "post-signup/tenants/";
@@ -16,10 +17,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Kept back from the budget for the hand-off: one SQS send (tens of milliseconds in a region,
 /// with room for one retry).
 pub const DEFAULT_HANDOFF_RESERVE: Duration = Duration::from_millis(600);
-/// What a person sees when even the hand-off failed. `{reference}` becomes the request id.
 /// How long the trigger's credential steps wait for the registry's answer (the tenant's
 /// recorded state) before going on with a new tenant's: a slow registry must not cost a sign-up.
 pub const DEFAULT_REGISTRY_WAIT: Duration = Duration::from_millis(500);
+/// What a person sees when even the hand-off failed. `{reference}` becomes the request id.
 pub const DEFAULT_FAILURE_MESSAGE: &str = "Your account is confirmed, but setting it up failed. Please contact support with reference {reference}.";
 
 /// Every variable the function reads, for docs and errors.
@@ -95,7 +96,7 @@ pub struct Settings {
     pub plans_path: Option<PathBuf>,
     /// The cells (brokers): a file's (`CELLS_PATH`), or the implicit one of the `RABBITMQ_*`
     /// settings.
-    pub cells: crate::cells::Cells,
+    pub cells: Cells,
     pub budget: Duration,
     pub connect_timeout: Duration,
     /// Where provisioning that cannot finish in time is handed off (SQS).
@@ -117,217 +118,36 @@ impl Settings {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads settings through `lookup`, so tests need not touch the process environment.
+    /// Reads settings through `lookup`, so tests need not touch the process environment. Each
+    /// step checks its own variables; the first problem found is the error.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let vars = Vars(&lookup);
-        let get = |name: &'static str| vars.get(name);
-        let required = |name: &'static str| vars.required(name);
-
-        if let Some(raw) = lookup(var::AWS_ENDPOINT_URL) {
-            if raw.trim().is_empty() {
-                return Err(err(
-                    var::AWS_ENDPOINT_URL,
-                    "is set but empty: unset it or give a URL",
-                ));
-            }
-            parse_url(var::AWS_ENDPOINT_URL, raw.trim(), &["http", "https"])?;
-        }
-        let cluster_name = ClusterName::parse(&required(var::CLUSTER_NAME)?)
-            .map_err(|e| err(var::CLUSTER_NAME, e.to_string()))?;
-
-        let cluster_access = match (get(var::ENDPOINT), get(var::CA_DATA)) {
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(err(
-                    var::CA_DATA,
-                    format!("must be set when {} is set", var::ENDPOINT),
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(err(
-                    var::ENDPOINT,
-                    format!("must be set when {} is set", var::CA_DATA),
-                ));
-            }
-            (Some(endpoint), Some(ca_data)) => {
-                parse_url(var::ENDPOINT, &endpoint, &["https"])?;
-                Some(ClusterAccess::parse(&endpoint, &ca_data).map_err(|e| err(var::CA_DATA, e))?)
-            }
-        };
-
-        let namespace = get(var::NAMESPACE).unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
-        if !crate::tenant::id::is_dns1123_label(&namespace) {
-            return Err(err(
-                var::NAMESPACE,
-                format!("'{namespace}' is not a valid namespace name"),
-            ));
-        }
-
-        // With a cells file the brokers are its cells, and the single-broker settings are
-        // optional (the first cell's when unset); without one they are the one broker.
-        let declared = match get(var::CELLS_PATH) {
-            Some(path) => Some(
-                crate::cells::Cells::load(std::path::Path::new(&path))
-                    .map_err(|e| err(var::CELLS_PATH, e.to_string()))?,
-            ),
-            None => None,
-        };
-        let first = declared.as_ref().map(|c| c.first().clone());
-        // The variable if set (and valid), else the first cell's value.
-        let url_or_first = |name: &'static str,
-                            schemes: &[&str],
-                            of: fn(&crate::cells::Cell) -> &Url| {
-            match (get(name), &first) {
-                (None, Some(cell)) => Ok(of(cell).clone()),
-                (raw, _) => parse_url(
-                    name,
-                    &raw.ok_or_else(|| err(name, "is required but not set"))?,
-                    schemes,
-                ),
-            }
-        };
-        let management_url = url_or_first(var::MANAGEMENT_URL, &["http", "https"], |c| {
-            &c.management_url
-        })?;
-        let amqp_url = url_or_first(var::AMQP_URL, &["amqp", "amqps"], |c| &c.amqp_url)?;
-        if !matches!(amqp_url.path(), "" | "/") {
-            return Err(err(
-                var::AMQP_URL,
-                "must not name a vhost: each tenant gets its own",
-            ));
-        }
-
-        let admin_secret_id = match (get(var::ADMIN_SECRET_ID), &first) {
-            (None, Some(cell)) => cell.admin_secret_id.clone(),
-            (raw, _) => raw.ok_or_else(|| err(var::ADMIN_SECRET_ID, "is required but not set"))?,
-        };
-        let secret_prefix =
-            get(var::SECRET_PREFIX).unwrap_or_else(|| DEFAULT_SECRET_PREFIX.to_owned());
-        if !secret_prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b))
-            || secret_prefix.len() > 512 - 36
-        {
-            return Err(err(
-                var::SECRET_PREFIX,
-                "may hold only letters, digits and /_+=.@-",
-            ));
-        }
-
-        let template_path = get(var::TEMPLATE_PATH).map(PathBuf::from);
-        let backend_image = get(var::BACKEND_IMAGE);
-        if let Some(image) = &backend_image
-            && (image.len() > 512 || image.chars().any(|c| c.is_whitespace() || c.is_control()))
-        {
-            return Err(err(
-                var::BACKEND_IMAGE,
-                "is not an image reference (no spaces, at most 512 characters)",
-            ));
-        }
-        let plans_path = get(var::PLANS_PATH).map(PathBuf::from);
-        let cells = match declared {
-            Some(cells) => cells,
-            None => crate::cells::Cells::implicit(
-                management_url.clone(),
-                amqp_url.clone(),
-                &admin_secret_id,
-            ),
-        };
-        let budget = millis(
-            var::BUDGET_MS,
-            get(var::BUDGET_MS),
-            DEFAULT_BUDGET,
-            100..=60_000,
-        )?;
-        let connect_timeout = millis(
-            var::CONNECT_TIMEOUT_MS,
-            get(var::CONNECT_TIMEOUT_MS),
-            DEFAULT_CONNECT_TIMEOUT,
-            10..=10_000,
-        )?;
-
-        let handoff_queue_url = parse_url(
-            var::HANDOFF_QUEUE_URL,
-            &required(var::HANDOFF_QUEUE_URL)?,
-            &["http", "https"],
-        )?;
-        // Unset: the default, but never more than a quarter of a small budget.
-        let handoff_reserve = millis(
-            var::HANDOFF_RESERVE_MS,
-            get(var::HANDOFF_RESERVE_MS),
-            DEFAULT_HANDOFF_RESERVE.min(budget / 4),
-            20..=10_000,
-        )?;
-        if handoff_reserve >= budget {
-            return Err(err(
-                var::HANDOFF_RESERVE_MS,
-                format!(
-                    "must be less than {} ({} ms)",
-                    var::BUDGET_MS,
-                    budget.as_millis()
-                ),
-            ));
-        }
-        let failure_message =
-            get(var::FAILURE_MESSAGE).unwrap_or_else(|| DEFAULT_FAILURE_MESSAGE.to_owned());
-        if failure_message.len() > 1000 {
-            return Err(err(var::FAILURE_MESSAGE, "is longer than 1000 bytes"));
-        }
-        let user_pool_id = get(var::USER_POOL_ID);
-        if let Some(id) = &user_pool_id {
-            let ok = id.split_once('_').is_some_and(|(region, rest)| {
-                !region.is_empty() && !rest.is_empty() && id.len() <= 55
-            }) && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if !ok {
-                return Err(err(
-                    var::USER_POOL_ID,
-                    format!("'{id}' is not a user pool id (region_id)"),
-                ));
-            }
-        }
-        let concurrency = match get(var::CONCURRENCY) {
-            None => 8,
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=64).contains(n))
-                .ok_or_else(|| err(var::CONCURRENCY, format!("'{v}' is not a number in 1..=64")))?,
-        };
-
-        let registry_table = required(var::REGISTRY_TABLE)?;
-        let table_ok = (3..=255).contains(&registry_table.len())
-            && registry_table
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
-        if !table_ok {
-            return Err(err(
-                var::REGISTRY_TABLE,
-                format!(
-                    "'{registry_table}' is not a DynamoDB table name (3-255 of a-z A-Z 0-9 _ - .)"
-                ),
-            ));
-        }
-        let registry_wait = millis(
-            var::REGISTRY_WAIT_MS,
-            get(var::REGISTRY_WAIT_MS),
-            DEFAULT_REGISTRY_WAIT,
-            10..=5_000,
-        )?;
-
+        check_aws_endpoint(&lookup)?;
+        let (cluster_name, cluster_access) = cluster(&vars)?;
+        let namespace = namespace(&vars)?;
+        let brokers = brokers(&vars)?;
+        let secret_prefix = secret_prefix(&vars)?;
+        let template_path = vars.get(var::TEMPLATE_PATH).map(PathBuf::from);
+        let backend_image = backend_image(&vars)?;
+        let plans_path = vars.get(var::PLANS_PATH).map(PathBuf::from);
+        let (budget, connect_timeout) = timeouts(&vars)?;
+        let (handoff_queue_url, handoff_reserve) = handoff(&vars, budget)?;
+        let failure_message = failure_message(&vars)?;
+        let user_pool_id = user_pool_id(&vars)?;
+        let concurrency = concurrency(&vars)?;
+        let (registry_table, registry_wait) = registry(&vars)?;
         Ok(Self {
             cluster_name,
             cluster_access,
             namespace,
-            management_url,
-            amqp_url,
-            admin_secret_id,
+            management_url: brokers.management_url,
+            amqp_url: brokers.amqp_url,
+            admin_secret_id: brokers.admin_secret_id,
             secret_prefix,
             template_path,
             backend_image,
             plans_path,
-            cells,
+            cells: brokers.cells,
             budget,
             connect_timeout,
             handoff_queue_url,
@@ -344,6 +164,258 @@ impl Settings {
     pub fn failure_message_for(&self, reference: &str) -> String {
         self.failure_message.replace("{reference}", reference)
     }
+}
+
+/// Lookups through `Vars` (trimmed, blank as unset).
+trait Lookup: Fn(&str) -> Option<String> {}
+impl<F: Fn(&str) -> Option<String>> Lookup for F {}
+
+/// `AWS_ENDPOINT_URL`, read raw: set but blank is a mistake, not "unset".
+fn check_aws_endpoint(lookup: &impl Lookup) -> Result<(), SettingsError> {
+    if let Some(raw) = lookup(var::AWS_ENDPOINT_URL) {
+        if raw.trim().is_empty() {
+            return Err(err(
+                var::AWS_ENDPOINT_URL,
+                "is set but empty: unset it or give a URL",
+            ));
+        }
+        parse_url(var::AWS_ENDPOINT_URL, raw.trim(), &["http", "https"])?;
+    }
+    Ok(())
+}
+
+/// The default cluster: its name, and its endpoint and CA when both are given.
+fn cluster(
+    vars: &Vars<impl Lookup>,
+) -> Result<(ClusterName, Option<ClusterAccess>), SettingsError> {
+    let name = ClusterName::parse(&vars.required(var::CLUSTER_NAME)?)
+        .map_err(|e| err(var::CLUSTER_NAME, e.to_string()))?;
+    let access = match (vars.get(var::ENDPOINT), vars.get(var::CA_DATA)) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(err(
+                var::CA_DATA,
+                format!("must be set when {} is set", var::ENDPOINT),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(err(
+                var::ENDPOINT,
+                format!("must be set when {} is set", var::CA_DATA),
+            ));
+        }
+        (Some(endpoint), Some(ca_data)) => {
+            parse_url(var::ENDPOINT, &endpoint, &["https"])?;
+            Some(ClusterAccess::parse(&endpoint, &ca_data).map_err(|e| err(var::CA_DATA, e))?)
+        }
+    };
+    Ok((name, access))
+}
+
+fn namespace(vars: &Vars<impl Lookup>) -> Result<String, SettingsError> {
+    let namespace = vars
+        .get(var::NAMESPACE)
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+    if !crate::tenant::id::is_dns1123_label(&namespace) {
+        return Err(err(
+            var::NAMESPACE,
+            format!("'{namespace}' is not a valid namespace name"),
+        ));
+    }
+    Ok(namespace)
+}
+
+/// The brokers: the cells file's cells, or the one broker of the single-broker settings.
+struct Brokers {
+    cells: Cells,
+    management_url: Url,
+    amqp_url: Url,
+    admin_secret_id: String,
+}
+
+/// With a cells file the brokers are its cells, and the single-broker settings are optional
+/// (the first cell's when unset); without one they are the one broker.
+fn brokers(vars: &Vars<impl Lookup>) -> Result<Brokers, SettingsError> {
+    let declared = match vars.get(var::CELLS_PATH) {
+        Some(path) => Some(
+            Cells::load(std::path::Path::new(&path))
+                .map_err(|e| err(var::CELLS_PATH, e.to_string()))?,
+        ),
+        None => None,
+    };
+    let first = declared.as_ref().map(|c| c.first().clone());
+    // The variable if set (and valid), else the first cell's value.
+    let url_or_first = |name: &'static str, schemes: &[&str], of: fn(&Cell) -> &Url| match (
+        vars.get(name),
+        &first,
+    ) {
+        (None, Some(cell)) => Ok(of(cell).clone()),
+        (raw, _) => parse_url(
+            name,
+            &raw.ok_or_else(|| err(name, "is required but not set"))?,
+            schemes,
+        ),
+    };
+    let management_url = url_or_first(var::MANAGEMENT_URL, &["http", "https"], |c| {
+        &c.management_url
+    })?;
+    let amqp_url = url_or_first(var::AMQP_URL, &["amqp", "amqps"], |c| &c.amqp_url)?;
+    if !matches!(amqp_url.path(), "" | "/") {
+        return Err(err(
+            var::AMQP_URL,
+            "must not name a vhost: each tenant gets its own",
+        ));
+    }
+    let admin_secret_id = match (vars.get(var::ADMIN_SECRET_ID), &first) {
+        (None, Some(cell)) => cell.admin_secret_id.clone(),
+        (raw, _) => raw.ok_or_else(|| err(var::ADMIN_SECRET_ID, "is required but not set"))?,
+    };
+    let cells = match declared {
+        Some(cells) => cells,
+        None => Cells::implicit(management_url.clone(), amqp_url.clone(), &admin_secret_id),
+    };
+    Ok(Brokers {
+        cells,
+        management_url,
+        amqp_url,
+        admin_secret_id,
+    })
+}
+
+fn secret_prefix(vars: &Vars<impl Lookup>) -> Result<String, SettingsError> {
+    let prefix = vars
+        .get(var::SECRET_PREFIX)
+        .unwrap_or_else(|| DEFAULT_SECRET_PREFIX.to_owned());
+    if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b))
+        || prefix.len() > 512 - 36
+    {
+        return Err(err(
+            var::SECRET_PREFIX,
+            "may hold only letters, digits and /_+=.@-",
+        ));
+    }
+    Ok(prefix)
+}
+
+fn backend_image(vars: &Vars<impl Lookup>) -> Result<Option<String>, SettingsError> {
+    let image = vars.get(var::BACKEND_IMAGE);
+    if let Some(image) = &image
+        && (image.len() > 512 || image.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(err(
+            var::BACKEND_IMAGE,
+            "is not an image reference (no spaces, at most 512 characters)",
+        ));
+    }
+    Ok(image)
+}
+
+/// The invocation's budget and every client's connect timeout.
+fn timeouts(vars: &Vars<impl Lookup>) -> Result<(Duration, Duration), SettingsError> {
+    let budget = millis(
+        var::BUDGET_MS,
+        vars.get(var::BUDGET_MS),
+        DEFAULT_BUDGET,
+        100..=60_000,
+    )?;
+    let connect_timeout = millis(
+        var::CONNECT_TIMEOUT_MS,
+        vars.get(var::CONNECT_TIMEOUT_MS),
+        DEFAULT_CONNECT_TIMEOUT,
+        10..=10_000,
+    )?;
+    Ok((budget, connect_timeout))
+}
+
+/// The hand-off queue, and the part of the budget kept for sending to it.
+fn handoff(vars: &Vars<impl Lookup>, budget: Duration) -> Result<(Url, Duration), SettingsError> {
+    let queue_url = parse_url(
+        var::HANDOFF_QUEUE_URL,
+        &vars.required(var::HANDOFF_QUEUE_URL)?,
+        &["http", "https"],
+    )?;
+    // Unset: the default, but never more than a quarter of a small budget.
+    let reserve = millis(
+        var::HANDOFF_RESERVE_MS,
+        vars.get(var::HANDOFF_RESERVE_MS),
+        DEFAULT_HANDOFF_RESERVE.min(budget / 4),
+        20..=10_000,
+    )?;
+    if reserve >= budget {
+        return Err(err(
+            var::HANDOFF_RESERVE_MS,
+            format!(
+                "must be less than {} ({} ms)",
+                var::BUDGET_MS,
+                budget.as_millis()
+            ),
+        ));
+    }
+    Ok((queue_url, reserve))
+}
+
+fn failure_message(vars: &Vars<impl Lookup>) -> Result<String, SettingsError> {
+    let message = vars
+        .get(var::FAILURE_MESSAGE)
+        .unwrap_or_else(|| DEFAULT_FAILURE_MESSAGE.to_owned());
+    if message.len() > 1000 {
+        return Err(err(var::FAILURE_MESSAGE, "is longer than 1000 bytes"));
+    }
+    Ok(message)
+}
+
+fn user_pool_id(vars: &Vars<impl Lookup>) -> Result<Option<String>, SettingsError> {
+    let id = vars.get(var::USER_POOL_ID);
+    if let Some(id) = &id {
+        let ok = id
+            .split_once('_')
+            .is_some_and(|(region, rest)| !region.is_empty() && !rest.is_empty() && id.len() <= 55)
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok {
+            return Err(err(
+                var::USER_POOL_ID,
+                format!("'{id}' is not a user pool id (region_id)"),
+            ));
+        }
+    }
+    Ok(id)
+}
+
+fn concurrency(vars: &Vars<impl Lookup>) -> Result<usize, SettingsError> {
+    match vars.get(var::CONCURRENCY) {
+        None => Ok(8),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=64).contains(n))
+            .ok_or_else(|| err(var::CONCURRENCY, format!("'{v}' is not a number in 1..=64"))),
+    }
+}
+
+/// The registry's table, and how long the trigger's credential steps wait for its answer.
+fn registry(vars: &Vars<impl Lookup>) -> Result<(String, Duration), SettingsError> {
+    let table = vars.required(var::REGISTRY_TABLE)?;
+    let table_ok = (3..=255).contains(&table.len())
+        && table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if !table_ok {
+        return Err(err(
+            var::REGISTRY_TABLE,
+            format!("'{table}' is not a DynamoDB table name (3-255 of a-z A-Z 0-9 _ - .)"),
+        ));
+    }
+    let wait = millis(
+        var::REGISTRY_WAIT_MS,
+        vars.get(var::REGISTRY_WAIT_MS),
+        DEFAULT_REGISTRY_WAIT,
+        10..=5_000,
+    )?;
+    Ok((table, wait))
 }
 
 pub(crate) fn parse_url(
