@@ -25,6 +25,7 @@ use k8s_openapi::api::core::v1::Secret;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::cells::Cell;
 use crate::ops::converge::{record_of, wait_rolled};
 use crate::ops::provision::Provisioner;
 use crate::outside::broker_pool::Broker;
@@ -32,7 +33,7 @@ use crate::outside::error::{FailureKind, StepError, System};
 use crate::outside::registry::Seat;
 use crate::tenant::TenantId;
 use crate::tenant::id::vhost_description;
-use crate::tenant::record::{MoveProgress, Phase};
+use crate::tenant::record::{MoveProgress, Phase, TenantRecord};
 
 #[derive(Debug, Clone, Copy)]
 pub struct MoveOptions {
@@ -66,7 +67,8 @@ fn refused(tenant: &TenantId, detail: impl Into<String>) -> StepError {
     )
 }
 
-/// Moves `tenant` to cell `to`, or finishes a move to it that stopped part-way.
+/// Moves `tenant` to cell `to`, or finishes a move to it that stopped part-way. Each step is
+/// recorded when done, so a re-run resumes after the last one.
 pub async fn move_tenant(
     p: &Provisioner,
     tenant: &TenantId,
@@ -108,167 +110,239 @@ pub async fn move_tenant(
                 ),
             ));
         }
-        None => {
-            match record.state {
-                Phase::Active => {}
-                Phase::Suspended => {
-                    return Err(refused(
-                        tenant,
-                        "the tenant is suspended: resume it first (a move switches its credentials and rolls its backend)",
-                    ));
-                }
-                Phase::Offboarded => {
-                    return Err(refused(
-                        tenant,
-                        "the tenant is offboarded: restore it first (or nothing is there to move)",
-                    ));
-                }
-            }
-            if !record.converged() {
-                return Err(refused(
-                    tenant,
-                    format!(
-                        "its last change ({}) is not applied everywhere yet: finish it first (`tenantctl provision --sub {tenant}`)",
-                        record.pending.as_deref().unwrap_or("provisioning")
-                    ),
-                ));
-            }
-            let from = cells
-                .resolve(&record.cell)
-                .map_or_else(|| record.cell.clone(), |c| c.name.clone());
-            if from == target.name {
+        None => match begin(p, tenant, target, &record).await? {
+            Begun::AlreadyThere(from) => {
                 report.from = from;
                 report.already_there = true;
                 return Ok(report);
             }
-            let views = p.placement.views(true).await?;
-            let view = views
-                .iter()
-                .find(|v| v.cell.name == target.name)
-                .expect("every declared cell has a view");
-            let connections = p.placement.connections_of(&record.plan);
-            let seat = Seat {
-                cell: &target.name,
-                max_tenants: target.capacity.vhosts.map_or(u64::MAX, u64::from),
-                max_connections: target.capacity.connections.unwrap_or(u64::MAX),
-                connections,
-                open_by_file: target.state == crate::cells::CellState::Open,
-            };
-            if !view.has_room(connections) {
-                return Err(refused(
-                    tenant,
-                    format!(
-                        "cell '{}' takes no tenant now ({})",
-                        target.name,
-                        view.why_not(connections)
-                    ),
-                ));
+            Begun::Seated(progress) => {
+                report.steps.push("seated");
+                progress
             }
-            let progress = p.registry.begin_move(&record, &from, &seat).await?;
-            report.steps.push("seated");
-            progress
-        }
+        },
     };
     report.from = progress.from.clone();
-    let source = p.brokers.get(&progress.from).await?;
-    let dest = p.brokers.get(&progress.to).await?;
-    let vhost = tenant.rabbitmq_vhost();
-    let mut step = progress.step.clone();
-    let advance = async |step: &mut String, next: &'static str| -> Result<(), StepError> {
-        p.registry.move_step(tenant, &progress.to, next).await?;
-        *step = next.to_owned();
-        Ok(())
+    let mut m = Move {
+        p,
+        tenant,
+        record: &record,
+        source: p.brokers.get(&progress.from).await?,
+        dest: p.brokers.get(&progress.to).await?,
+        vhost: tenant.rabbitmq_vhost(),
+        step: progress.step.clone(),
+        progress: &progress,
+        options,
     };
+    if m.step == "seated" {
+        m.copy().await?;
+        report.steps.push("copied");
+    }
+    if m.step == "copied" {
+        report.queues = shovel_all(m.source, m.dest, m.vhost, options.wait).await?;
+        m.advance("shovelled").await?;
+        report.steps.push("shovelled");
+    }
+    if m.step == "shovelled" {
+        let connections = p.placement.connections_of(&record.plan);
+        p.registry
+            .switch_cell(tenant, &progress.to, connections)
+            .await?;
+        m.step = "switched".to_owned();
+        report.steps.push("switched");
+    }
+    if m.step == "switched" {
+        for q in m.run_on_target().await? {
+            if !report.queues.contains(&q) {
+                report.queues.push(q);
+            }
+        }
+        report.steps.push("drained");
+    }
+    if m.step == "drained" {
+        m.remove_source().await?;
+        report.steps.push("done");
+    }
+    tracing::info!(tenant = %tenant, from = %report.from, to = %report.to, steps = ?report.steps, "tenant moved");
+    Ok(report)
+}
 
-    if step == "seated" {
-        // The target vhost, then what the source vhost defines. An import adds and keeps what
-        // exists, so a repeat converges.
+/// How a new move starts.
+enum Begun {
+    /// The tenant lives in the target already (this cell).
+    AlreadyThere(String),
+    /// A seat taken in the target and the move recorded.
+    Seated(MoveProgress),
+}
+
+/// Starts a move: only an active tenant whose last change is applied, to a cell with room.
+async fn begin(
+    p: &Provisioner,
+    tenant: &TenantId,
+    target: &Cell,
+    record: &TenantRecord,
+) -> Result<Begun, StepError> {
+    match record.state {
+        Phase::Active => {}
+        Phase::Suspended => {
+            return Err(refused(
+                tenant,
+                "the tenant is suspended: resume it first (a move switches its credentials and rolls its backend)",
+            ));
+        }
+        Phase::Offboarded => {
+            return Err(refused(
+                tenant,
+                "the tenant is offboarded: restore it first (or nothing is there to move)",
+            ));
+        }
+    }
+    if !record.converged() {
+        return Err(refused(
+            tenant,
+            format!(
+                "its last change ({}) is not applied everywhere yet: finish it first (`tenantctl provision --sub {tenant}`)",
+                record.pending.as_deref().unwrap_or("provisioning")
+            ),
+        ));
+    }
+    let from = p
+        .brokers
+        .cells()
+        .resolve(&record.cell)
+        .map_or_else(|| record.cell.clone(), |c| c.name.clone());
+    if from == target.name {
+        return Ok(Begun::AlreadyThere(from));
+    }
+    let views = p.placement.views(true).await?;
+    let view = views
+        .iter()
+        .find(|v| v.cell.name == target.name)
+        .expect("every declared cell has a view");
+    let connections = p.placement.connections_of(&record.plan);
+    let seat = Seat {
+        cell: &target.name,
+        max_tenants: target.capacity.vhosts.map_or(u64::MAX, u64::from),
+        max_connections: target.capacity.connections.unwrap_or(u64::MAX),
+        connections,
+        open_by_file: target.state == crate::cells::CellState::Open,
+    };
+    if !view.has_room(connections) {
+        return Err(refused(
+            tenant,
+            format!(
+                "cell '{}' takes no tenant now ({})",
+                target.name,
+                view.why_not(connections)
+            ),
+        ));
+    }
+    Ok(Begun::Seated(
+        p.registry.begin_move(record, &from, &seat).await?,
+    ))
+}
+
+/// A move under way: its brokers, and the last step done.
+struct Move<'a> {
+    p: &'a Provisioner,
+    tenant: &'a TenantId,
+    record: &'a TenantRecord,
+    progress: &'a MoveProgress,
+    source: &'a Broker,
+    dest: &'a Broker,
+    vhost: &'a str,
+    step: String,
+    options: MoveOptions,
+}
+
+impl Move<'_> {
+    /// Records `next` as done.
+    async fn advance(&mut self, next: &'static str) -> Result<(), StepError> {
+        self.p
+            .registry
+            .move_step(self.tenant, &self.progress.to, next)
+            .await?;
+        self.step = next.to_owned();
+        Ok(())
+    }
+
+    /// The target vhost, then what the source vhost defines. An import adds and keeps what
+    /// exists, so a repeat converges.
+    async fn copy(&mut self) -> Result<(), StepError> {
+        let (p, tenant, vhost) = (self.p, self.tenant, self.vhost);
         let queue_type = p
             .plans
-            .get(&record.plan)
+            .get(&self.record.plan)
             .and_then(|pl| pl.rabbitmq.default_queue_type);
-        dest.rabbitmq
+        self.dest
+            .rabbitmq
             .put_vhost(
                 vhost,
                 &vhost_description(tenant, &p.secret_prefix),
                 queue_type,
             )
             .await?;
-        let definitions = source.rabbitmq.definitions(vhost).await?;
-        dest.rabbitmq
+        let definitions = self.source.rabbitmq.definitions(vhost).await?;
+        self.dest
+            .rabbitmq
             .import_definitions(vhost, &definitions)
             .await?;
-        advance(&mut step, "copied").await?;
-        report.steps.push("copied");
+        self.advance("copied").await
     }
-    if step == "copied" {
-        report.queues = shovel_all(source, dest, vhost, options.wait).await?;
-        advance(&mut step, "shovelled").await?;
-        report.steps.push("shovelled");
-    }
-    if step == "shovelled" {
-        let connections = p.placement.connections_of(&record.plan);
-        p.registry
-            .switch_cell(tenant, &progress.to, connections)
-            .await?;
-        step = "switched".to_owned();
-        report.steps.push("switched");
-    }
-    if step == "switched" {
-        // Idempotent from here on: the record says the target, so any convergence (this one,
-        // the worker's, the reconciler's) writes the target's credentials.
-        let state = record
+
+    /// After the switch: the target's credentials everywhere and the backend rolled onto them,
+    /// then the source user removed (nothing may publish there any more) and what arrived
+    /// meanwhile shovelled. Idempotent: the record says the target, so any convergence (this
+    /// one, the worker's, the reconciler's) writes the target's credentials. Returns the queues
+    /// of the last pass.
+    async fn run_on_target(&mut self) -> Result<Vec<String>, StepError> {
+        let (p, tenant, to) = (self.p, self.tenant, &self.progress.to);
+        let state = self
+            .record
             .desired()
             .ok_or_else(|| refused(tenant, "the tenant is offboarded"))?;
-        Box::pin(p.provision_with(
-            tenant,
-            &progress.to,
-            &state,
-            Instant::now() + options.budget,
-        ))
-        .await
-        .map_err(|e| e.into_step("provision on the target cell"))?;
+        Box::pin(p.provision_with(tenant, to, &state, Instant::now() + self.options.budget))
+            .await
+            .map_err(|e| e.into_step("provision on the target cell"))?;
         wait_rolled(
             p,
             tenant,
-            &progress.to,
-            options.wait,
+            to,
+            self.options.wait,
             "the target cell's credentials",
         )
         .await?;
-        // The backend runs on the target: nothing may publish to the source any more.
-        source.rabbitmq.delete_user(tenant.rabbitmq_user()).await?;
-        let late = shovel_all(source, dest, vhost, options.wait).await?;
-        for q in late {
-            if !report.queues.contains(&q) {
-                report.queues.push(q);
-            }
-        }
-        advance(&mut step, "drained").await?;
-        report.steps.push("drained");
+        self.source
+            .rabbitmq
+            .delete_user(tenant.rabbitmq_user())
+            .await?;
+        let late = shovel_all(self.source, self.dest, self.vhost, self.options.wait).await?;
+        self.advance("drained").await?;
+        Ok(late)
     }
-    if step == "drained" {
-        // A cell with a cluster of its own: the backend now runs in the target's cluster, and
-        // the source's copy (still holding the source's credentials) goes.
+
+    /// The end: the source vhost goes, and — for a cell with a cluster of its own — the
+    /// source cluster's copy of the backend (still holding the source's credentials); then the
+    /// source's seat is given back and the move forgotten.
+    async fn remove_source(&mut self) -> Result<(), StepError> {
+        let (p, tenant, progress) = (self.p, self.tenant, self.progress);
         if p.clusters.name_of(&progress.from) != p.clusters.name_of(&progress.to) {
             let old = p.clusters.of_cell(&progress.from).await?;
             old.delete::<Deployment>(&tenant.deployment_name()).await?;
             old.delete::<Secret>(&tenant.secret_name()).await?;
         }
-        source.rabbitmq.delete_vhost(vhost).await?;
+        self.source.rabbitmq.delete_vhost(self.vhost).await?;
         p.registry
             .finish_move(
                 tenant,
                 &MoveProgress {
-                    step: step.clone(),
+                    step: self.step.clone(),
                     ..progress.clone()
                 },
             )
             .await?;
-        report.steps.push("done");
+        Ok(())
     }
-    tracing::info!(tenant = %tenant, from = %report.from, to = %report.to, steps = ?report.steps, "tenant moved");
-    Ok(report)
 }
 
 /// Moves every queue's messages from the source vhost to the same-named queue of the target's,
