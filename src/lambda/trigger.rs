@@ -129,11 +129,147 @@ pub async fn handle_reporting(
         .and_then(Value::as_str)
         .map(str::to_owned);
 
+    let (record, provisioned) =
+        record_and_provision(app, request_id, &tenant, pool.as_deref(), work_deadline).await;
+    if let Some(r) = record.as_ref().filter(|r| r.state == Phase::Offboarded) {
+        tombstoned(app, &tenant, r, deadline).await;
+        tracing::warn!(request_id, tenant = %tenant, "the tenant is offboarded: not provisioned (tenantctl restore brings it back)");
+        crate::metrics::onboarding("skipped", start.elapsed(), cold);
+        return Ok((payload, Finish::Skipped));
+    }
+    let sign_up = SignUp {
+        app,
+        request_id,
+        tenant: &tenant,
+        pool: pool.as_deref(),
+        record: record.as_ref(),
+        deadline,
+    };
+    match provisioned {
+        Ok(()) => {
+            sign_up.record_provisioned().await;
+            crate::metrics::onboarding("provisioned", start.elapsed(), cold);
+            Ok((payload, Finish::Provisioned))
+        }
+        Err(problem) => {
+            let finish = sign_up.hand_off(problem, (start, cold)).await;
+            finish.map(|finish| (payload, finish))
+        }
+    }
+}
+
+/// One sign-up being answered: who, and by when.
+#[derive(Clone, Copy)]
+struct SignUp<'a> {
+    app: &'a App,
+    request_id: &'a str,
+    tenant: &'a TenantId,
+    pool: Option<&'a str>,
+    /// The tenant's record, if it was written (or found) in time.
+    record: Option<&'a TenantRecord>,
+    deadline: Instant,
+}
+
+impl SignUp<'_> {
+    /// A provisioned sign-up's record says so (the reconciler records it if this fails).
+    async fn record_provisioned(&self) {
+        let Self {
+            app,
+            request_id,
+            tenant,
+            deadline,
+            ..
+        } = *self;
+        if let Some(r) = self.record {
+            let marking = app.registry.record_converged(tenant, r.version, true);
+            match tokio::time::timeout_at(deadline, marking).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(request_id, tenant = %tenant, error = %e, "outcome not recorded; the reconciler records it")
+                }
+                Err(_) => {
+                    tracing::warn!(request_id, tenant = %tenant, "outcome not recorded in time; the reconciler records it")
+                }
+            }
+        }
+    }
+
+    /// A sign-up not finished in time: handed off, so the worker finishes it within seconds, and
+    /// the outcome recorded. The person is confirmed either way: only a tenant neither recorded nor
+    /// handed off is answered with the failure message.
+    async fn hand_off(
+        &self,
+        (problem, detail): (String, String),
+        (start, cold): (Instant, bool),
+    ) -> Result<Finish, InvocationError> {
+        let Self {
+            app,
+            request_id,
+            tenant,
+            pool,
+            record,
+            deadline,
+        } = *self;
+        let message = HandoffMessage::new(tenant, pool);
+        let handoff = app.handoff.send(&message, deadline).await;
+        let (outcome, finish) = match &handoff {
+            Ok(attempts) => {
+                tracing::warn!(request_id, tenant = %tenant, problem, attempts, "tenant handed off");
+                (LastOutcome::HandedOff, Finish::HandedOff)
+            }
+            Err(e) => {
+                tracing::error!(request_id, tenant = %tenant, problem, handoff_error = %e, "tenant not provisioned and not handed off");
+                (LastOutcome::Failed, Finish::Recorded)
+            }
+        };
+        let answer = match (&finish, record.is_some(), handoff.is_ok()) {
+            (Finish::HandedOff, _, _) => "handed-off",
+            (_, true, _) => "recorded",
+            _ => "failed",
+        };
+        crate::metrics::onboarding(answer, start.elapsed(), cold);
+        if record.is_some() {
+            let recording = app
+                .registry
+                .record_unfinished(tenant, outcome, Some(&detail));
+            match tokio::time::timeout_at(deadline, recording).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(request_id, tenant = %tenant, error = %e, "outcome not recorded")
+                }
+                Err(_) => {
+                    tracing::warn!(request_id, tenant = %tenant, "outcome not recorded in time")
+                }
+            }
+            // The record is durable intent: the reconciler finishes this tenant even if the
+            // hand-off failed, so the person is not told it failed.
+            return Ok(finish);
+        }
+        match handoff {
+            Ok(_) => Ok(finish),
+            Err(_) => Err(InvocationError::ProvisioningFailed(
+                app.settings.failure_message_for(request_id),
+            )),
+        }
+    }
+}
+
+/// The sign-up's two halves at once: the record (a conditional create; with cells, the
+/// placement) and the provisioning, whose credentials wait for the record's answer (the gate).
+/// Returns the record, if written or found, and how the provisioning ended: `Err((problem,
+/// detail))` when it did not finish.
+async fn record_and_provision(
+    app: &App,
+    request_id: &str,
+    tenant: &TenantId,
+    pool: Option<&str>,
+    work_deadline: Instant,
+) -> (Option<TenantRecord>, Result<(), (String, String)>) {
     // The record first: a conditional create, beside every other step (it needs no cold-start
     // call), so a duplicate or a retry converges on one item and an operator's earlier decision
     // (a tombstone, a rotation) is what gets provisioned. Once it is written the tenant's intent
     // is durable: whatever is not finished now is finished without the person.
-    let fresh = TenantRecord::new(&tenant, pool.as_deref(), &app.plans, "sign-up");
+    let fresh = TenantRecord::new(tenant, pool, &app.plans, "sign-up");
     let created = Box::pin(record_first(app, &fresh, work_deadline)).shared();
     let placed = created.clone();
     let held_back = std::sync::atomic::AtomicBool::new(false);
@@ -175,7 +311,7 @@ pub async fn handle_reporting(
         }
         .map_err(|e| (e.to_string(), format!("cell: {}", e.kind.name())))?;
         let provisioned = Box::pin(provisioner.provision_gated(
-            &tenant,
+            tenant,
             broker,
             gate,
             Mode::SignUp,
@@ -209,12 +345,6 @@ pub async fn handle_reporting(
             None
         }
     };
-    if let Some(r) = record.as_ref().filter(|r| r.state == Phase::Offboarded) {
-        tombstoned(app, &tenant, r, deadline).await;
-        tracing::warn!(request_id, tenant = %tenant, "the tenant is offboarded: not provisioned (tenantctl restore brings it back)");
-        crate::metrics::onboarding("skipped", start.elapsed(), cold);
-        return Ok((payload, Finish::Skipped));
-    }
     let provisioned = match provisioned {
         Ok(()) if held_back.load(std::sync::atomic::Ordering::SeqCst) => Err((
             "the registry did not answer in time: no credentials written".to_owned(),
@@ -222,67 +352,7 @@ pub async fn handle_reporting(
         )),
         other => other,
     };
-    let problem = match provisioned {
-        Ok(()) => {
-            if let Some(r) = &record {
-                let marking = app.registry.record_converged(&tenant, r.version, true);
-                match tokio::time::timeout_at(deadline, marking).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(request_id, tenant = %tenant, error = %e, "outcome not recorded; the reconciler records it")
-                    }
-                    Err(_) => {
-                        tracing::warn!(request_id, tenant = %tenant, "outcome not recorded in time; the reconciler records it")
-                    }
-                }
-            }
-            crate::metrics::onboarding("provisioned", start.elapsed(), cold);
-            return Ok((payload, Finish::Provisioned));
-        }
-        Err(problem) => problem,
-    };
-    let (problem, detail) = problem;
-    // Not finished: hand off, so the worker finishes it within seconds. The person is
-    // confirmed either way.
-    let message = HandoffMessage::new(&tenant, pool.as_deref());
-    let handoff = app.handoff.send(&message, deadline).await;
-    let (outcome, finish) = match &handoff {
-        Ok(attempts) => {
-            tracing::warn!(request_id, tenant = %tenant, problem, attempts, "tenant handed off");
-            (LastOutcome::HandedOff, Finish::HandedOff)
-        }
-        Err(e) => {
-            tracing::error!(request_id, tenant = %tenant, problem, handoff_error = %e, "tenant not provisioned and not handed off");
-            (LastOutcome::Failed, Finish::Recorded)
-        }
-    };
-    let answer = match (&finish, record.is_some(), handoff.is_ok()) {
-        (Finish::HandedOff, _, _) => "handed-off",
-        (_, true, _) => "recorded",
-        _ => "failed",
-    };
-    crate::metrics::onboarding(answer, start.elapsed(), cold);
-    if record.is_some() {
-        let recording = app
-            .registry
-            .record_unfinished(&tenant, outcome, Some(&detail));
-        match tokio::time::timeout_at(deadline, recording).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(request_id, tenant = %tenant, error = %e, "outcome not recorded")
-            }
-            Err(_) => tracing::warn!(request_id, tenant = %tenant, "outcome not recorded in time"),
-        }
-        // The record is durable intent: the reconciler finishes this tenant even if the
-        // hand-off failed, so the person is not told it failed.
-        return Ok((payload, finish));
-    }
-    match handoff {
-        Ok(_) => Ok((payload, finish)),
-        Err(_) => Err(InvocationError::ProvisioningFailed(
-            app.settings.failure_message_for(request_id),
-        )),
-    }
+    (record, provisioned)
 }
 
 /// The conditional create, retried on transient failures and bounded by `deadline` (the
