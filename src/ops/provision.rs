@@ -27,7 +27,7 @@ use crate::tenant::TenantId;
 use crate::tenant::id::vhost_description;
 use crate::tenant::manifests::{credentials_checksum, tenant_deployment, tenant_secret};
 use crate::tenant::plan::desired_limits;
-use crate::tenant::plan::{Plans, TenantState};
+use crate::tenant::plan::{Plan, Plans, TenantState};
 use crate::tenant::template::BackendTemplate;
 
 pub struct Provisioner {
@@ -453,118 +453,161 @@ impl Provisioner {
         // Boxed: the SDK and kube futures are large, and a Lambda worker thread has a 2 MiB stack.
         let rabbitmq = timed(
             "rabbitmq",
-            Box::pin(async {
-                let description = vhost_description(tenant, &self.secret_prefix);
-                let vhost = rec.step(step::RABBITMQ_VHOST, || {
-                    broker.rabbitmq.put_vhost(
-                        tenant.rabbitmq_vhost(),
-                        &description,
-                        vhost_plan.rabbitmq.default_queue_type,
-                    )
-                });
-                let user = async {
-                    let state = state.clone().await?;
-                    let creds = broker.tenant_credentials(tenant, state.generation);
-                    rec.step(step::RABBITMQ_USER, || {
-                        broker
-                            .rabbitmq
-                            .put_user(tenant.rabbitmq_user(), &creds.password)
-                    })
-                    .await
-                    .ok()
-                    .map(|()| state)
-                };
-                if let (Ok(()), Some(state)) = tokio::join!(vhost, user) {
-                    let plan = self.plans.for_state(&state);
-                    let grant = rec.step(step::RABBITMQ_PERMISSION, || {
-                        broker
-                            .rabbitmq
-                            .put_permission(tenant.rabbitmq_vhost(), tenant.rabbitmq_user())
-                    });
-                    let limits = rec.step(step::RABBITMQ_LIMITS, || {
-                        self.put_limits(broker, tenant, plan, &state, mode)
-                    });
-                    let _ = tokio::join!(grant, limits);
-                }
-            }),
+            Box::pin(self.rabbitmq_branch(&rec, tenant, broker, state.clone(), vhost_plan, mode)),
         );
         let secrets = timed(
             "secrets-manager",
-            Box::pin(async {
-                let Some(state) = state.clone().await else {
-                    return;
-                };
-                let plan = self.plans.for_state(&state);
-                let creds = broker.tenant_credentials(tenant, state.generation);
-                let json = creds.to_secret_json();
-                let _ = rec
-                    .step(step::SECRETS_MANAGER_PUT, || {
-                        self.secrets.put_tenant_secret(
-                            &secret_name,
-                            tenant,
-                            &json,
-                            state.generation,
-                            &plan.name,
-                        )
-                    })
-                    .await;
-            }),
+            Box::pin(self.secrets_branch(&rec, tenant, broker, state.clone(), &secret_name)),
         );
         let kubernetes = timed(
             "kubernetes",
-            Box::pin(async {
-                // Re-signed per invocation (microseconds; a warm container outlives a token). The
-                // client would sign on its own; doing it here shows the cost in the timings.
-                // The cell's cluster (its client is built on first use when it is a cell's own).
-                let Ok(kubernetes) = rec
-                    .step(step::EKS_TOKEN, || async {
-                        let k = self.clusters.of_cell(&broker.cell).await?;
-                        k.tokens().refresh().await.map(|()| k)
-                    })
-                    .await
-                else {
-                    return;
-                };
-                let Some(state) = state.clone().await else {
-                    return;
-                };
-                let plan = self.plans.for_state(&state);
-                let creds = broker.tenant_credentials(tenant, state.generation);
-                let ns = self.namespace();
-                let secret = tenant_secret(tenant, &creds, ns, &state);
-                let checksum = credentials_checksum(&secret);
-                let deployment =
-                    tenant_deployment(&self.template, tenant, ns, plan, &state, &checksum);
-                // The Secret first, then the Deployment: pods rolled for a new password must
-                // find it, and a Secret that failed leaves the Deployment (and its checksum)
-                // as it was, so a re-run still sees the roll to do. Off the critical path:
-                // both together take less than the vhost PUT.
-                if rec
-                    .step(step::KUBERNETES_SECRET, || kubernetes.apply(&secret))
-                    .await
-                    .is_ok()
-                {
-                    let _ = rec
-                        .step(step::KUBERNETES_DEPLOYMENT, || {
-                            kubernetes.apply(&deployment)
-                        })
-                        .await;
-                }
-            }),
+            Box::pin(self.kubernetes_branch(&rec, tenant, broker, state)),
         );
-
         let outcome = tokio::time::timeout_at(deadline, async {
             tokio::join!(rabbitmq, secrets, kubernetes)
         })
         .await;
-        let wall_ms = rec.start.elapsed().as_secs_f64() * 1e3;
-        let branches_ms = match &outcome {
-            Ok((a, b, c)) => [a, b, c]
+        let branches_ms = outcome.as_ref().ok().map(|(a, b, c)| {
+            [a, b, c]
                 .into_iter()
                 .map(|(name, ms, ())| (*name, round_ms(*ms)))
-                .collect(),
-            Err(_) => BTreeMap::new(),
+                .collect()
+        });
+        self.conclude(&rec, tenant, broker, secret_name, branches_ms, budget_ms)
+    }
+
+    /// The broker: vhost ∥ user (the user waits for the record's state), then permission ∥
+    /// the plan's limits.
+    async fn rabbitmq_branch(
+        &self,
+        rec: &Recorder,
+        tenant: &TenantId,
+        broker: &Broker,
+        state: impl Future<Output = Option<TenantState>> + Clone,
+        vhost_plan: &Plan,
+        mode: Mode,
+    ) {
+        let description = vhost_description(tenant, &self.secret_prefix);
+        let vhost = rec.step(step::RABBITMQ_VHOST, || {
+            broker.rabbitmq.put_vhost(
+                tenant.rabbitmq_vhost(),
+                &description,
+                vhost_plan.rabbitmq.default_queue_type,
+            )
+        });
+        let user = async {
+            let state = state.clone().await?;
+            let creds = broker.tenant_credentials(tenant, state.generation);
+            rec.step(step::RABBITMQ_USER, || {
+                broker
+                    .rabbitmq
+                    .put_user(tenant.rabbitmq_user(), &creds.password)
+            })
+            .await
+            .ok()
+            .map(|()| state)
         };
+        if let (Ok(()), Some(state)) = tokio::join!(vhost, user) {
+            let plan = self.plans.for_state(&state);
+            let grant = rec.step(step::RABBITMQ_PERMISSION, || {
+                broker
+                    .rabbitmq
+                    .put_permission(tenant.rabbitmq_vhost(), tenant.rabbitmq_user())
+            });
+            let limits = rec.step(step::RABBITMQ_LIMITS, || {
+                self.put_limits(broker, tenant, plan, &state, mode)
+            });
+            let _ = tokio::join!(grant, limits);
+        }
+    }
+
+    /// The frontend's copy of the credentials (the tenant's Secrets Manager secret).
+    async fn secrets_branch(
+        &self,
+        rec: &Recorder,
+        tenant: &TenantId,
+        broker: &Broker,
+        state: impl Future<Output = Option<TenantState>>,
+        secret_name: &str,
+    ) {
+        let Some(state) = state.await else {
+            return;
+        };
+        let plan = self.plans.for_state(&state);
+        let creds = broker.tenant_credentials(tenant, state.generation);
+        let json = creds.to_secret_json();
+        let _ = rec
+            .step(step::SECRETS_MANAGER_PUT, || {
+                self.secrets.put_tenant_secret(
+                    secret_name,
+                    tenant,
+                    &json,
+                    state.generation,
+                    &plan.name,
+                )
+            })
+            .await;
+    }
+
+    /// The backend: a token for the cell's cluster, then its Secret, then its Deployment.
+    async fn kubernetes_branch(
+        &self,
+        rec: &Recorder,
+        tenant: &TenantId,
+        broker: &Broker,
+        state: impl Future<Output = Option<TenantState>>,
+    ) {
+        // Re-signed per invocation (microseconds; a warm container outlives a token). The
+        // client would sign on its own; doing it here shows the cost in the timings.
+        // The cell's cluster (its client is built on first use when it is a cell's own).
+        let Ok(kubernetes) = rec
+            .step(step::EKS_TOKEN, || async {
+                let k = self.clusters.of_cell(&broker.cell).await?;
+                k.tokens().refresh().await.map(|()| k)
+            })
+            .await
+        else {
+            return;
+        };
+        let Some(state) = state.await else {
+            return;
+        };
+        let plan = self.plans.for_state(&state);
+        let creds = broker.tenant_credentials(tenant, state.generation);
+        let ns = self.namespace();
+        let secret = tenant_secret(tenant, &creds, ns, &state);
+        let checksum = credentials_checksum(&secret);
+        let deployment = tenant_deployment(&self.template, tenant, ns, plan, &state, &checksum);
+        // The Secret first, then the Deployment: pods rolled for a new password must
+        // find it, and a Secret that failed leaves the Deployment (and its checksum)
+        // as it was, so a re-run still sees the roll to do. Off the critical path:
+        // both together take less than the vhost PUT.
+        if rec
+            .step(step::KUBERNETES_SECRET, || kubernetes.apply(&secret))
+            .await
+            .is_ok()
+        {
+            let _ = rec
+                .step(step::KUBERNETES_DEPLOYMENT, || {
+                    kubernetes.apply(&deployment)
+                })
+                .await;
+        }
+    }
+
+    /// The report of a provisioning, or the error naming what failed and what did not finish.
+    /// `branches_ms`: each branch's time, `None` when the deadline cut them off.
+    fn conclude(
+        &self,
+        rec: &Recorder,
+        tenant: &TenantId,
+        broker: &Broker,
+        secret_name: String,
+        branches_ms: Option<BTreeMap<&'static str, f64>>,
+        budget_ms: u128,
+    ) -> Result<Report, ProvisionError> {
+        let timed_out = branches_ms.is_none();
+        let wall_ms = rec.start.elapsed().as_secs_f64() * 1e3;
         let report = Report {
             tenant: tenant.to_string(),
             cell: broker.cell.clone(),
@@ -575,7 +618,7 @@ impl Provisioner {
             kubernetes_deployment: tenant.deployment_name(),
             secrets_manager_name: secret_name,
             wall_ms: round_ms(wall_ms),
-            branches_ms,
+            branches_ms: branches_ms.unwrap_or_default(),
             steps: rec.timings(),
         };
         let failures = rec.failures();
@@ -585,7 +628,7 @@ impl Provisioner {
             .filter(|s| s.outcome == Outcome::Unfinished)
             .map(|s| s.step)
             .collect();
-        if outcome.is_err() && unfinished.is_empty() {
+        if timed_out && unfinished.is_empty() {
             // The deadline fell between two steps: the next one never started.
             unfinished.push("the next step (not started)");
         }
