@@ -253,8 +253,7 @@ fn parse_cell(i: usize, raw: &Value) -> Result<Cell, String> {
         }
         None => return Err(format!("cells[{i}]: name: is required")),
     };
-    let at =
-        |field: &str, problem: String| format!("cell '{name}' (cells[{i}]): {field}: {problem}");
+    let f = Fields { i, name, map };
     const KNOWN: &[&str] = &[
         "name",
         "management_url",
@@ -266,135 +265,34 @@ fn parse_cell(i: usize, raw: &Value) -> Result<Cell, String> {
         "cluster",
     ];
     if let Some(unknown) = map.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(at(unknown, "unknown field".into()));
+        return Err(f.at(unknown, "unknown field"));
     }
-    let text = |field: &str| -> Result<Option<String>, String> {
-        match map.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_owned())),
-            Some(_) => Err(at(field, "must be a non-empty string".into())),
-        }
-    };
-    let url = |field: &str, schemes: &[&str], required: bool| -> Result<Option<Url>, String> {
-        let Some(raw) = text(field)? else {
-            return if required {
-                Err(at(field, "is required".into()))
-            } else {
-                Ok(None)
-            };
-        };
-        let u = Url::parse(&raw).map_err(|e| at(field, format!("'{raw}' is not a URL: {e}")))?;
-        if !schemes.contains(&u.scheme()) || u.host().is_none() {
-            return Err(at(
-                field,
-                format!("'{raw}' must be a {} URL with a host", schemes.join("/")),
-            ));
-        }
-        if !u.username().is_empty() || u.password().is_some() {
-            return Err(at(
-                field,
-                "must carry no credentials (they come from the admin secret)".into(),
-            ));
-        }
-        Ok(Some(u))
-    };
-    let management_url = url("management_url", &["http", "https"], true)?.expect("required");
-    let amqp_url = url("amqp_url", &["amqp", "amqps"], true)?.expect("required");
+    let management_url = f
+        .url("management_url", &["http", "https"], true)?
+        .expect("required");
+    let amqp_url = f
+        .url("amqp_url", &["amqp", "amqps"], true)?
+        .expect("required");
     if amqp_url.path().len() > 1 {
-        return Err(at(
-            "amqp_url",
-            "must name no vhost (each tenant has its own)".into(),
-        ));
+        return Err(f.at("amqp_url", "must name no vhost (each tenant has its own)"));
     }
-    let web_stomp_url = url("web_stomp_url", &["ws", "wss"], false)?;
-    let admin_secret_id =
-        text("admin_secret_id")?.ok_or_else(|| at("admin_secret_id", "is required".into()))?;
-    let capacity = match map.get("capacity") {
-        Some(Value::Object(c)) => {
-            if let Some(unknown) = c
-                .keys()
-                .find(|k| !["vhosts", "connections"].contains(&k.as_str()))
-            {
-                return Err(at(&format!("capacity.{unknown}"), "unknown field".into()));
-            }
-            let positive = |field: &str| -> Result<u64, String> {
-                match c.get(field).and_then(Value::as_u64) {
-                    Some(n) if n > 0 => Ok(n),
-                    _ => Err(at(
-                        &format!("capacity.{field}"),
-                        "is required: a whole number above 0".into(),
-                    )),
-                }
-            };
-            let vhosts = positive("vhosts")?;
-            let vhosts = u32::try_from(vhosts)
-                .map_err(|_| at("capacity.vhosts", format!("{vhosts} is too large")))?;
-            Capacity {
-                vhosts: Some(vhosts),
-                connections: Some(positive("connections")?),
-            }
-        }
-        _ => {
-            return Err(at(
-                "capacity",
-                "is required: {vhosts: N, connections: N} (Amazon MQ: 1,500 vhosts on mq.m7g.large)"
-                    .into(),
-            ));
-        }
-    };
-    let state = match text("state")? {
+    let web_stomp_url = f.url("web_stomp_url", &["ws", "wss"], false)?;
+    let admin_secret_id = f
+        .text("admin_secret_id")?
+        .ok_or_else(|| f.at("admin_secret_id", "is required"))?;
+    let capacity = f.capacity()?;
+    let state = match f.text("state")? {
         None => CellState::Open,
         Some(s) => CellState::parse(&s).ok_or_else(|| {
-            at(
+            f.at(
                 "state",
                 format!("'{s}' is not one of open, draining, closed"),
             )
         })?,
     };
-    let cluster = match map.get("cluster") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(c)) => {
-            if let Some(unknown) = c
-                .keys()
-                .find(|k| !["name", "endpoint", "ca_data"].contains(&k.as_str()))
-            {
-                return Err(at(&format!("cluster.{unknown}"), "unknown field".into()));
-            }
-            let field = |f: &str| c.get(f).and_then(Value::as_str).map(str::to_owned);
-            let name = field("name").ok_or_else(|| at("cluster.name", "is required".into()))?;
-            let name = ClusterName::parse(&name).map_err(|e| at("cluster.name", e.to_string()))?;
-            let endpoint = match field("endpoint") {
-                None => None,
-                Some(raw) => Some(
-                    Url::parse(&raw)
-                        .ok()
-                        .filter(|u| u.scheme() == "https" && u.host().is_some())
-                        .ok_or_else(|| {
-                            at("cluster.endpoint", format!("'{raw}' is not an https URL"))
-                        })?,
-                ),
-            };
-            let ca_data = field("ca_data");
-            if let Some(ca) = &ca_data {
-                crate::cells::cluster::ca_der(ca)
-                    .map_err(|e| at("cluster.ca_data", format!("(base64 of a PEM bundle) {e}")))?;
-            }
-            let access = match (endpoint, ca_data) {
-                (Some(endpoint), Some(ca_data)) => Some(ClusterAccess { endpoint, ca_data }),
-                (None, None) => None,
-                _ => {
-                    return Err(at(
-                        "cluster",
-                        "endpoint and ca_data go together (or neither: DescribeCluster)".into(),
-                    ));
-                }
-            };
-            Some(CellCluster { name, access })
-        }
-        Some(_) => return Err(at("cluster", "must be a mapping".into())),
-    };
+    let cluster = f.cluster()?;
     Ok(Cell {
-        name,
+        name: f.name,
         management_url,
         amqp_url,
         admin_secret_id,
@@ -403,6 +301,134 @@ fn parse_cell(i: usize, raw: &Value) -> Result<Cell, String> {
         state,
         cluster,
     })
+}
+
+/// One cell's fields, read with errors that name the file's cell and the field.
+struct Fields<'a> {
+    i: usize,
+    name: String,
+    map: &'a serde_json::Map<String, Value>,
+}
+
+impl Fields<'_> {
+    fn at(&self, field: &str, problem: impl Into<String>) -> String {
+        format!(
+            "cell '{}' (cells[{}]): {field}: {}",
+            self.name,
+            self.i,
+            problem.into()
+        )
+    }
+
+    fn text(&self, field: &str) -> Result<Option<String>, String> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_owned())),
+            Some(_) => Err(self.at(field, "must be a non-empty string")),
+        }
+    }
+
+    fn url(&self, field: &str, schemes: &[&str], required: bool) -> Result<Option<Url>, String> {
+        let Some(raw) = self.text(field)? else {
+            return if required {
+                Err(self.at(field, "is required"))
+            } else {
+                Ok(None)
+            };
+        };
+        let u =
+            Url::parse(&raw).map_err(|e| self.at(field, format!("'{raw}' is not a URL: {e}")))?;
+        if !schemes.contains(&u.scheme()) || u.host().is_none() {
+            return Err(self.at(
+                field,
+                format!("'{raw}' must be a {} URL with a host", schemes.join("/")),
+            ));
+        }
+        if !u.username().is_empty() || u.password().is_some() {
+            return Err(self.at(
+                field,
+                "must carry no credentials (they come from the admin secret)",
+            ));
+        }
+        Ok(Some(u))
+    }
+
+    fn capacity(&self) -> Result<Capacity, String> {
+        let Some(Value::Object(c)) = self.map.get("capacity") else {
+            return Err(self.at(
+                "capacity",
+                "is required: {vhosts: N, connections: N} (Amazon MQ: 1,500 vhosts on mq.m7g.large)",
+            ));
+        };
+        if let Some(unknown) = c
+            .keys()
+            .find(|k| !["vhosts", "connections"].contains(&k.as_str()))
+        {
+            return Err(self.at(&format!("capacity.{unknown}"), "unknown field"));
+        }
+        let positive = |field: &str| -> Result<u64, String> {
+            match c.get(field).and_then(Value::as_u64) {
+                Some(n) if n > 0 => Ok(n),
+                _ => Err(self.at(
+                    &format!("capacity.{field}"),
+                    "is required: a whole number above 0",
+                )),
+            }
+        };
+        let vhosts = positive("vhosts")?;
+        let vhosts = u32::try_from(vhosts)
+            .map_err(|_| self.at("capacity.vhosts", format!("{vhosts} is too large")))?;
+        Ok(Capacity {
+            vhosts: Some(vhosts),
+            connections: Some(positive("connections")?),
+        })
+    }
+
+    /// The cell's own cluster, if it declares one: a name, and its endpoint and CA together
+    /// (or neither: DescribeCluster).
+    fn cluster(&self) -> Result<Option<CellCluster>, String> {
+        let c = match self.map.get("cluster") {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Object(c)) => c,
+            Some(_) => return Err(self.at("cluster", "must be a mapping")),
+        };
+        if let Some(unknown) = c
+            .keys()
+            .find(|k| !["name", "endpoint", "ca_data"].contains(&k.as_str()))
+        {
+            return Err(self.at(&format!("cluster.{unknown}"), "unknown field"));
+        }
+        let field = |f: &str| c.get(f).and_then(Value::as_str).map(str::to_owned);
+        let name = field("name").ok_or_else(|| self.at("cluster.name", "is required"))?;
+        let name = ClusterName::parse(&name).map_err(|e| self.at("cluster.name", e.to_string()))?;
+        let endpoint = match field("endpoint") {
+            None => None,
+            Some(raw) => Some(
+                Url::parse(&raw)
+                    .ok()
+                    .filter(|u| u.scheme() == "https" && u.host().is_some())
+                    .ok_or_else(|| {
+                        self.at("cluster.endpoint", format!("'{raw}' is not an https URL"))
+                    })?,
+            ),
+        };
+        let ca_data = field("ca_data");
+        if let Some(ca) = &ca_data {
+            crate::cells::cluster::ca_der(ca)
+                .map_err(|e| self.at("cluster.ca_data", format!("(base64 of a PEM bundle) {e}")))?;
+        }
+        let access = match (endpoint, ca_data) {
+            (Some(endpoint), Some(ca_data)) => Some(ClusterAccess { endpoint, ca_data }),
+            (None, None) => None,
+            _ => {
+                return Err(self.at(
+                    "cluster",
+                    "endpoint and ca_data go together (or neither: DescribeCluster)",
+                ));
+            }
+        };
+        Ok(Some(CellCluster { name, access }))
+    }
 }
 
 fn valid_name(n: &str) -> bool {

@@ -597,6 +597,7 @@ impl Provisioner {
 
     /// The report of a provisioning, or the error naming what failed and what did not finish.
     /// `branches_ms`: each branch's time, `None` when the deadline cut them off.
+    #[allow(clippy::result_large_err)] // what provision_gated returns, built once here
     fn conclude(
         &self,
         rec: &Recorder,
