@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::Credentials;
-use post_signup::outside::eks_token::EksTokenSigner;
+use post_signup::outside::kubernetes::token::EksTokenSigner;
 
 fn main() {
     let signer =

@@ -11,7 +11,7 @@
 //! ops/        use cases: provision (and its report), placement, converge, change, status,
 //!   ▼         handoff (worker, drain), moving, cells_report, reconcile/ (inventory, repair, prune)
 //! outside/    one adapter per outside system, each returning StepError: aws, rabbitmq,
-//!   ▼         secrets_manager, sqs, cognito, kubernetes, eks, eks_token, registry/ (tenants,
+//!   ▼         secrets_manager, sqs, cognito, kubernetes/ (eks, token signer), registry/ (tenants,
 //!   ▼         seats, moves); broker_pool and cluster_pool (a client per cell / cluster)
 //! cells/      the cells file (cells, their clusters), pure
 //!   ▼

@@ -16,8 +16,8 @@ use tokio::sync::OnceCell;
 use crate::cells::Cells;
 use crate::cells::cluster::{ClusterAccess, ClusterName};
 use crate::outside::aws::AwsCredentials;
-use crate::outside::eks_token::EksTokenSigner;
 use crate::outside::error::{FailureKind, StepError, System};
+use crate::outside::kubernetes::token::EksTokenSigner;
 use crate::outside::kubernetes::{Kubernetes, TokenSource};
 
 #[derive(Clone)]
@@ -179,7 +179,7 @@ impl Clusters {
         let access = match &slot.access {
             Some(a) => a.clone(),
             None => {
-                crate::outside::eks::describe_cluster(
+                crate::outside::kubernetes::eks::describe_cluster(
                     &aws_sdk_eks::Client::new(&inner.aws),
                     &slot.name,
                 )

@@ -5,8 +5,6 @@ pub mod aws;
 pub mod broker_pool;
 pub mod cluster_pool;
 pub mod cognito;
-pub mod eks;
-pub mod eks_token;
 pub mod error;
 pub mod kubernetes;
 pub mod rabbitmq;

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::helpers::*;
 use aws_credential_types::Credentials;
-use post_signup::outside::eks_token::EksTokenSigner;
+use post_signup::outside::kubernetes::token::EksTokenSigner;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 

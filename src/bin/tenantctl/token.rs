@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use post_signup::outside::eks_token::{EksTokenSigner, rfc3339_seconds};
+use post_signup::outside::kubernetes::token::{EksTokenSigner, rfc3339_seconds};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 

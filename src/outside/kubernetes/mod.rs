@@ -8,6 +8,9 @@
 //! synchronous — kube's service stack cannot be cloned into an async filter — so each method
 //! first makes sure the AWS credentials are loaded, which is the only part that may do I/O.)
 
+pub mod eks;
+pub mod token;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -21,8 +24,8 @@ use serde::de::DeserializeOwned;
 
 use crate::cells::cluster::ClusterAccess;
 use crate::outside::aws::AwsCredentials;
-use crate::outside::eks_token::EksTokenSigner;
 use crate::outside::error::{FailureKind, StepError, System, chain, transport_kind};
+use crate::outside::kubernetes::token::EksTokenSigner;
 use crate::tenant::manifests::FIELD_MANAGER;
 
 /// A token is re-signed when less than this is left of its 14 minutes.
