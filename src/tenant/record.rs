@@ -242,6 +242,20 @@ pub struct MoveProgress {
     pub source_seat: Option<u64>,
 }
 
+#[cfg(test)]
+impl MoveProgress {
+    /// A move from cell `a` to `b`, its definitions copied (for tests).
+    pub(crate) fn example() -> Self {
+        Self {
+            from: "a".into(),
+            to: "b".into(),
+            step: "copied".into(),
+            started_at: "2026-11-30T12:00:00Z".into(),
+            source_seat: Some(20),
+        }
+    }
+}
+
 /// A record whose `sub` is not a tenant id (an item written by hand, or corrupted).
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("item with sub {0}")]

@@ -232,13 +232,7 @@ mod tests {
     #[test]
     fn no_change_while_a_move_is_recorded() {
         let mut r = record();
-        r.moving = Some(MoveProgress {
-            from: "a".into(),
-            to: "b".into(),
-            step: "copied".into(),
-            started_at: "2026-11-30T12:00:00Z".into(),
-            source_seat: Some(20),
-        });
+        r.moving = Some(MoveProgress::example());
         for c in [
             Change::Suspend,
             Change::Rotate,

@@ -319,13 +319,7 @@ mod tests {
         let plans = Plans::embedded().unwrap();
         let t = TenantId::parse("4f8e2b1a-0c3d-4e5f-8a9b-0c1d2e3f4a5b").unwrap();
         let mut r = TenantRecord::new(&t, Some("us-east-1_x"), &plans, "sign-up");
-        r.moving = Some(MoveProgress {
-            from: "a".into(),
-            to: "b".into(),
-            step: "copied".into(),
-            started_at: "2026-11-30T12:00:00Z".into(),
-            source_seat: Some(20),
-        });
+        r.moving = Some(MoveProgress::example());
         let item: Item = serde_dynamo::to_item(&r).unwrap();
         assert_eq!(decode("t", item).unwrap(), r, "the move round-trips");
     }
