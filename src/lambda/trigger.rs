@@ -13,9 +13,10 @@ use crate::lambda::event::{Action, EventError, classify};
 use crate::ops::placement::PlacementError;
 use crate::ops::provision::Mode;
 use crate::outside::error::{FailureKind, StepError, System};
-use crate::outside::registry::Created;
+use crate::outside::registry::{Created, Taken};
 use crate::outside::sqs::HandoffMessage;
 use crate::tenant::TenantId;
+use crate::tenant::lease::{self, Fence};
 use crate::tenant::record::{LastOutcome, Phase, TenantRecord};
 
 /// Kept back from the Lambda deadline so the error still reaches the runtime API in time.
@@ -129,7 +130,7 @@ pub async fn handle_reporting(
         .and_then(Value::as_str)
         .map(str::to_owned);
 
-    let (record, provisioned) =
+    let (record, fence, provisioned) =
         record_and_provision(app, request_id, &tenant, pool.as_deref(), work_deadline).await;
     if let Some(r) = record.as_ref().filter(|r| r.state == Phase::Offboarded) {
         tombstoned(app, &tenant, r, deadline).await;
@@ -143,6 +144,7 @@ pub async fn handle_reporting(
         tenant: &tenant,
         pool: pool.as_deref(),
         record: record.as_ref(),
+        fence,
         deadline,
     };
     match provisioned {
@@ -167,12 +169,18 @@ struct SignUp<'a> {
     pool: Option<&'a str>,
     /// The tenant's record, if it was written (or found) in time.
     record: Option<&'a TenantRecord>,
+    /// The tenant's lease, if this sign-up holds it.
+    fence: Option<Fence>,
     deadline: Instant,
 }
 
 impl SignUp<'_> {
     /// A provisioned sign-up's record says so (the reconciler records it if this fails).
     async fn record_provisioned(&self) {
+        // Only a holder records: a duplicate that waited for its holder has nothing to add.
+        if self.fence.is_none() {
+            return;
+        }
         let Self {
             app,
             request_id,
@@ -181,7 +189,9 @@ impl SignUp<'_> {
             ..
         } = *self;
         if let Some(r) = self.record {
-            let marking = app.registry.record_converged(tenant, r.version, true);
+            let marking =
+                app.registry
+                    .record_converged(tenant, r.version, true, self.fence.as_ref());
             match tokio::time::timeout_at(deadline, marking).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
@@ -208,6 +218,7 @@ impl SignUp<'_> {
             tenant,
             pool,
             record,
+            fence,
             deadline,
         } = *self;
         let message = HandoffMessage::new(tenant, pool);
@@ -229,9 +240,20 @@ impl SignUp<'_> {
         };
         crate::metrics::onboarding(answer, start.elapsed(), cold);
         if record.is_some() {
-            let recording = app
-                .registry
-                .record_unfinished(tenant, outcome, Some(&detail));
+            // The worker takes the tenant next: the lease is given back, not left to run out.
+            let recording = async {
+                let (recorded, given_back) = tokio::join!(
+                    app.registry
+                        .record_unfinished(tenant, outcome, Some(&detail)),
+                    async {
+                        match &fence {
+                            Some(f) => app.registry.give_back_lease(tenant, f).await,
+                            None => Ok(()),
+                        }
+                    }
+                );
+                recorded.and(given_back)
+            };
             match tokio::time::timeout_at(deadline, recording).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -264,21 +286,65 @@ async fn record_and_provision(
     tenant: &TenantId,
     pool: Option<&str>,
     work_deadline: Instant,
-) -> (Option<TenantRecord>, Result<(), (String, String)>) {
+) -> (
+    Option<TenantRecord>,
+    Option<Fence>,
+    Result<(), (String, String)>,
+) {
     // The record first: a conditional create, beside every other step (it needs no cold-start
     // call), so a duplicate or a retry converges on one item and an operator's earlier decision
     // (a tombstone, a rotation) is what gets provisioned. Once it is written the tenant's intent
     // is durable: whatever is not finished now is finished without the person.
-    let fresh = TenantRecord::new(tenant, pool, &app.plans, "sign-up");
+    //
+    // One writer per tenant: the new record carries the trigger's lease (no extra write on the
+    // fast path); a record that exists already (a retry, a duplicate) is applied only once its
+    // lease is taken, which reads it fresh.
+    let mut fresh = TenantRecord::new(tenant, pool, &app.plans, "sign-up");
+    let until =
+        SystemTime::now() + work_deadline.saturating_duration_since(Instant::now()) + lease::MARGIN;
+    let holder = lease::holder_name("sign-up");
+    let ours = Fence {
+        fence: 1,
+        until_ms: lease::epoch_ms(until),
+    };
+    fresh.lease_holder = Some(holder.clone());
+    fresh.lease_until_ms = Some(ours.until_ms);
+    fresh.lease_since = Some(crate::tenant::record::now());
+    fresh.lease_fence = ours.fence;
     let created = Box::pin(record_first(app, &fresh, work_deadline)).shared();
     let placed = created.clone();
-    let held_back = std::sync::atomic::AtomicBool::new(false);
-    let gate = {
+    let claimed = {
         let created = created.clone();
-        let (wait, held_back) = (app.settings.registry_wait, &held_back);
+        let holder = &holder;
         async move {
-            match tokio::time::timeout(wait, created).await {
-                Ok(Ok(c)) => c.record().desired(),
+            match created.await {
+                Ok(Created::New(r)) => Claim::Held(Box::new(r), ours),
+                Ok(Created::Existing(_)) => {
+                    match app.registry.take_lease(tenant, holder, until).await {
+                        Ok(Taken::Held(r, f)) => Claim::Held(r, f),
+                        Ok(Taken::Busy(held)) => Claim::Busy(held.holder),
+                        Ok(Taken::NoRecord) | Err(_) => Claim::Unknown,
+                    }
+                }
+                Err(_) => Claim::Unknown,
+            }
+        }
+    }
+    .shared();
+    let held_back = std::sync::atomic::AtomicBool::new(false);
+    let busy = std::sync::atomic::AtomicBool::new(false);
+    let gate = {
+        let claimed = claimed.clone();
+        let (wait, held_back, busy) = (app.settings.registry_wait, &held_back, &busy);
+        async move {
+            match tokio::time::timeout(wait, claimed).await {
+                Ok(Claim::Held(r, _)) => r.desired(),
+                // Another holder applies this tenant now: it applies the newest record.
+                Ok(Claim::Busy(holder)) => {
+                    tracing::info!(tenant = %tenant, holder, "tenant busy: its holder applies it");
+                    busy.store(true, std::sync::atomic::Ordering::SeqCst);
+                    None
+                }
                 // The registry is slow or down. Its record may say offboarded, or hold a newer
                 // password generation (a replayed event of an old tenant): nothing that grants
                 // access is written blind. The tenant is handed off; the worker reads (or
@@ -346,13 +412,69 @@ async fn record_and_provision(
         }
     };
     let provisioned = match provisioned {
+        // A duplicate of a sign-up another invocation is applying: nothing written here; it
+        // is done when that holder is done.
+        Ok(()) if busy.load(std::sync::atomic::Ordering::SeqCst) => {
+            if holder_finished(app, tenant, work_deadline).await {
+                Ok(())
+            } else {
+                Err((
+                    "another holder is applying this tenant: no credentials written".to_owned(),
+                    "registry: busy".to_owned(),
+                ))
+            }
+        }
         Ok(()) if held_back.load(std::sync::atomic::Ordering::SeqCst) => Err((
             "the registry did not answer in time: no credentials written".to_owned(),
             "registry: timeout".to_owned(),
         )),
         other => other,
     };
-    (record, provisioned)
+    // The lease this sign-up holds, and the record as it read it (what was applied).
+    let held = match claimed.now_or_never() {
+        Some(Claim::Held(r, fence)) => Some((r, fence)),
+        _ => None,
+    };
+    let (record, fence) = match (held, record) {
+        (Some((applied, fence)), Some(_)) => (Some(*applied), Some(fence)),
+        (None, Some(r))
+            if r.lease_fence == ours.fence && r.lease_holder.as_ref() == Some(&holder) =>
+        {
+            (Some(r), Some(ours))
+        }
+        (_, r) => (r, None),
+    };
+    (record, fence, provisioned)
+}
+
+/// Waits (until `deadline`) for the holder of a tenant's lease to apply its record: `true`
+/// once the record is converged and the lease given back.
+async fn holder_finished(app: &App, tenant: &TenantId, deadline: Instant) -> bool {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        if let Ok(Ok(Some(r))) = tokio::time::timeout_at(deadline, app.registry.get(tenant)).await
+            && r.converged()
+            && r.lease_holder.is_none()
+        {
+            return true;
+        }
+        if Instant::now() + pause >= deadline {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(400));
+    }
+}
+
+/// What the sign-up holds of its tenant's lease.
+#[derive(Debug, Clone)]
+enum Claim {
+    /// The lease, and the record read with it.
+    Held(Box<TenantRecord>, Fence),
+    /// Someone else's.
+    Busy(String),
+    /// No answer (the registry is slow or down), or no record.
+    Unknown,
 }
 
 /// The conditional create, retried on transient failures and bounded by `deadline` (the

@@ -2,7 +2,7 @@
 //! converged; an offboarded tenant's parts are removed (access first). Nothing here reads
 //! desired state from the objects it repairs.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
@@ -11,9 +11,10 @@ use tokio::time::Instant;
 
 use crate::ops::provision::{Provisioner, Report};
 use crate::outside::error::{FailureKind, StepError, System};
-use crate::outside::registry::Created;
+use crate::outside::registry::{Created, Taken};
 use crate::tenant::TenantId;
 use crate::tenant::drift::DeploymentStatus;
+use crate::tenant::lease::{self, Fence};
 use crate::tenant::record::{Phase, TenantRecord};
 
 pub(crate) fn rejected(system: System, action: &str, detail: impl Into<String>) -> StepError {
@@ -66,6 +67,12 @@ pub struct ConvergeOptions {
     /// reconciler do not: an offboarding left half-done is theirs to report, an operator's to
     /// finish (`tenantctl deprovision` again).
     pub may_remove: bool,
+    /// Who converges (`operator`, `worker`, `reconciler`): the lease's holder.
+    pub holder: &'static str,
+    /// How long to wait for a tenant another holder is converging (0: not at all). An
+    /// operator waits; the safety net leaves the tenant to its holder, which applies the
+    /// newest record before it lets go.
+    pub lease_wait: Duration,
 }
 
 impl ConvergeOptions {
@@ -76,15 +83,30 @@ impl ConvergeOptions {
             rollout_wait: Duration::ZERO,
             recovery_days: Some(7),
             may_remove: true,
+            holder: "operator",
+            lease_wait: Duration::from_secs(30),
         }
     }
 
-    /// The worker's and the scheduled reconciler's: never removes anything.
+    /// The worker's and the scheduled reconciler's: never removes anything, never waits.
     pub fn no_removal(budget: Duration) -> Self {
         Self {
             may_remove: false,
+            holder: "worker",
+            lease_wait: Duration::ZERO,
             ..Self::new(budget)
         }
+    }
+
+    /// The same, held as `holder`.
+    pub fn held_by(self, holder: &'static str) -> Self {
+        Self { holder, ..self }
+    }
+
+    /// How long the lease is taken for: the work's own bounds, and the margin for its last
+    /// write.
+    fn hold_for(&self) -> Duration {
+        self.budget + self.rollout_wait + crate::tenant::lease::MARGIN
     }
 }
 
@@ -104,28 +126,112 @@ pub struct Converged {
     pub closed_connections: usize,
 }
 
-/// Makes every system what `record` says, then records it as converged. If the record moved
-/// on meanwhile (another change), converges again to the newer one (a few times at most), so
-/// an older intent never lands after a newer one unnoticed.
+impl Converged {
+    /// Nothing done: the record was applied already.
+    fn nothing(tenant: &TenantId, record: &TenantRecord) -> Self {
+        Self {
+            tenant: tenant.to_string(),
+            version: record.version,
+            state: record.state,
+            report: None,
+            removed: None,
+            closed_connections: 0,
+        }
+    }
+}
+
+/// Makes every system what the tenant's record says, as the one holder of its lease, then
+/// records it converged (the same write gives the lease back). The record applied is the one
+/// read when the lease was taken — never `record`, which may be old: a record that has moved on
+/// since `record` was read and is converged already was applied by its own holder, and nothing
+/// is done. If the record moves on meanwhile (another change), it converges again to the newer
+/// one (a few times at most), so an older intent never lands after a newer one.
 pub async fn converge(
     p: &Provisioner,
     record: &TenantRecord,
     options: ConvergeOptions,
 ) -> Result<Converged, StepError> {
     let tenant = record.tenant()?;
-    let mut record = record.clone();
+    let (fresh, fence) = take_lease(p, &tenant, &options).await?;
+    if fresh.version != record.version && fresh.converged() {
+        p.registry.give_back_lease(&tenant, &fence).await?;
+        tracing::info!(tenant = %tenant, read = record.version, current = fresh.version, "the record moved on and is applied already: nothing to do");
+        return Ok(Converged::nothing(&tenant, &fresh));
+    }
+    let result = converge_held(p, &tenant, *fresh, &fence, options).await;
+    if result.is_err() {
+        // Best effort: a lease not given back runs out at its deadline anyway.
+        let _ = p.registry.give_back_lease(&tenant, &fence).await;
+    }
+    result
+}
+
+/// Takes the tenant's lease (waiting up to `options.lease_wait` for another holder): the record
+/// as it is now, and the fence its writes carry.
+pub async fn take_lease(
+    p: &Provisioner,
+    tenant: &TenantId,
+    options: &ConvergeOptions,
+) -> Result<(Box<TenantRecord>, Fence), StepError> {
+    let holder = lease::holder_name(options.holder);
+    let waited = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let until = SystemTime::now() + options.hold_for();
+        match p.registry.take_lease(tenant, &holder, until).await? {
+            Taken::Held(record, fence) => return Ok((record, fence)),
+            Taken::NoRecord => {
+                return Err(rejected(
+                    System::Registry,
+                    &format!("take tenant {tenant}"),
+                    "no record of this tenant: `tenantctl provision --sub` records a new one, `tenantctl adopt` records existing tenants",
+                ));
+            }
+            Taken::Busy(held) => {
+                if waited.elapsed() + pause > options.lease_wait {
+                    return Err(StepError::new(
+                        System::Registry,
+                        format!("take tenant {tenant}"),
+                        FailureKind::Busy,
+                        lease::Busy::from(held).to_string(),
+                    ));
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// `converge`'s work, the lease held: apply, record converged (fenced), re-read if it moved on.
+async fn converge_held(
+    p: &Provisioner,
+    tenant: &TenantId,
+    mut record: TenantRecord,
+    fence: &Fence,
+    options: ConvergeOptions,
+) -> Result<Converged, StepError> {
     for _ in 0..3 {
-        let done = converge_once(p, &tenant, &record, options).await?;
+        let done = converge_once(p, tenant, &record, fence, options).await?;
         let marked = p
             .registry
-            .record_converged(&tenant, record.version, record.state != Phase::Offboarded)
+            .record_converged(
+                tenant,
+                record.version,
+                record.state != Phase::Offboarded,
+                Some(fence),
+            )
             .await?;
         if marked {
             return Ok(done);
         }
-        match p.registry.get(&tenant).await? {
+        match p.registry.get(tenant).await? {
+            Some(newer) if newer.lease_fence != fence.fence => return Err(lost(tenant)),
             Some(newer) if newer.version != record.version => record = newer,
-            _ => return Ok(done),
+            _ => {
+                p.registry.give_back_lease(tenant, fence).await?;
+                return Ok(done);
+            }
         }
     }
     Err(StepError::new(
@@ -136,12 +242,33 @@ pub async fn converge(
     ))
 }
 
+/// A holder whose lease ran out (and was taken over) stops: nothing more is written.
+fn lost(tenant: &TenantId) -> StepError {
+    StepError::new(
+        System::Registry,
+        format!("converge tenant {tenant}"),
+        FailureKind::Conflict,
+        "its lease ran out before it finished and another holder took the tenant; nothing more was written by this one",
+    )
+}
+
+/// Before each write that changes the world: the lease must still be this holder's to use.
+pub(crate) fn still_held(tenant: &TenantId, fence: &Fence) -> Result<(), StepError> {
+    if fence.valid_at(SystemTime::now()) {
+        Ok(())
+    } else {
+        Err(lost(tenant))
+    }
+}
+
 async fn converge_once(
     p: &Provisioner,
     tenant: &TenantId,
     record: &TenantRecord,
+    fence: &Fence,
     options: ConvergeOptions,
 ) -> Result<Converged, StepError> {
+    still_held(tenant, fence)?;
     let mut done = Converged {
         tenant: tenant.to_string(),
         version: record.version,
@@ -159,6 +286,7 @@ async fn converge_once(
             ));
         }
         let removed = remove(p, tenant, record, options.recovery_days).await?;
+        still_held(tenant, fence)?;
         if removed.rabbitmq_vhost.is_some() {
             // The vhost is gone: its seat in the cell is free again (once).
             p.registry.release_seat(record).await?;
@@ -174,12 +302,12 @@ async fn converge_once(
         tenant,
         &record.cell,
         &state,
-        Instant::now() + options.budget,
+        Instant::now() + options.budget.min(fence.remaining()),
     ))
     .await
     .map_err(|e| e.into_step("provision"))?;
     done.report = Some(report);
-    if record.pending.as_deref() == Some("plan") {
+    if record.is_pending("plan") {
         let name = tenant.secrets_manager_name(&p.secret_prefix);
         p.secrets.tag_plan(&name, &state.plan).await?;
     }
@@ -193,7 +321,7 @@ async fn converge_once(
             .await?;
     } else if let Some(rotated) = record
         .rotated()
-        .filter(|_| matches!(record.pending.as_deref(), Some("rotate" | "restore")))
+        .filter(|_| record.is_pending("rotate") || record.is_pending("restore"))
     {
         done.closed_connections =
             close_old_connections(p, tenant, &record.cell, rotated, options.rollout_wait).await?;

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::ops::converge::{ConvergeOptions, converge, record_or_new};
 use crate::ops::provision::Provisioner;
-use crate::outside::error::StepError;
+use crate::outside::error::{FailureKind, StepError};
 use crate::outside::sqs::{HandoffMessage, HandoffQueue};
 use crate::tenant::TenantId;
 use crate::tenant::record::{LastOutcome, Phase};
@@ -60,8 +60,15 @@ pub async fn process_handoff(p: &Provisioner, body: &str, deadline: Instant) -> 
         return HandoffOutcome::Skipped(tenant);
     }
     let budget = deadline.saturating_duration_since(Instant::now());
-    match converge(p, &record, ConvergeOptions::no_removal(budget)).await {
+    // A sign-up that handed off may still hold the lease for a moment (at most its 5 s and a
+    // margin): wait that long; a tenant held longer fails this message, which comes back.
+    let options = ConvergeOptions {
+        lease_wait: Duration::from_secs(8).min(budget / 3),
+        ..ConvergeOptions::no_removal(budget)
+    };
+    match converge(p, &record, options).await {
         Ok(_) => HandoffOutcome::Provisioned(tenant),
+        Err(e) if e.kind == FailureKind::Busy => HandoffOutcome::Failed(tenant, e.to_string()),
         Err(e) => {
             let detail = format!("{}: {:?}", e.system, e.kind).to_lowercase();
             if let Err(re) = p

@@ -26,13 +26,14 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::cells::Cell;
-use crate::ops::converge::{record_of, wait_rolled};
+use crate::ops::converge::{ConvergeOptions, still_held, take_lease, wait_rolled};
 use crate::ops::provision::Provisioner;
 use crate::outside::broker_pool::Broker;
 use crate::outside::error::{FailureKind, StepError, System};
 use crate::outside::registry::Seat;
 use crate::tenant::TenantId;
 use crate::tenant::id::vhost_description;
+use crate::tenant::lease::Fence;
 use crate::tenant::record::{MoveProgress, Phase, TenantRecord};
 
 #[derive(Debug, Clone, Copy)]
@@ -86,7 +87,30 @@ pub async fn move_tenant(
             ),
         ));
     };
-    let record = record_of(p, tenant).await?;
+    // The mover holds the tenant's lease throughout (each step is a change of the world), and
+    // moves the record as it read it with the lease.
+    let hold = ConvergeOptions {
+        budget: options.budget,
+        rollout_wait: options.wait * 4,
+        holder: "move",
+        ..ConvergeOptions::new(options.budget)
+    };
+    let (record, fence) = take_lease(p, tenant, &hold).await?;
+    let moved = move_held(p, tenant, target, &record, &fence, options).await;
+    // Best effort: a lease not given back runs out at its deadline anyway.
+    let _ = p.registry.give_back_lease(tenant, &fence).await;
+    moved
+}
+
+/// `move_tenant`'s work, the lease held.
+async fn move_held(
+    p: &Provisioner,
+    tenant: &TenantId,
+    target: &Cell,
+    record: &TenantRecord,
+    fence: &Fence,
+    options: MoveOptions,
+) -> Result<MoveReport, StepError> {
     let mut report = MoveReport {
         tenant: tenant.to_string(),
         from: String::new(),
@@ -110,7 +134,7 @@ pub async fn move_tenant(
                 ),
             ));
         }
-        None => match begin(p, tenant, target, &record).await? {
+        None => match begin(p, tenant, target, record).await? {
             Begun::AlreadyThere(from) => {
                 report.from = from;
                 report.already_there = true;
@@ -126,7 +150,8 @@ pub async fn move_tenant(
     let mut m = Move {
         p,
         tenant,
-        record: &record,
+        record,
+        fence,
         source: p.brokers.get(&progress.from).await?,
         dest: p.brokers.get(&progress.to).await?,
         vhost: tenant.rabbitmq_vhost(),
@@ -253,11 +278,14 @@ struct Move<'a> {
     vhost: &'a str,
     step: String,
     options: MoveOptions,
+    /// The tenant's lease: each step starts only while it holds.
+    fence: &'a Fence,
 }
 
 impl Move<'_> {
     /// Records `next` as done.
     async fn advance(&mut self, next: &'static str) -> Result<(), StepError> {
+        still_held(self.tenant, self.fence)?;
         self.p
             .registry
             .move_step(self.tenant, &self.progress.to, next)
@@ -269,6 +297,7 @@ impl Move<'_> {
     /// The target vhost, then what the source vhost defines. An import adds and keeps what
     /// exists, so a repeat converges.
     async fn copy(&mut self) -> Result<(), StepError> {
+        still_held(self.tenant, self.fence)?;
         let (p, tenant, vhost) = (self.p, self.tenant, self.vhost);
         let queue_type = p
             .plans
@@ -296,6 +325,7 @@ impl Move<'_> {
     /// one, the worker's, the reconciler's) writes the target's credentials. Returns the queues
     /// of the last pass.
     async fn run_on_target(&mut self) -> Result<Vec<String>, StepError> {
+        still_held(self.tenant, self.fence)?;
         let (p, tenant, to) = (self.p, self.tenant, &self.progress.to);
         let state = self
             .record
@@ -325,6 +355,7 @@ impl Move<'_> {
     /// source cluster's copy of the backend (still holding the source's credentials); then the
     /// source's seat is given back and the move forgotten.
     async fn remove_source(&mut self) -> Result<(), StepError> {
+        still_held(self.tenant, self.fence)?;
         let (p, tenant, progress) = (self.p, self.tenant, self.progress);
         if p.clusters.name_of(&progress.from) != p.clusters.name_of(&progress.to) {
             let old = p.clusters.of_cell(&progress.from).await?;

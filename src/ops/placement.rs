@@ -358,7 +358,7 @@ impl Placement {
             .iter()
             .find(|v| v.cell.name == cell.name)
             .expect("every declared cell has a view");
-        let enforce = record.pending.as_deref() == Some("restore");
+        let enforce = record.is_pending("restore");
         let connections = self.connections_of(&record.plan);
         let seated = self
             .inner
@@ -376,27 +376,18 @@ impl Placement {
         let wanted = self.connections_of(&record.plan);
         match record.seat_connections {
             Some(c) if self.counts() && c != wanted => {
-                let resized = self.inner.registry.resize_seat(record, wanted).await?;
+                let max = self
+                    .inner
+                    .cells
+                    .resolve(&record.cell)
+                    .and_then(|cell| cell.capacity.connections);
+                let resized = self.inner.registry.resize_seat(record, wanted, max).await?;
                 self.forget_view();
                 Ok(resized)
             }
             _ => Ok(false),
         }
     }
-}
-
-/// A record names a cell the cells file does not declare.
-pub fn unknown_cell(cells: &Cells, cell: &str) -> StepError {
-    StepError::new(
-        System::Registry,
-        format!("find cell '{cell}'"),
-        FailureKind::Rejected,
-        format!(
-            "a tenant lives in cell '{cell}', which {} does not declare (declared: {})",
-            cells.source,
-            cells.names().join(", ")
-        ),
-    )
 }
 
 #[cfg(test)]

@@ -59,6 +59,8 @@ pub enum FailureKind {
     BadResponse,
     /// The record changed since it was read (a version condition failed): read and retry.
     Conflict,
+    /// Another holder has the tenant's lease (one writer per tenant): it applies the record.
+    Busy,
     /// Anything else.
     Other,
 }

@@ -4,6 +4,7 @@
 pub mod credentials;
 pub mod drift;
 pub mod id;
+pub mod lease;
 pub mod manifests;
 pub mod plan;
 pub mod record;

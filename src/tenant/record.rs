@@ -130,7 +130,8 @@ pub struct TenantRecord {
     /// The version whose intent was last fully applied everywhere.
     #[serde(default)]
     pub converged_version: u64,
-    /// The transition not yet applied everywhere (`rotate`, `suspend`, …), if any.
+    /// The transitions not yet applied everywhere, oldest first and comma-separated
+    /// (`rotate,plan`), if any: a later change never drops an earlier one that is unfinished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<String>,
     pub outcome: LastOutcome,
@@ -144,6 +145,18 @@ pub struct TenantRecord {
     pub event: Option<Event>,
     #[serde(default)]
     pub event_seq: u64,
+    /// One writer per tenant: who applies the record to the world now (`tenant::lease`), until
+    /// when (milliseconds since the epoch) and since when. Only the holder changes the world.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_holder: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_since: Option<String>,
+    /// The fencing number: bumped by every taking of the lease, never lowered; a holder's
+    /// writes carry it, so a holder whose lease was taken over is refused.
+    #[serde(default)]
+    pub lease_fence: u64,
 }
 
 pub fn now() -> String {
@@ -194,6 +207,10 @@ impl TenantRecord {
             outcome_at: None,
             event: None,
             event_seq: 0,
+            lease_holder: None,
+            lease_until_ms: None,
+            lease_since: None,
+            lease_fence: 0,
         }
     }
 
@@ -212,6 +229,20 @@ impl TenantRecord {
                 generation: self.generation,
             }),
         }
+    }
+
+    /// The changes recorded and not yet applied everywhere (`rotate`, `plan`, …), oldest first.
+    pub fn pending_changes(&self) -> impl Iterator<Item = &str> {
+        self.pending
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .filter(|c| !c.is_empty())
+    }
+
+    /// Whether `change` (a `Change::name`) is among the changes not yet applied.
+    pub fn is_pending(&self, change: &str) -> bool {
+        self.pending_changes().any(|c| c == change)
     }
 
     /// Everything this version asks for has been applied.

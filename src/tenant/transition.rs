@@ -117,9 +117,7 @@ pub fn transition(
         (Change::Resume, Suspended) => next.state = Active,
         (Change::Resume, Active) => return Err(TransitionError::NotSuspended { sub }),
         // A rotation recorded but not applied everywhere is finished, not rotated again.
-        (Change::Rotate, _)
-            if record.pending.as_deref() == Some("rotate") && !record.converged() =>
-        {
+        (Change::Rotate, _) if record.is_pending("rotate") && !record.converged() => {
             return Ok(None);
         }
         (Change::Rotate, _) => {
@@ -129,7 +127,17 @@ pub fn transition(
     }
     next.version = record.version + 1;
     next.changed_at = Some(at.to_owned());
-    next.pending = Some(change.name().to_owned());
+    // What is not applied yet stays pending beside this change: a plan change never drops a
+    // rotation whose old connections are still to be closed.
+    let mut pending: Vec<&str> = if record.converged() {
+        Vec::new()
+    } else {
+        record.pending_changes().collect()
+    };
+    if !pending.contains(&change.name()) {
+        pending.push(change.name());
+    }
+    next.pending = Some(pending.join(","));
     next.event = Some(change.event());
     next.event_seq = record.event_seq + 1;
     Ok(Some(next))
@@ -173,6 +181,8 @@ mod tests {
             assert_eq!(next.event_seq, i as u64 + 1);
             assert_eq!(next.pending.as_deref(), Some(change.name()));
             r = next;
+            // Applied before the next change (unapplied ones accumulate: see below).
+            r.converged_version = r.version;
         }
         assert_eq!(r.state, Phase::Active);
         assert_eq!(r.plan, "business");
@@ -271,5 +281,21 @@ mod tests {
             .unwrap();
         assert_eq!(gone.desired(), None);
         assert!(!gone.converged());
+    }
+
+    #[test]
+    fn an_unfinished_change_stays_pending_beside_the_next() {
+        let r = record();
+        let rotated = apply(&r, Change::Rotate).unwrap().unwrap();
+        let planned = apply(&rotated, Change::Plan("business".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(planned.pending.as_deref(), Some("rotate,plan"));
+        assert!(planned.is_pending("rotate") && planned.is_pending("plan"));
+        // Applied, then changed again: only the new change is pending.
+        let mut applied = planned.clone();
+        applied.converged_version = applied.version;
+        let suspended = apply(&applied, Change::Suspend).unwrap().unwrap();
+        assert_eq!(suspended.pending.as_deref(), Some("suspend"));
     }
 }

@@ -529,3 +529,68 @@ async fn a_moved_tenants_backend_reaches_its_messages_on_the_target_with_its_new
     assert_eq!(code, 0, "{err}");
     assert_eq!(again["already_there"], true, "{again}");
 }
+
+#[tokio::test]
+async fn a_repair_read_before_a_move_leaves_the_tenant_on_its_new_cell_with_every_message() {
+    let (app, table, _) = cells_app(20, 20).await;
+    let env = [
+        ("CELLS_PATH", app.settings.cells.source.as_str()),
+        ("REGISTRY_TABLE", table.as_str()),
+    ];
+    app.registry
+        .set_cell_state("b", CellState::Draining)
+        .await
+        .unwrap();
+    let t = fresh_tenant();
+    assert_eq!(sign_up(&app, &t).await, Finish::Provisioned);
+    app.registry
+        .set_cell_state("b", CellState::Open)
+        .await
+        .unwrap();
+    let old_url = kube_secret_data(&t).await.unwrap()["AMQP_URL"].clone();
+    publish(&old_url, 3, true).await;
+    // What a reconcile run read before the move: the tenant in cell a.
+    let stale = app.registry.get(&t).await.unwrap().unwrap();
+    assert_eq!(stale.cell, "a");
+    let (code, _, err) = run(
+        &["move", "--sub", t.as_str(), "--to", "b", "--wait", "90"],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    let moved = app.registry.get(&t).await.unwrap().unwrap();
+    assert!(
+        moved.version > stale.version,
+        "each move step bumps the version: {} → {}",
+        stale.version,
+        moved.version
+    );
+
+    // The late repair, with its copy from before the move.
+    let p = app.provisioner().await.unwrap();
+    let options = post_signup::ops::converge::ConvergeOptions::no_removal(app.budget());
+    let done = post_signup::ops::converge::converge(p, &stale, options)
+        .await
+        .expect("nothing to do is no error");
+    assert!(done.report.is_none(), "nothing provisioned: {done:?}");
+    let record = app.registry.get(&t).await.unwrap().unwrap();
+    assert_eq!(record.cell, "b", "the tenant stays on its new cell");
+    assert!(
+        !vhost_in_cell(&app, "a", &t).await,
+        "no vhost made again on the old cell"
+    );
+    let url = kube_secret_data(&t).await.unwrap()["AMQP_URL"].clone();
+    assert_ne!(
+        port_of(&url),
+        port_of(&old_url),
+        "the backend keeps b's broker"
+    );
+    assert_eq!(
+        tenant_secret_json(&t).await.unwrap()["amqp_url"].as_str(),
+        Some(url.as_str())
+    );
+    assert_eq!(
+        take_all(&url).await,
+        (0..3).map(|i| format!("order-{i}")).collect::<Vec<_>>(),
+        "every message is on the new cell"
+    );
+}

@@ -14,3 +14,4 @@ mod registry;
 mod servers;
 mod stack;
 mod tenantctl;
+mod writer;

@@ -1,12 +1,15 @@
 //! Exit codes, decided in one place: 0 done (or nothing to do), 1 an outside system failed,
-//! 2 bad input, settings or a refusal that is the operator's to fix.
+//! 2 bad input, settings or a refusal that is the operator's to fix, 3 the tenant is busy
+//! (the change is recorded; its current holder applies it).
 
 use std::process::ExitCode;
 
-/// Exit codes: 0 done (or nothing to do), 1 an outside system failed, 2 bad input or settings.
+/// Exit codes: 0 done (or nothing to do), 1 an outside system failed, 2 bad input or settings,
+/// 3 busy.
 pub(crate) enum CliError {
     Input(anyhow::Error),
     Outside(anyhow::Error),
+    Busy(anyhow::Error),
 }
 
 impl CliError {
@@ -23,12 +26,13 @@ impl CliError {
         match self {
             CliError::Input(_) => 2,
             CliError::Outside(_) => 1,
+            CliError::Busy(_) => 3,
         }
     }
 
     pub(crate) fn exit(self) -> ExitCode {
         let code = self.code();
-        let (CliError::Input(e) | CliError::Outside(e)) = self;
+        let (CliError::Input(e) | CliError::Outside(e) | CliError::Busy(e)) = self;
         eprintln!("tenantctl: {e:#}");
         ExitCode::from(code)
     }
@@ -39,6 +43,7 @@ pub(crate) fn step_error(e: post_signup::outside::error::StepError) -> CliError 
     use post_signup::outside::error::FailureKind;
     match e.kind {
         FailureKind::Conflict | FailureKind::Rejected => CliError::input(e),
+        FailureKind::Busy => CliError::Busy(e.into()),
         _ => CliError::outside(e),
     }
 }
@@ -63,6 +68,7 @@ mod tests {
         assert_eq!(step_error(failed(FailureKind::Conflict)).code(), 2);
         assert_eq!(step_error(failed(FailureKind::Rejected)).code(), 2);
         assert_eq!(step_error(failed(FailureKind::Timeout)).code(), 1);
+        assert_eq!(step_error(failed(FailureKind::Busy)).code(), 3);
         assert_eq!(step_error(failed(FailureKind::ServerError)).code(), 1);
     }
 }

@@ -290,7 +290,8 @@ pub fn readiness(record: Option<&TenantRecord>) -> Readiness {
         Phase::Offboarded => Readiness::Offboarded,
         Phase::Suspended => Readiness::Suspended,
         Phase::Active => {
-            let settled = r.converged() || r.pending.as_deref() == Some("plan");
+            // A plan change alone leaves the credentials as they are.
+            let settled = r.converged() || r.pending_changes().all(|c| c == "plan");
             if r.provisioned_at.is_some() && settled {
                 Readiness::Ready
             } else {

@@ -102,6 +102,8 @@ pub struct ReconcileSummary {
     pub seated: usize,
     pub pruned: usize,
     pub dry_run: bool,
+    /// Tenants another holder (an operator, the worker) was converging: left to it.
+    pub busy: Vec<String>,
     /// `sub: why` of each tenant that was (or would be) repaired.
     pub incomplete: Vec<String>,
     pub failures: Vec<String>,

@@ -82,9 +82,13 @@ pub(super) async fn prune(
                 return Ok(());
             };
             p.registry.transition(&record, &after).await?;
-            converge(p, &after, ConvergeOptions::new(options.budget))
-                .await
-                .map(drop)
+            converge(
+                p,
+                &after,
+                ConvergeOptions::new(options.budget).held_by("prune"),
+            )
+            .await
+            .map(drop)
         }
         .await;
         match result {

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::ops::converge::{ConvergeOptions, converge};
 use crate::ops::provision::Provisioner;
-use crate::outside::error::StepError;
+use crate::outside::error::{FailureKind, StepError};
 use crate::outside::registry::{Created, ListFilter};
 use crate::tenant::TenantId;
 use crate::tenant::record::{LastOutcome, Phase, TenantRecord};
@@ -31,6 +31,12 @@ pub(super) async fn run(
         ConvergeOptions::new(options.budget)
     } else {
         ConvergeOptions::no_removal(options.budget)
+    }
+    .held_by("reconciler");
+    // A tenant another holder is converging is left to it (it applies the newest record).
+    let converge_options = ConvergeOptions {
+        lease_wait: Duration::ZERO,
+        ..converge_options
     };
     let mut results = futures::stream::iter(work)
         .map(|w| async move {
@@ -62,6 +68,7 @@ pub(super) async fn run(
         summary.recorded += usize::from(recorded);
         match result {
             Ok(()) => summary.repaired += 1,
+            Err(e) if e.kind == FailureKind::Busy => summary.busy.push(sub),
             Err(e) => {
                 summary.failed += 1;
                 summary.failures.push(format!("{sub}: {e}"));

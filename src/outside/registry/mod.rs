@@ -18,9 +18,12 @@ use crate::outside::error::{FailureKind, StepError, System};
 use crate::tenant::TenantId;
 use crate::tenant::record::{Event, LastOutcome, MoveProgress, Phase, TenantRecord, now};
 
+mod lease;
 mod moves;
 mod seats;
 mod tenants;
+
+pub use lease::Taken;
 
 /// A cell's item in the registry: an operator's state, and the counters placement keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,7 +1,13 @@
 //! A move's record: begun (a seat taken in the target), each step done, the switch of cell, and
-//! the end (the source's seat given back).
+//! the end (the source's seat given back). Each of them bumps `version` (and, as the mover
+//! applies what it records, `converged_version` with it), so a change read before the step
+//! fails its condition and is read again.
 
 use super::*;
+
+/// A move step's version bump (the record stays as converged as it was).
+const BUMP: &str = "#version = #version + :one, \
+                    #converged_version = if_not_exists(#converged_version, :zero) + :one";
 
 impl Registry {
     /// Starts a move of `record`'s tenant to `seat.cell`: takes a seat there (room and open, as a
@@ -27,10 +33,12 @@ impl Registry {
         let on_record = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(&record.sub)))
-            .update_expression("SET #moving = :moving")
+            .update_expression(format!("SET #moving = :moving, {BUMP}"))
             .condition_expression(condition)
-            .set_expression_attribute_names(Some(aliases(&["#moving", condition])))
+            .set_expression_attribute_names(Some(aliases(&["#moving", BUMP, condition])))
             .expression_attribute_values(":moving", value)
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":v", n(record.version))
             .expression_attribute_values(":active", s(Phase::Active.as_str()))
             .build()
@@ -70,10 +78,16 @@ impl Registry {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(tenant.as_str())))
-            .update_expression("SET #moving.#step = :step")
+            .update_expression(format!("SET #moving.#step = :step, {BUMP} REMOVE #event"))
             .condition_expression(condition)
-            .set_expression_attribute_names(Some(aliases(&["#moving.#step", condition])))
+            .set_expression_attribute_names(Some(aliases(&[
+                "#moving.#step #event",
+                BUMP,
+                condition,
+            ])))
             .expression_attribute_values(":step", s(step))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":to", s(to))
             .send()
             .await
@@ -91,16 +105,18 @@ impl Registry {
     ) -> Result<(), StepError> {
         let action = format!("switch tenant {tenant} to cell '{to}'");
         let condition = "#moving.#to = :to";
-        let expression = "SET #cell = :to, #seat_connections = :c, #moving.#step = :step, \
-                          #changed_at = :at, #event = :event, \
-                          #event_seq = if_not_exists(#event_seq, :zero) + :one";
+        let expression = format!(
+            "SET #cell = :to, #seat_connections = :c, #moving.#step = :step, \
+             #changed_at = :at, #event = :event, \
+             #event_seq = if_not_exists(#event_seq, :zero) + :one, {BUMP}"
+        );
         self.client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(tenant.as_str())))
+            .set_expression_attribute_names(Some(aliases(&[&expression, condition])))
             .update_expression(expression)
             .condition_expression(condition)
-            .set_expression_attribute_names(Some(aliases(&[expression, condition])))
             .expression_attribute_values(":to", s(to))
             .expression_attribute_values(":c", n(connections))
             .expression_attribute_values(":step", s("switched"))
@@ -128,10 +144,12 @@ impl Registry {
         let on_record = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(tenant.as_str())))
-            .update_expression("REMOVE #moving, #event")
+            .update_expression(format!("SET {BUMP} REMOVE #moving, #event"))
             .condition_expression(condition)
-            .set_expression_attribute_names(Some(aliases(&["#moving #event", condition])))
+            .set_expression_attribute_names(Some(aliases(&["#moving #event", BUMP, condition])))
             .expression_attribute_values(":to", s(&progress.to))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
             .build()
             .map_err(other)?;
         let mut items = vec![TransactWriteItem::builder().update(on_record).build()];

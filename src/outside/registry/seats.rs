@@ -271,7 +271,7 @@ impl Registry {
         self.change_seat(
             record,
             &action,
-            "REMOVE #seat_connections",
+            "REMOVE #seat_connections, #event",
             "attribute_exists(#seat_connections)",
             &[],
             (-1, -i128::from(connections)),
@@ -286,6 +286,7 @@ impl Registry {
         &self,
         record: &TenantRecord,
         connections: u64,
+        max_connections: Option<u64>,
     ) -> Result<bool, StepError> {
         let Some(old) = record.seat_connections else {
             return Ok(false);
@@ -294,15 +295,69 @@ impl Registry {
             "count tenant {}'s seat in cell '{}' as {connections} connections",
             record.sub, record.cell
         );
-        self.change_seat(
-            record,
-            &action,
-            "SET #seat_connections = :new",
-            "#seat_connections = :old",
-            &[(":new", n(connections)), (":old", n(old))],
-            (0, i128::from(connections) - i128::from(old)),
-        )
-        .await
+        let grows = connections.saturating_sub(old);
+        let no_room = || {
+            StepError::new(
+                System::Registry,
+                &action,
+                FailureKind::Rejected,
+                format!(
+                    "cell '{}' has no room for {grows} more connections (its capacity.connections is {}): give it room, or move the tenant to a cell that has it",
+                    record.cell,
+                    max_connections.unwrap_or_default()
+                ),
+            )
+        };
+        let Some(max) = max_connections.filter(|_| grows > 0) else {
+            return self
+                .change_seat(
+                    record,
+                    &action,
+                    "SET #seat_connections = :new REMOVE #event",
+                    "#seat_connections = :old",
+                    &[(":new", n(connections)), (":old", n(old))],
+                    (0, i128::from(connections) - i128::from(old)),
+                )
+                .await;
+        };
+        // Growing: the cell's granted connections must stay within its capacity, checked in
+        // the same transaction as the count (a plan upgrade never passes the hard limit).
+        let Some(room) = max.checked_sub(grows) else {
+            return Err(no_room());
+        };
+        let other = unbuilt(&action);
+        let condition = "#seat_connections = :old AND #cell = :cell";
+        let on_record = aws_sdk_dynamodb::types::Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(&record.sub)))
+            .update_expression("SET #seat_connections = :new REMOVE #event")
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(aliases(&["#seat_connections #event", condition])))
+            .expression_attribute_values(":new", n(connections))
+            .expression_attribute_values(":old", n(old))
+            .expression_attribute_values(":cell", s(&record.cell))
+            .build()
+            .map_err(other)?;
+        let on_cell = aws_sdk_dynamodb::types::Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(&cell_key(&record.cell))))
+            .update_expression("ADD #connections :grows")
+            .condition_expression("attribute_not_exists(#connections) OR #connections <= :room")
+            .expression_attribute_names("#connections", "connections")
+            .expression_attribute_values(":grows", n(grows))
+            .expression_attribute_values(":room", n(room))
+            .build()
+            .map_err(other)?;
+        use aws_sdk_dynamodb::types::TransactWriteItem;
+        let items = vec![
+            TransactWriteItem::builder().update(on_record).build(),
+            TransactWriteItem::builder().update(on_cell).build(),
+        ];
+        match self.transact(&action, items).await? {
+            Transacted::Written => Ok(true),
+            done if done.failed(0) => Ok(false),
+            _ => Err(no_room()),
+        }
     }
 
     /// `update` on the record of a tenant still in its cell (and `condition`), with its cell's
@@ -351,8 +406,9 @@ impl Registry {
         let on_record = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(&record.sub)))
-            .update_expression("SET #seat_connections = :c, #cell = :cell")
+            .update_expression("SET #seat_connections = :c, #cell = :cell REMOVE #event")
             .condition_expression("attribute_not_exists(#seat_connections) AND #cell = :was")
+            .expression_attribute_names("#event", "event")
             .expression_attribute_names("#seat_connections", "seat_connections")
             .expression_attribute_names("#cell", "cell")
             .expression_attribute_values(":cell", s(seat.cell))

@@ -1,7 +1,9 @@
 //! A tenant's item: read, the conditional create, transitions guarded by `version`, and the
 //! outcome observations (converged, handed off, failed).
 
+use super::lease::LEASE_FIELDS;
 use super::*;
+use crate::tenant::lease::Fence;
 
 impl Registry {
     /// The tenant's item, read consistently; `None` when it has none.
@@ -83,7 +85,9 @@ impl Registry {
             "#retain_data = :retain",
             "#version = :version",
             "#changed_at = :changed",
-            "#event_seq = :seq",
+            // Counted where it is kept, not from the copy: another write may have published
+            // an event since (`TenantOnboarded`), and two events never share one number.
+            "#event_seq = if_not_exists(#event_seq, :zero) + :one",
         ];
         let mut remove = Vec::new();
         let mut values: Item = HashMap::from([
@@ -100,7 +104,8 @@ impl Registry {
                 ":changed".to_owned(),
                 s(after.changed_at.clone().unwrap_or_else(now)),
             ),
-            (":seq".to_owned(), n(after.event_seq)),
+            (":zero".to_owned(), n(0)),
+            (":one".to_owned(), n(1)),
         ]);
         let optional = [
             ("#offboarded_at", ":offboarded", after.offboarded_at.clone()),
@@ -156,12 +161,14 @@ impl Registry {
     /// Records that `version`'s intent is applied everywhere — for a tenant that is not
     /// offboarded (`provisioned`), also the outcome `provisioned`; the first time a tenant is
     /// provisioned this publishes `TenantOnboarded`. `false` when the record has moved on to a
-    /// newer version (which stays pending) or is gone.
+    /// newer version (which stays pending), is gone, or — with `lease` — is no longer held by
+    /// that lease; with `lease`, the same write gives the lease back.
     pub async fn record_converged(
         &self,
         tenant: &TenantId,
         version: u64,
         provisioned: bool,
+        lease: Option<&Fence>,
     ) -> Result<bool, StepError> {
         let action = format!("record tenant {tenant} converged");
         let at = now();
@@ -180,6 +187,11 @@ impl Registry {
                 values.insert(":at".to_owned(), s(&at));
             }
             let mut condition = String::from("attribute_exists(#sub) AND #version = :v");
+            if let Some(fence) = lease {
+                condition.push_str(" AND #lease_fence = :fence");
+                values.insert(":fence".to_owned(), n(fence.fence));
+                remove.push(LEASE_FIELDS);
+            }
             if first {
                 set.extend([
                     "#event = :event",
