@@ -370,8 +370,8 @@ impl Placement {
     }
 
     /// Keeps a tenant's seat counting what its plan grants now (a plan change moves the
-    /// cell's connection count with it). Placement's room check is at sign-up; a plan change
-    /// is an operator's decision and is counted, not refused.
+    /// cell's connection count with it). A seat that grows is refused past the cell's
+    /// `capacity.connections`, with an error naming the cell and the limit.
     pub async fn resize_seat(&self, record: &TenantRecord) -> Result<bool, StepError> {
         let wanted = self.connections_of(&record.plan);
         match record.seat_connections {

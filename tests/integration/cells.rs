@@ -594,3 +594,74 @@ async fn a_repair_read_before_a_move_leaves_the_tenant_on_its_new_cell_with_ever
         "every message is on the new cell"
     );
 }
+
+#[tokio::test]
+async fn the_events_of_a_life_with_cells_turned_on_and_a_move_are_published_once_each() {
+    let (table, stream) = fresh_registry_table().await;
+    let queue = fresh_queue().await;
+    let t = fresh_tenant();
+    // Before cells: the one broker, no seat.
+    let plain = app_with(&[
+        ("REGISTRY_TABLE", table.as_str()),
+        ("HANDOFF_QUEUE_URL", queue.as_str()),
+    ])
+    .await;
+    assert_eq!(sign_up(&plain, &t).await, Finish::Provisioned);
+    // Cells turned on: the operator's convergence seats the tenant where its vhost is.
+    let cells = cells_file_with(20, 20, 500);
+    let env = [
+        ("CELLS_PATH", cells.as_str()),
+        ("REGISTRY_TABLE", table.as_str()),
+    ];
+    let (code, _, err) = run(&["provision", "--sub", t.as_str()], &env);
+    assert_eq!(code, 0, "{err}");
+    let seated = registry_at(&table).await.get(&t).await.unwrap().unwrap();
+    assert_eq!(seated.cell, "a");
+    assert!(seated.seat_connections.is_some(), "{seated:?}");
+    let (code, _, err) = run(
+        &["move", "--sub", t.as_str(), "--to", "b", "--wait", "90"],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["plan", "--sub", t.as_str(), "business"], &env);
+    assert_eq!(code, 0, "{err}");
+    let events = stream_events(&stream, &t).await;
+    assert_eq!(
+        events,
+        [
+            ("TenantOnboarded".to_owned(), 1),
+            ("TenantMoved".to_owned(), 2),
+            ("TenantPlanChanged".to_owned(), 3),
+        ],
+        "one event per transition, numbered in order; seats, leases and move steps publish none"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_restore_takes_no_seat_past_capacity_on_a_later_change() {
+    let (app, table, _) = cells_app(1, 1).await;
+    let env = [
+        ("CELLS_PATH", app.settings.cells.source.as_str()),
+        ("REGISTRY_TABLE", table.as_str()),
+    ];
+    let (first, second) = (fresh_tenant(), fresh_tenant());
+    assert_eq!(sign_up(&app, &first).await, Finish::Provisioned);
+    assert_eq!(sign_up(&app, &second).await, Finish::Provisioned);
+    let home = cell_of(&app, &first).await.unwrap();
+    let (code, _, err) = run(&["deprovision", "--sub", first.as_str()], &env);
+    assert_eq!(code, 0, "{err}");
+    // The freed seat goes to someone else: both cells are full again.
+    let third = fresh_tenant();
+    assert_eq!(sign_up(&app, &third).await, Finish::Provisioned);
+    assert_eq!(cell_of(&app, &third).await.as_deref(), Some(home.as_str()));
+    let (code, _, err) = run(&["restore", "--sub", first.as_str()], &env);
+    assert_ne!(code, 0, "no room: the restore is refused: {err}");
+    // A later change of the same tenant must not take the seat the restore could not.
+    let _ = run(&["suspend", "--sub", first.as_str()], &env);
+    let _ = run(&["resume", "--sub", first.as_str()], &env);
+    let items = app.registry.cell_items(&["a", "b"]).await.unwrap();
+    assert!(
+        items.values().all(|i| i.tenants <= 1),
+        "no cell past its capacity of 1: {items:?}"
+    );
+}
