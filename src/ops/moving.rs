@@ -351,12 +351,61 @@ impl Move<'_> {
         Ok(late)
     }
 
+    /// Nothing is left behind in the source: every queue of the source vhost is empty before
+    /// it is removed. Deliveries a backend held unacknowledged come back to their queue when
+    /// its connection closes, after the last pass counted it: further passes move them, at
+    /// most `EXTRA_PASSES`; then the move stops (recorded at `drained`), saying what is left.
+    /// Queue depths come from the management database, which counts every statistics
+    /// interval: a depth is trusted only once an interval has passed since the last pass.
+    async fn source_emptied(&self) -> Result<(), StepError> {
+        const EXTRA_PASSES: u32 = 3;
+        // RabbitMQ's default `collect_statistics_interval` (5 s), and a margin.
+        const SETTLE: Duration = Duration::from_secs(6);
+        let mut passes = 0;
+        let mut last_pass = Instant::now();
+        loop {
+            let left = match self.source.rabbitmq.queue_depths(self.vhost).await {
+                Ok(left) => left,
+                // Removed already (a re-run after the removal).
+                Err(e) if e.status == Some(404) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            if left.is_empty() {
+                return Ok(());
+            }
+            if last_pass.elapsed() < SETTLE {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            if passes == EXTRA_PASSES {
+                let what: Vec<String> = left.iter().map(|(q, n)| format!("{q}: {n}")).collect();
+                return Err(StepError::new(
+                    System::Rabbitmq,
+                    format!(
+                        "remove vhost '{}' from cell '{}'",
+                        self.vhost, self.progress.from
+                    ),
+                    FailureKind::Rejected,
+                    format!(
+                        "the move stopped before removing the source: its queues still hold messages ({}) after {EXTRA_PASSES} more passes; nothing was deleted — run the move again",
+                        what.join(", ")
+                    ),
+                ));
+            }
+            still_held(self.tenant, self.fence)?;
+            shovel_all(self.source, self.dest, self.vhost, self.options.wait).await?;
+            passes += 1;
+            last_pass = Instant::now();
+        }
+    }
+
     /// The end: the source vhost goes, and — for a cell with a cluster of its own — the
     /// source cluster's copy of the backend (still holding the source's credentials); then the
     /// source's seat is given back and the move forgotten.
     async fn remove_source(&mut self) -> Result<(), StepError> {
         still_held(self.tenant, self.fence)?;
         let (p, tenant, progress) = (self.p, self.tenant, self.progress);
+        self.source_emptied().await?;
         if p.clusters.name_of(&progress.from) != p.clusters.name_of(&progress.to) {
             let old = p.clusters.of_cell(&progress.from).await?;
             old.delete::<Deployment>(&tenant.deployment_name()).await?;
@@ -430,14 +479,18 @@ async fn shovel_all(
         }
         if started.elapsed() >= wait {
             let states = dest.rabbitmq.shovel_states(vhost).await.unwrap_or_default();
-            // A shovel's reason may quote its URI: no password leaves this function.
+            // The shovels not done go: their stored parameters hold the admin credentials in
+            // their URIs. Unconfirmed deliveries stay in the source queue; a re-run declares
+            // them again.
+            for name in &left {
+                let _ = dest.rabbitmq.delete_shovel(vhost, name).await;
+            }
+            // A shovel's reason may quote its URI: no password, plain or percent-encoded,
+            // leaves this function.
             let hide = |text: &str| {
                 [source, dest].iter().fold(text.to_owned(), |t, b| {
                     let admin = b.rabbitmq.admin_credential();
-                    t.replace(
-                        secrecy::ExposeSecret::expose_secret(&admin.password),
-                        "****",
-                    )
+                    hide_password(&t, secrecy::ExposeSecret::expose_secret(&admin.password))
                 })
             };
             let why: Vec<String> = states
@@ -467,5 +520,62 @@ async fn shovel_all(
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `text` with `password` — as it is, and percent-encoded as a URI's userinfo carries it —
+/// replaced by `****`.
+fn hide_password(text: &str, password: &str) -> String {
+    if password.is_empty() {
+        return text.to_owned();
+    }
+    let mut forms = vec![password.to_owned()];
+    // As this crate's URIs carry it (the shovels' own), and fully percent-encoded in either
+    // case of hex digits (as another client may have written it).
+    let mut u = url::Url::parse("amqp://user@host").expect("a valid URL");
+    if u.set_password(Some(password)).is_ok()
+        && let Some(encoded) = u.password()
+    {
+        forms.push(encoded.to_owned());
+    }
+    for upper in [true, false] {
+        forms.push(
+            password
+                .bytes()
+                .map(|b| match b {
+                    _ if b.is_ascii_alphanumeric() || b"-._~".contains(&b) => {
+                        char::from(b).to_string()
+                    }
+                    _ if upper => format!("%{b:02X}"),
+                    _ => format!("%{b:02x}"),
+                })
+                .collect(),
+        );
+    }
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    forms.iter().fold(text.to_owned(), |out, form| {
+        out.replace(form.as_str(), "****")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_is_hidden_plain_and_percent_encoded() {
+        let password = "p@ss/w:rd%1";
+        let reason =
+            "failed to connect amqp://admin:p%40ss%2Fw%3Ard%251@broker:5672/x; also p@ss/w:rd%1";
+        let hidden = hide_password(reason, password);
+        assert!(
+            !hidden.contains("p%40ss") && !hidden.contains(password),
+            "{hidden}"
+        );
+        assert_eq!(
+            hidden,
+            "failed to connect amqp://admin:****@broker:5672/x; also ****"
+        );
+        assert_eq!(hide_password("nothing here", ""), "nothing here");
     }
 }

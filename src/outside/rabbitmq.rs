@@ -522,6 +522,34 @@ impl RabbitMq {
         Ok(queues.into_iter().map(|q| q.name).collect())
     }
 
+    /// Each queue of `vhost` that holds messages (ready or unacknowledged), with how many, as
+    /// the management database last counted them.
+    pub async fn queue_depths(&self, vhost: &str) -> Result<Vec<(String, u64)>, StepError> {
+        #[derive(Deserialize)]
+        struct Depth {
+            name: String,
+            #[serde(default)]
+            messages: u64,
+        }
+        let queues: Vec<Depth> = self
+            .list(&format!("queues of vhost '{vhost}'"), &["queues", vhost])
+            .await?;
+        Ok(queues
+            .into_iter()
+            .filter(|q| q.messages > 0)
+            .map(|q| (q.name, q.messages))
+            .collect())
+    }
+
+    /// Removes a dynamic shovel (and the URIs, with their credentials, it was declared with).
+    pub async fn delete_shovel(&self, vhost: &str, name: &str) -> Result<bool, StepError> {
+        self.delete(
+            format!("shovel '{name}' in vhost '{vhost}'"),
+            &["parameters", "shovel", vhost, name],
+        )
+        .await
+    }
+
     /// Declares a dynamic shovel (a runtime parameter of `vhost`): the broker runs it.
     pub async fn put_shovel(
         &self,

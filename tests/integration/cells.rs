@@ -665,3 +665,55 @@ async fn a_refused_restore_takes_no_seat_past_capacity_on_a_later_change() {
         "no cell past its capacity of 1: {items:?}"
     );
 }
+
+#[tokio::test]
+async fn a_move_while_a_consumer_holds_unacknowledged_messages_brings_every_message_to_the_target()
+{
+    use lapin::options::BasicGetOptions;
+    let (app, table, _) = cells_app(20, 20).await;
+    let env = [
+        ("CELLS_PATH", app.settings.cells.source.as_str()),
+        ("REGISTRY_TABLE", table.as_str()),
+    ];
+    app.registry
+        .set_cell_state("b", CellState::Draining)
+        .await
+        .unwrap();
+    let t = fresh_tenant();
+    assert_eq!(sign_up(&app, &t).await, Finish::Provisioned);
+    app.registry
+        .set_cell_state("b", CellState::Open)
+        .await
+        .unwrap();
+    let old_url = kube_secret_data(&t).await.unwrap()["AMQP_URL"].clone();
+    publish(&old_url, 5, true).await;
+    // The old backend holds three deliveries, unacknowledged, while the move runs.
+    let held = lapin::Connection::connect(&old_url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = held.create_channel().await.unwrap();
+    for _ in 0..3 {
+        ch.basic_get("orders", BasicGetOptions::default())
+            .await
+            .unwrap()
+            .expect("a delivery");
+    }
+    let (code, _, err) = run(
+        &["move", "--sub", t.as_str(), "--to", "b", "--wait", "90"],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !vhost_in_cell(&app, "a", &t).await,
+        "the source is removed once empty"
+    );
+    let new_url = kube_secret_data(&t).await.unwrap()["AMQP_URL"].clone();
+    let mut got = take_all(&new_url).await;
+    got.sort();
+    assert_eq!(
+        got,
+        (0..5).map(|i| format!("order-{i}")).collect::<Vec<_>>(),
+        "every message, the unacknowledged ones too, is on the target"
+    );
+    drop(held);
+}
