@@ -192,6 +192,95 @@ async fn move_held(
     Ok(report)
 }
 
+/// What `abort_move` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct AbortReport {
+    pub tenant: String,
+    /// Where the tenant stays.
+    pub cell: String,
+    /// The cell the move was going to, whose vhost and seat are given back.
+    pub abandoned: String,
+    /// The step the move had reached.
+    pub step: String,
+}
+
+/// Abandons a move that has not switched yet (`tenantctl move --abort`): what reached the
+/// target is shovelled back to the source (where the backend still runs), the target vhost is
+/// removed once empty, and the record forgets the move and gives back the target's seat. A
+/// move that switched already is finished, not aborted.
+pub async fn abort_move(
+    p: &Provisioner,
+    tenant: &TenantId,
+    options: MoveOptions,
+) -> Result<AbortReport, StepError> {
+    let hold = ConvergeOptions {
+        budget: options.budget,
+        rollout_wait: options.wait * 4,
+        holder: "move --abort",
+        ..ConvergeOptions::new(options.budget)
+    };
+    let (record, fence) = take_lease(p, tenant, &hold).await?;
+    let aborted = abort_held(p, tenant, &record, &fence, options).await;
+    let _ = p.registry.give_back_lease(tenant, &fence).await;
+    aborted
+}
+
+async fn abort_held(
+    p: &Provisioner,
+    tenant: &TenantId,
+    record: &TenantRecord,
+    fence: &Fence,
+    options: MoveOptions,
+) -> Result<AbortReport, StepError> {
+    let Some(progress) = record.moving.clone() else {
+        return Err(refused(tenant, "no move is in progress: nothing to abort"));
+    };
+    if matches!(progress.step.as_str(), "switched" | "drained") {
+        return Err(refused(
+            tenant,
+            format!(
+                "the move has switched to cell '{}' already: finish it (`tenantctl move --sub {tenant} --to {}`)",
+                progress.to, progress.to
+            ),
+        ));
+    }
+    // Back the other way: the target is emptied into the source, then removed.
+    let back = Move {
+        p,
+        tenant,
+        record,
+        progress: &MoveProgress {
+            from: progress.to.clone(),
+            to: progress.from.clone(),
+            ..progress.clone()
+        },
+        source: p.brokers.get(&progress.to).await?,
+        dest: p.brokers.get(&progress.from).await?,
+        vhost: tenant.rabbitmq_vhost(),
+        step: progress.step.clone(),
+        options,
+        fence,
+    };
+    if back.source.rabbitmq.vhost(back.vhost).await?.is_some() {
+        still_held(tenant, fence)?;
+        shovel_all(back.source, back.dest, back.vhost, options.wait).await?;
+        back.source_emptied().await?;
+        still_held(tenant, fence)?;
+        back.source.rabbitmq.delete_vhost(back.vhost).await?;
+    }
+    let connections = p.placement.connections_of(&record.plan);
+    p.registry
+        .abort_move(tenant, &progress, connections)
+        .await?;
+    tracing::info!(tenant = %tenant, from = %progress.from, to = %progress.to, step = %progress.step, "move aborted");
+    Ok(AbortReport {
+        tenant: tenant.to_string(),
+        cell: progress.from,
+        abandoned: progress.to,
+        step: progress.step,
+    })
+}
+
 /// How a new move starts.
 enum Begun {
     /// The tenant lives in the target already (this cell).

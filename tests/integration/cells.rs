@@ -717,3 +717,68 @@ async fn a_move_while_a_consumer_holds_unacknowledged_messages_brings_every_mess
     );
     drop(held);
 }
+
+#[tokio::test]
+async fn a_move_that_has_not_switched_is_aborted_and_everything_stays_on_the_source() {
+    let (app, table, _) = cells_app(20, 20).await;
+    let env = [
+        ("CELLS_PATH", app.settings.cells.source.as_str()),
+        ("REGISTRY_TABLE", table.as_str()),
+    ];
+    app.registry
+        .set_cell_state("b", CellState::Draining)
+        .await
+        .unwrap();
+    let t = fresh_tenant();
+    assert_eq!(sign_up(&app, &t).await, Finish::Provisioned);
+    app.registry
+        .set_cell_state("b", CellState::Open)
+        .await
+        .unwrap();
+    let url = kube_secret_data(&t).await.unwrap()["AMQP_URL"].clone();
+    publish(&url, 3, true).await;
+    // Nothing to abort yet.
+    let (code, _, err) = run(&["move", "--sub", t.as_str(), "--abort"], &env);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no move is in progress"), "{err}");
+    // A move that stops part-way (no time for its shovels or the roll), then is abandoned.
+    let (code, _, err) = run(
+        &["move", "--sub", t.as_str(), "--to", "b", "--wait", "0"],
+        &env,
+    );
+    assert_ne!(code, 0, "the move did not stop: {err}");
+    let stuck = app.registry.get(&t).await.unwrap().unwrap();
+    assert!(stuck.moving.is_some(), "{stuck:?}");
+    let (code, report, err) = run(
+        &["move", "--sub", t.as_str(), "--abort", "--wait", "90"],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(report["cell"], "a", "{report}");
+    let record = app.registry.get(&t).await.unwrap().unwrap();
+    assert!(record.moving.is_none(), "{record:?}");
+    assert_eq!(record.cell, "a");
+    assert!(record.version > stuck.version);
+    let seats = app.registry.cell_items(&["a", "b"]).await.unwrap();
+    assert_eq!(
+        (seats["a"].tenants, seats["b"].tenants),
+        (1, 0),
+        "the target's seat is given back: {seats:?}"
+    );
+    assert!(!vhost_in_cell(&app, "b", &t).await, "the target vhost is gone");
+    assert_eq!(
+        kube_secret_data(&t).await.unwrap()["AMQP_URL"],
+        url,
+        "the credentials never left the source"
+    );
+    let mut got = take_all(&url).await;
+    got.sort();
+    assert_eq!(
+        got,
+        (0..3).map(|i| format!("order-{i}")).collect::<Vec<_>>(),
+        "every message is on the source"
+    );
+    // Other changes are possible again.
+    let (code, _, err) = run(&["rotate", "--sub", t.as_str(), "--wait", "60"], &env);
+    assert_eq!(code, 0, "{err}");
+}

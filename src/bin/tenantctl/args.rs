@@ -157,13 +157,18 @@ pub(crate) enum Command {
     },
     /// Move a tenant to another cell: its vhost's definitions and messages (shovels), then its
     /// credentials (the backend rolls), then the source is removed. Resumable: run it again
-    /// after a failure. Refused for a suspended or offboarded tenant.
+    /// after a failure. Refused for a suspended or offboarded tenant. `--abort` abandons a move
+    /// that has not switched yet: what reached the target comes back, the target's vhost and
+    /// seat are given back.
     Move {
         #[arg(long)]
         sub: String,
         /// The target cell (of the cells file).
+        #[arg(long, required_unless_present = "abort", conflicts_with = "abort")]
+        to: Option<String>,
+        /// Abandon the move in progress (before its switch) instead.
         #[arg(long)]
-        to: String,
+        abort: bool,
         /// Seconds to wait for the backend to roll, and for each pass of the shovels.
         #[arg(long, default_value_t = 120)]
         wait: u64,
@@ -508,8 +513,20 @@ mod tests {
     fn move_names_its_target() {
         assert!(matches!(
             parse(&["move", "--sub", SUB, "--to", "b"]),
-            Command::Move { to, wait: 120, .. } if to == "b"
+            Command::Move { to: Some(to), wait: 120, abort: false, .. } if to == "b"
         ));
+        assert!(matches!(
+            parse(&["move", "--sub", SUB, "--abort"]),
+            Command::Move {
+                to: None,
+                abort: true,
+                ..
+            }
+        ));
+        assert_eq!(
+            refused(&["move", "--sub", SUB, "--to", "b", "--abort"]),
+            ErrorKind::ArgumentConflict
+        );
         assert!(matches!(
             parse(&["move", "--sub", SUB, "--to", "b", "--wait", "30"]),
             Command::Move { wait: 30, .. }

@@ -98,7 +98,13 @@ async fn run(command: Command, started: tokio::time::Instant) -> Result<(), CliE
         Command::Suspend { sub } => change(&sub, Change::Suspend, Some(7), 0).await,
         Command::Resume { sub } => change(&sub, Change::Resume, Some(7), 0).await,
         Command::Rotate { sub, wait } => change(&sub, Change::Rotate, Some(7), wait).await,
-        Command::Move { sub, to, wait } => move_cmd(&sub, &to, wait).await,
+        Command::Move {
+            sub,
+            to: Some(to),
+            wait,
+            ..
+        } => move_cmd(&sub, &to, wait).await,
+        Command::Move { sub, wait, .. } => abort_move_cmd(&sub, wait).await,
         Command::Reconcile {
             dry_run,
             prune,

@@ -158,6 +158,21 @@ pub(crate) async fn move_cmd(sub: &str, to: &str, wait_secs: u64) -> Result<(), 
     Ok(())
 }
 
+pub(crate) async fn abort_move_cmd(sub: &str, wait_secs: u64) -> Result<(), CliError> {
+    let tenant = parse_sub(sub)?;
+    let app = init().await?;
+    let p = app.provisioner().await.map_err(CliError::outside)?;
+    let options = post_signup::ops::moving::MoveOptions {
+        wait: std::time::Duration::from_secs(wait_secs),
+        budget: app.budget(),
+    };
+    let report = post_signup::ops::moving::abort_move(p, &tenant, options)
+        .await
+        .map_err(step_error)?;
+    print(&report);
+    Ok(())
+}
+
 pub(crate) async fn list(filter: &ListFilter, output: Output) -> Result<(), CliError> {
     let app = init().await?;
     let p = app.provisioner().await.map_err(CliError::outside)?;

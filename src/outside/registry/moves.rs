@@ -162,4 +162,46 @@ impl Registry {
         // A failed condition: finished already.
         self.transact(&action, items).await.map(drop)
     }
+
+    /// An abandoned move (`tenantctl move --abort`), before its switch: the move forgotten and
+    /// the target's seat given back, once, only while the tenant still lives in `from`.
+    pub async fn abort_move(
+        &self,
+        tenant: &TenantId,
+        progress: &MoveProgress,
+        connections: u64,
+    ) -> Result<(), StepError> {
+        use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+        let action = format!("abort tenant {tenant}'s move to cell '{}'", progress.to);
+        let other = unbuilt(&action);
+        let condition = "#moving.#to = :to AND #cell = :from";
+        let on_record = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(tenant.as_str())))
+            .update_expression(format!("SET {BUMP} REMOVE #moving, #event"))
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(aliases(&["#moving #event", BUMP, condition])))
+            .expression_attribute_values(":to", s(&progress.to))
+            .expression_attribute_values(":from", s(&progress.from))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(other)?;
+        let on_cell = self
+            .count_change(&progress.to, -1, -i128::from(connections))
+            .map_err(other)?;
+        let items = vec![
+            TransactWriteItem::builder().update(on_record).build(),
+            TransactWriteItem::builder().update(on_cell).build(),
+        ];
+        match self.transact(&action, items).await? {
+            Transacted::Written => Ok(()),
+            Transacted::ConditionsFailed(_) => Err(StepError::new(
+                System::Registry,
+                &action,
+                FailureKind::Conflict,
+                "the move changed meanwhile (switched, finished or aborted): read it again",
+            )),
+        }
+    }
 }
