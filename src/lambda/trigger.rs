@@ -1,5 +1,6 @@
 //! The Lambda handler: classify the event, provision within the deadline, return the event.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::LambdaEvent;
@@ -17,6 +18,7 @@ use crate::outside::registry::{Created, Taken};
 use crate::outside::sqs::HandoffMessage;
 use crate::tenant::TenantId;
 use crate::tenant::lease::{self, Fence};
+use crate::tenant::plan::TenantState;
 use crate::tenant::record::{LastOutcome, Phase, TenantRecord};
 
 /// Kept back from the Lambda deadline so the error still reaches the runtime API in time.
@@ -299,63 +301,18 @@ async fn record_and_provision(
     // One writer per tenant: the new record carries the trigger's lease (no extra write on the
     // fast path); a record that exists already (a retry, a duplicate) is applied only once its
     // lease is taken, which reads it fresh.
-    let mut fresh = TenantRecord::new(tenant, pool, &app.plans, "sign-up");
-    let until =
-        SystemTime::now() + work_deadline.saturating_duration_since(Instant::now()) + lease::MARGIN;
-    let holder = lease::holder_name("sign-up");
-    let ours = Fence {
-        fence: 1,
-        until_ms: lease::epoch_ms(until),
-    };
-    fresh.lease_holder = Some(holder.clone());
-    fresh.lease_until_ms = Some(ours.until_ms);
-    fresh.lease_since = Some(crate::tenant::record::now());
-    fresh.lease_fence = ours.fence;
+    let (fresh, ours, holder, until) = leased_record(app, tenant, pool, work_deadline);
     let created = Box::pin(record_first(app, &fresh, work_deadline)).shared();
     let placed = created.clone();
-    let claimed = {
-        let created = created.clone();
-        let holder = &holder;
-        async move {
-            match created.await {
-                Ok(Created::New(r)) => Claim::Held(Box::new(r), ours),
-                Ok(Created::Existing(_)) => {
-                    match app.registry.take_lease(tenant, holder, until).await {
-                        Ok(Taken::Held(r, f)) => Claim::Held(r, f),
-                        Ok(Taken::Busy(held)) => Claim::Busy(held.holder),
-                        Ok(Taken::NoRecord) | Err(_) => Claim::Unknown,
-                    }
-                }
-                Err(_) => Claim::Unknown,
-            }
-        }
-    }
-    .shared();
-    let held_back = std::sync::atomic::AtomicBool::new(false);
-    let busy = std::sync::atomic::AtomicBool::new(false);
-    let gate = {
-        let claimed = claimed.clone();
-        let (wait, held_back, busy) = (app.settings.registry_wait, &held_back, &busy);
-        async move {
-            match tokio::time::timeout(wait, claimed).await {
-                Ok(Claim::Held(r, _)) => r.desired(),
-                // Another holder applies this tenant now: it applies the newest record.
-                Ok(Claim::Busy(holder)) => {
-                    tracing::info!(tenant = %tenant, holder, "tenant busy: its holder applies it");
-                    busy.store(true, std::sync::atomic::Ordering::SeqCst);
-                    None
-                }
-                // The registry is slow or down. Its record may say offboarded, or hold a newer
-                // password generation (a replayed event of an old tenant): nothing that grants
-                // access is written blind. The tenant is handed off; the worker reads (or
-                // writes) the record and finishes it.
-                _ => {
-                    held_back.store(true, std::sync::atomic::Ordering::SeqCst);
-                    None
-                }
-            }
-        }
-    };
+    let claimed = Box::pin(claim(app, tenant, created.clone(), ours, &holder, until)).shared();
+    let held_back = AtomicBool::new(false);
+    let busy = AtomicBool::new(false);
+    let gate = gate(
+        claimed.clone(),
+        app.settings.registry_wait,
+        tenant,
+        (&held_back, &busy),
+    );
     let provisioning = tokio::time::timeout_at(work_deadline, async {
         let provisioner = app
             .provisioner()
@@ -400,21 +357,11 @@ async fn record_and_provision(
             "cold start: unfinished".to_owned(),
         ))
     });
-    let record = match created {
-        Ok(c) => Some(c.record().clone()),
-        Err(PlacementError::NoRoom(cells)) => {
-            tracing::error!(request_id, tenant = %tenant, cells, "no open cell has room for a new tenant: handed off; open or add a cell");
-            None
-        }
-        Err(e) => {
-            tracing::warn!(request_id, tenant = %tenant, error = %e, "tenant not recorded; the worker or the reconciler records it");
-            None
-        }
-    };
+    let record = recorded(created, request_id, tenant);
     let provisioned = match provisioned {
         // A duplicate of a sign-up another invocation is applying: nothing written here; it
         // is done when that holder is done.
-        Ok(()) if busy.load(std::sync::atomic::Ordering::SeqCst) => {
+        Ok(()) if busy.load(Ordering::SeqCst) => {
             if holder_finished(app, tenant, work_deadline).await {
                 Ok(())
             } else {
@@ -424,27 +371,125 @@ async fn record_and_provision(
                 ))
             }
         }
-        Ok(()) if held_back.load(std::sync::atomic::Ordering::SeqCst) => Err((
+        Ok(()) if held_back.load(Ordering::SeqCst) => Err((
             "the registry did not answer in time: no credentials written".to_owned(),
             "registry: timeout".to_owned(),
         )),
         other => other,
     };
-    // The lease this sign-up holds, and the record as it read it (what was applied).
-    let held = match claimed.now_or_never() {
-        Some(Claim::Held(r, fence)) => Some((r, fence)),
-        _ => None,
-    };
-    let (record, fence) = match (held, record) {
-        (Some((applied, fence)), Some(_)) => (Some(*applied), Some(fence)),
-        (None, Some(r))
-            if r.lease_fence == ours.fence && r.lease_holder.as_ref() == Some(&holder) =>
+    let (record, fence) = lease_held(claimed.now_or_never(), record, ours, &holder);
+    (record, fence, provisioned)
+}
+
+/// The record the sign-up's create wrote or found, if any (why not is logged).
+fn recorded(
+    created: Result<Created, PlacementError>,
+    request_id: &str,
+    tenant: &TenantId,
+) -> Option<TenantRecord> {
+    match created {
+        Ok(c) => Some(c.record().clone()),
+        Err(PlacementError::NoRoom(cells)) => {
+            tracing::error!(request_id, tenant = %tenant, cells, "no open cell has room for a new tenant: handed off; open or add a cell");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(request_id, tenant = %tenant, error = %e, "tenant not recorded; the worker or the reconciler records it");
+            None
+        }
+    }
+}
+
+/// The lease this sign-up holds, and the record as it read it (what was applied): from its
+/// claim if that answered, else from a new record that carries its lease.
+fn lease_held(
+    claim: Option<Claim>,
+    record: Option<TenantRecord>,
+    ours: Fence,
+    holder: &str,
+) -> (Option<TenantRecord>, Option<Fence>) {
+    match (claim, record) {
+        (Some(Claim::Held(applied, fence)), Some(_)) => (Some(*applied), Some(fence)),
+        (_, Some(r))
+            if r.lease_fence == ours.fence && r.lease_holder.as_deref() == Some(holder) =>
         {
             (Some(r), Some(ours))
         }
         (_, r) => (r, None),
+    }
+}
+
+/// The credentials' gate: the state to write once this sign-up holds the tenant's lease
+/// (within `wait`), or `None`, marking why: busy (another holder applies the tenant) or held
+/// back (no answer in time).
+async fn gate(
+    claimed: impl Future<Output = Claim>,
+    wait: Duration,
+    tenant: &TenantId,
+    (held_back, busy): (&AtomicBool, &AtomicBool),
+) -> Option<TenantState> {
+    match tokio::time::timeout(wait, claimed).await {
+        Ok(Claim::Held(r, _)) => r.desired(),
+        // Another holder applies this tenant now: it applies the newest record.
+        Ok(Claim::Busy(holder)) => {
+            tracing::info!(tenant = %tenant, holder, "tenant busy: its holder applies it");
+            busy.store(true, Ordering::SeqCst);
+            None
+        }
+        // The registry is slow or down. Its record may say offboarded, or hold a newer
+        // password generation (a replayed event of an old tenant): nothing that grants
+        // access is written blind. The tenant is handed off; the worker reads (or
+        // writes) the record and finishes it.
+        _ => {
+            held_back.store(true, Ordering::SeqCst);
+            None
+        }
+    }
+}
+
+/// A new tenant's record as a sign-up writes it: carrying the sign-up's lease (fence 1, until
+/// its deadline and the margin), so taking the lease costs no write of its own. Also the
+/// holder's name and the lease's end, for a record that exists already.
+fn leased_record(
+    app: &App,
+    tenant: &TenantId,
+    pool: Option<&str>,
+    work_deadline: Instant,
+) -> (TenantRecord, Fence, String, SystemTime) {
+    let mut fresh = TenantRecord::new(tenant, pool, &app.plans, "sign-up");
+    let until =
+        SystemTime::now() + work_deadline.saturating_duration_since(Instant::now()) + lease::MARGIN;
+    let holder = lease::holder_name("sign-up");
+    let ours = Fence {
+        fence: 1,
+        until_ms: lease::epoch_ms(until),
     };
-    (record, fence, provisioned)
+    fresh.lease_holder = Some(holder.clone());
+    fresh.lease_until_ms = Some(ours.until_ms);
+    fresh.lease_since = Some(crate::tenant::record::now());
+    fresh.lease_fence = ours.fence;
+    (fresh, ours, holder, until)
+}
+
+/// The lease, once the record's answer is in: ours with a new record; for one that existed
+/// (a retry, a duplicate), taken if free — which reads it fresh — or someone else's.
+async fn claim(
+    app: &App,
+    tenant: &TenantId,
+    created: impl Future<Output = Result<Created, PlacementError>>,
+    ours: Fence,
+    holder: &str,
+    until: SystemTime,
+) -> Claim {
+    match created.await {
+        Ok(Created::New(r)) => Claim::Held(Box::new(r), ours),
+        Ok(Created::Existing(_)) => match app.registry.take_lease(tenant, holder, until).await {
+            Ok(Taken::Held(r, f)) => Claim::Held(r, f),
+            Ok(Taken::Busy(held)) => Claim::Busy(held.holder),
+            Ok(Taken::NoRecord) | Err(_) => Claim::Unknown,
+        },
+        Err(_) => Claim::Unknown,
+    }
 }
 
 /// Waits (until `deadline`) for the holder of a tenant's lease to apply its record: `true`

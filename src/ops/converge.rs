@@ -127,7 +127,7 @@ pub struct Converged {
 }
 
 impl Converged {
-    /// Nothing done: the record was applied already.
+    /// Nothing done (yet): the record as it is.
     fn nothing(tenant: &TenantId, record: &TenantRecord) -> Self {
         Self {
             tenant: tenant.to_string(),
@@ -269,14 +269,7 @@ async fn converge_once(
     options: ConvergeOptions,
 ) -> Result<Converged, StepError> {
     still_held(tenant, fence)?;
-    let mut done = Converged {
-        tenant: tenant.to_string(),
-        version: record.version,
-        state: record.state,
-        report: None,
-        removed: None,
-        closed_connections: 0,
-    };
+    let mut done = Converged::nothing(tenant, record);
     let Some(state) = record.desired() else {
         if !options.may_remove {
             return Err(rejected(

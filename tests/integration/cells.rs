@@ -196,6 +196,21 @@ async fn cells_app(a_vhosts: u32, b_vhosts: u32) -> (App, String, String) {
     (app, table, queue)
 }
 
+/// A new tenant that lives in cell a (b drains while it signs up, then opens again).
+async fn signed_up_in_a(app: &App) -> TenantId {
+    app.registry
+        .set_cell_state("b", CellState::Draining)
+        .await
+        .unwrap();
+    let t = fresh_tenant();
+    assert_eq!(sign_up(app, &t).await, Finish::Provisioned);
+    app.registry
+        .set_cell_state("b", CellState::Open)
+        .await
+        .unwrap();
+    t
+}
+
 async fn cell_of(app: &App, tenant: &TenantId) -> Option<String> {
     app.registry.get(tenant).await.unwrap().map(|r| r.cell)
 }
@@ -434,17 +449,7 @@ async fn a_moved_tenants_backend_reaches_its_messages_on_the_target_with_its_new
         ("CELLS_PATH", app.settings.cells.source.as_str()),
         ("REGISTRY_TABLE", table.as_str()),
     ];
-    // The tenant lives in a (b drains while it signs up).
-    app.registry
-        .set_cell_state("b", CellState::Draining)
-        .await
-        .unwrap();
-    let t = fresh_tenant();
-    assert_eq!(sign_up(&app, &t).await, Finish::Provisioned);
-    app.registry
-        .set_cell_state("b", CellState::Open)
-        .await
-        .unwrap();
+    let t = signed_up_in_a(&app).await;
     assert_eq!(cell_of(&app, &t).await.as_deref(), Some("a"));
     let old_url = kube_secret_data(&t).await.unwrap()["AMQP_URL"].clone();
     publish(&old_url, 5, true).await;
@@ -537,16 +542,7 @@ async fn a_repair_read_before_a_move_leaves_the_tenant_on_its_new_cell_with_ever
         ("CELLS_PATH", app.settings.cells.source.as_str()),
         ("REGISTRY_TABLE", table.as_str()),
     ];
-    app.registry
-        .set_cell_state("b", CellState::Draining)
-        .await
-        .unwrap();
-    let t = fresh_tenant();
-    assert_eq!(sign_up(&app, &t).await, Finish::Provisioned);
-    app.registry
-        .set_cell_state("b", CellState::Open)
-        .await
-        .unwrap();
+    let t = signed_up_in_a(&app).await;
     let old_url = kube_secret_data(&t).await.unwrap()["AMQP_URL"].clone();
     publish(&old_url, 3, true).await;
     // What a reconcile run read before the move: the tenant in cell a.
@@ -675,16 +671,7 @@ async fn a_move_while_a_consumer_holds_unacknowledged_messages_brings_every_mess
         ("CELLS_PATH", app.settings.cells.source.as_str()),
         ("REGISTRY_TABLE", table.as_str()),
     ];
-    app.registry
-        .set_cell_state("b", CellState::Draining)
-        .await
-        .unwrap();
-    let t = fresh_tenant();
-    assert_eq!(sign_up(&app, &t).await, Finish::Provisioned);
-    app.registry
-        .set_cell_state("b", CellState::Open)
-        .await
-        .unwrap();
+    let t = signed_up_in_a(&app).await;
     let old_url = kube_secret_data(&t).await.unwrap()["AMQP_URL"].clone();
     publish(&old_url, 5, true).await;
     // The old backend holds three deliveries, unacknowledged, while the move runs.
@@ -725,16 +712,7 @@ async fn a_move_that_has_not_switched_is_aborted_and_everything_stays_on_the_sou
         ("CELLS_PATH", app.settings.cells.source.as_str()),
         ("REGISTRY_TABLE", table.as_str()),
     ];
-    app.registry
-        .set_cell_state("b", CellState::Draining)
-        .await
-        .unwrap();
-    let t = fresh_tenant();
-    assert_eq!(sign_up(&app, &t).await, Finish::Provisioned);
-    app.registry
-        .set_cell_state("b", CellState::Open)
-        .await
-        .unwrap();
+    let t = signed_up_in_a(&app).await;
     let url = kube_secret_data(&t).await.unwrap()["AMQP_URL"].clone();
     publish(&url, 3, true).await;
     // Nothing to abort yet.
@@ -765,7 +743,10 @@ async fn a_move_that_has_not_switched_is_aborted_and_everything_stays_on_the_sou
         (1, 0),
         "the target's seat is given back: {seats:?}"
     );
-    assert!(!vhost_in_cell(&app, "b", &t).await, "the target vhost is gone");
+    assert!(
+        !vhost_in_cell(&app, "b", &t).await,
+        "the target vhost is gone"
+    );
     assert_eq!(
         kube_secret_data(&t).await.unwrap()["AMQP_URL"],
         url,
