@@ -308,6 +308,7 @@ async fn record_and_provision(
     let held_back = AtomicBool::new(false);
     let busy = AtomicBool::new(false);
     let gate = gate(
+        created.clone(),
         claimed.clone(),
         app.settings.registry_wait,
         tenant,
@@ -419,19 +420,27 @@ fn lease_held(
     }
 }
 
-/// The credentials' gate: the state to write once this sign-up holds the tenant's lease
-/// (within `wait`), or `None`, marking why: busy (another holder applies the tenant) or held
-/// back (no answer in time).
+/// The credentials' gate: the state to write once this sign-up holds the tenant's lease, or
+/// `None`, marking why: busy (another holder applies the tenant) or held back (the registry
+/// did not answer the create within `wait`). Taking the lease of a record that existed is one
+/// more call, bounded by the provisioning's own deadline.
 async fn gate(
+    created: impl Future<Output = Result<Created, PlacementError>>,
     claimed: impl Future<Output = Claim>,
     wait: Duration,
     tenant: &TenantId,
     (held_back, busy): (&AtomicBool, &AtomicBool),
 ) -> Option<TenantState> {
-    match tokio::time::timeout(wait, claimed).await {
-        Ok(Claim::Held(r, _)) => r.desired(),
+    let answered = matches!(tokio::time::timeout(wait, created).await, Ok(Ok(_)));
+    let claim = if answered {
+        claimed.await
+    } else {
+        Claim::Unknown
+    };
+    match claim {
+        Claim::Held(r, _) => r.desired(),
         // Another holder applies this tenant now: it applies the newest record.
-        Ok(Claim::Busy(holder)) => {
+        Claim::Busy(holder) => {
             tracing::info!(tenant = %tenant, holder, "tenant busy: its holder applies it");
             busy.store(true, Ordering::SeqCst);
             None
@@ -440,7 +449,7 @@ async fn gate(
         // password generation (a replayed event of an old tenant): nothing that grants
         // access is written blind. The tenant is handed off; the worker reads (or
         // writes) the record and finishes it.
-        _ => {
+        Claim::Unknown => {
             held_back.store(true, Ordering::SeqCst);
             None
         }
@@ -507,7 +516,7 @@ async fn holder_finished(app: &App, tenant: &TenantId, deadline: Instant) -> boo
             return false;
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(400));
+        pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
 

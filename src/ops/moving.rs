@@ -568,12 +568,9 @@ async fn shovel_all(
         }
         if started.elapsed() >= wait {
             let states = dest.rabbitmq.shovel_states(vhost).await.unwrap_or_default();
-            // The shovels not done go: their stored parameters hold the admin credentials in
-            // their URIs. Unconfirmed deliveries stay in the source queue; a re-run declares
-            // them again.
-            for name in &left {
-                let _ = dest.rabbitmq.delete_shovel(vhost, name).await;
-            }
+            // The shovels not done keep running (a shovel removed mid-way may deliver what it
+            // had in flight twice); each removes itself when done, and a re-run declares the
+            // same names, so no shovel — nor the credentials in its URIs — outlives the move.
             // A shovel's reason may quote its URI: no password, plain or percent-encoded,
             // leaves this function.
             let hide = |text: &str| {

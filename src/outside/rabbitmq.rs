@@ -541,15 +541,6 @@ impl RabbitMq {
             .collect())
     }
 
-    /// Removes a dynamic shovel (and the URIs, with their credentials, it was declared with).
-    pub async fn delete_shovel(&self, vhost: &str, name: &str) -> Result<bool, StepError> {
-        self.delete(
-            format!("shovel '{name}' in vhost '{vhost}'"),
-            &["parameters", "shovel", vhost, name],
-        )
-        .await
-    }
-
     /// Declares a dynamic shovel (a runtime parameter of `vhost`): the broker runs it.
     pub async fn put_shovel(
         &self,
