@@ -215,11 +215,14 @@ class CognitoTriggerShim:
         with self.lock:
             if client_id in self.client_pools:
                 return self.client_pools[client_id]
-        for pool in self.idp.list_user_pools(MaxResults=60)["UserPools"]:
-            clients = self.idp.list_user_pool_clients(UserPoolId=pool["Id"], MaxResults=60)
-            for c in clients["UserPoolClients"]:
-                with self.lock:
-                    self.client_pools[c["ClientId"]] = pool["Id"]
+        # Every page: a stack that has run the tests a few times holds more than one page of pools.
+        for pools in self.idp.get_paginator("list_user_pools").paginate(MaxResults=60):
+            for pool in pools["UserPools"]:
+                for clients in self.idp.get_paginator("list_user_pool_clients").paginate(
+                        UserPoolId=pool["Id"], MaxResults=60):
+                    for c in clients["UserPoolClients"]:
+                        with self.lock:
+                            self.client_pools[c["ClientId"]] = pool["Id"]
         with self.lock:
             return self.client_pools.get(client_id)
 
