@@ -196,6 +196,14 @@ async fn cells_app(a_vhosts: u32, b_vhosts: u32) -> (App, String, String) {
     (app, table, queue)
 }
 
+/// The operator's settings for `app`'s cells file and registry table (for `run`).
+fn operator_env<'a>(app: &'a App, table: &'a str) -> [(&'static str, &'a str); 2] {
+    [
+        ("CELLS_PATH", app.settings.cells.source.as_str()),
+        ("REGISTRY_TABLE", table),
+    ]
+}
+
 /// A new tenant that lives in cell a (b drains while it signs up, then opens again).
 async fn signed_up_in_a(app: &App) -> TenantId {
     app.registry
@@ -318,10 +326,7 @@ async fn concurrent_sign_ups_never_push_a_cell_past_its_capacity() {
 #[tokio::test]
 async fn an_offboarding_frees_its_seat_and_a_restore_takes_one_again() {
     let (app, table, _) = cells_app(1, 1).await;
-    let env = [
-        ("CELLS_PATH", app.settings.cells.source.as_str()),
-        ("REGISTRY_TABLE", table.as_str()),
-    ];
+    let env = operator_env(&app, &table);
     let t = fresh_tenant();
     assert_eq!(sign_up(&app, &t).await, Finish::Provisioned);
     let home = cell_of(&app, &t).await.unwrap();
@@ -445,10 +450,7 @@ fn port_of(url: &str) -> Option<u16> {
 #[tokio::test]
 async fn a_moved_tenants_backend_reaches_its_messages_on_the_target_with_its_new_credentials() {
     let (app, table, _) = cells_app(20, 20).await;
-    let env = [
-        ("CELLS_PATH", app.settings.cells.source.as_str()),
-        ("REGISTRY_TABLE", table.as_str()),
-    ];
+    let env = operator_env(&app, &table);
     let t = signed_up_in_a(&app).await;
     assert_eq!(cell_of(&app, &t).await.as_deref(), Some("a"));
     let old_url = kube_secret_data(&t).await.unwrap()["AMQP_URL"].clone();
@@ -538,10 +540,7 @@ async fn a_moved_tenants_backend_reaches_its_messages_on_the_target_with_its_new
 #[tokio::test]
 async fn a_repair_read_before_a_move_leaves_the_tenant_on_its_new_cell_with_every_message() {
     let (app, table, _) = cells_app(20, 20).await;
-    let env = [
-        ("CELLS_PATH", app.settings.cells.source.as_str()),
-        ("REGISTRY_TABLE", table.as_str()),
-    ];
+    let env = operator_env(&app, &table);
     let t = signed_up_in_a(&app).await;
     let old_url = kube_secret_data(&t).await.unwrap()["AMQP_URL"].clone();
     publish(&old_url, 3, true).await;
@@ -636,10 +635,7 @@ async fn the_events_of_a_life_with_cells_turned_on_and_a_move_are_published_once
 #[tokio::test]
 async fn a_refused_restore_takes_no_seat_past_capacity_on_a_later_change() {
     let (app, table, _) = cells_app(1, 1).await;
-    let env = [
-        ("CELLS_PATH", app.settings.cells.source.as_str()),
-        ("REGISTRY_TABLE", table.as_str()),
-    ];
+    let env = operator_env(&app, &table);
     let (first, second) = (fresh_tenant(), fresh_tenant());
     assert_eq!(sign_up(&app, &first).await, Finish::Provisioned);
     assert_eq!(sign_up(&app, &second).await, Finish::Provisioned);
@@ -667,10 +663,7 @@ async fn a_move_while_a_consumer_holds_unacknowledged_messages_brings_every_mess
 {
     use lapin::options::BasicGetOptions;
     let (app, table, _) = cells_app(20, 20).await;
-    let env = [
-        ("CELLS_PATH", app.settings.cells.source.as_str()),
-        ("REGISTRY_TABLE", table.as_str()),
-    ];
+    let env = operator_env(&app, &table);
     let t = signed_up_in_a(&app).await;
     let old_url = kube_secret_data(&t).await.unwrap()["AMQP_URL"].clone();
     publish(&old_url, 5, true).await;
@@ -708,10 +701,7 @@ async fn a_move_while_a_consumer_holds_unacknowledged_messages_brings_every_mess
 #[tokio::test]
 async fn a_move_that_has_not_switched_is_aborted_and_everything_stays_on_the_source() {
     let (app, table, _) = cells_app(20, 20).await;
-    let env = [
-        ("CELLS_PATH", app.settings.cells.source.as_str()),
-        ("REGISTRY_TABLE", table.as_str()),
-    ];
+    let env = operator_env(&app, &table);
     let t = signed_up_in_a(&app).await;
     let url = kube_secret_data(&t).await.unwrap()["AMQP_URL"].clone();
     publish(&url, 3, true).await;
