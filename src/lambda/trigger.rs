@@ -135,7 +135,7 @@ pub async fn handle_reporting(
     let (record, fence, provisioned) =
         record_and_provision(app, request_id, &tenant, pool.as_deref(), work_deadline).await;
     if let Some(r) = record.as_ref().filter(|r| r.state == Phase::Offboarded) {
-        tombstoned(app, &tenant, r, deadline).await;
+        tombstoned(app, &tenant, r, fence.as_ref(), deadline).await;
         tracing::warn!(request_id, tenant = %tenant, "the tenant is offboarded: not provisioned (tenantctl restore brings it back)");
         crate::metrics::onboarding("skipped", start.elapsed(), cold);
         return Ok((payload, Finish::Skipped));
@@ -568,10 +568,34 @@ async fn record_first(
 /// A sign-up event for a tenant the record says is offboarded (a late retry, a replayed event):
 /// nothing that grants access was written; the vhost PUT, which does not wait for the record,
 /// may have made an empty vhost, removed here unless the record keeps the tenant's data.
-async fn tombstoned(app: &App, tenant: &TenantId, record: &TenantRecord, deadline: Instant) {
-    if record.retain_data {
+/// Only as the lease's holder, which read the record fresh: a copy read before an operator's
+/// `restore` must not remove the restored tenant's vhost. The lease is given back after.
+async fn tombstoned(
+    app: &App,
+    tenant: &TenantId,
+    record: &TenantRecord,
+    fence: Option<&Fence>,
+    deadline: Instant,
+) {
+    let Some(fence) = fence else {
         return;
+    };
+    if !record.retain_data {
+        remove_tombstoned_vhost(app, tenant, record, deadline).await;
     }
+    if let Ok(Err(e)) =
+        tokio::time::timeout_at(deadline, app.registry.give_back_lease(tenant, fence)).await
+    {
+        tracing::warn!(tenant = %tenant, error = %e, "lease not given back; it runs out by itself");
+    }
+}
+
+async fn remove_tombstoned_vhost(
+    app: &App,
+    tenant: &TenantId,
+    record: &TenantRecord,
+    deadline: Instant,
+) {
     let Ok(Ok(p)) = tokio::time::timeout_at(deadline, app.provisioner()).await else {
         return;
     };
