@@ -212,7 +212,8 @@ async fn converge_held(
     options: ConvergeOptions,
 ) -> Result<Converged, StepError> {
     for _ in 0..3 {
-        let done = converge_once(p, tenant, &record, fence, options).await?;
+        // A seat change on the way grows the version (`record` follows it).
+        let done = converge_once(p, tenant, &mut record, fence, options).await?;
         let marked = p
             .registry
             .record_converged(
@@ -261,10 +262,13 @@ pub(crate) fn still_held(tenant: &TenantId, fence: &Fence) -> Result<(), StepErr
     }
 }
 
+/// One application of `record`. Its seat changes (given back, taken again, resized) are
+/// versioned writes conditioned on `record.version`: each that lands grows `record.version` by
+/// one, as it did in the registry, so the convergence is recorded at the version it ends on.
 async fn converge_once(
     p: &Provisioner,
     tenant: &TenantId,
-    record: &TenantRecord,
+    record: &mut TenantRecord,
     fence: &Fence,
     options: ConvergeOptions,
 ) -> Result<Converged, StepError> {
@@ -280,17 +284,26 @@ async fn converge_once(
         }
         let removed = remove(p, tenant, record, options.recovery_days).await?;
         still_held(tenant, fence)?;
-        if removed.rabbitmq_vhost.is_some() {
+        if removed.rabbitmq_vhost.is_some() && p.registry.release_seat(record).await? {
             // The vhost is gone: its seat in the cell is free again (once).
-            p.registry.release_seat(record).await?;
+            record.version += 1;
+            record.seat_connections = None;
         }
         done.removed = Some(removed);
+        done.version = record.version;
         return Ok(done);
     };
     // A restored tenant whose vhost was removed takes a seat again (its cell must have room);
     // a plan change moves its seat's connection count with it.
-    p.placement.reseat(record).await?;
-    p.placement.resize_seat(record).await?;
+    if let Some(seated) = p.placement.reseat(record).await? {
+        record.version += 1;
+        record.seat_connections = Some(seated);
+    }
+    if let Some(resized) = p.placement.resize_seat(record).await? {
+        record.version += 1;
+        record.seat_connections = Some(resized);
+    }
+    done.version = record.version;
     let report = Box::pin(p.provision_with(
         tenant,
         &record.cell,

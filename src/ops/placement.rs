@@ -348,9 +348,11 @@ impl Placement {
     /// vhost was removed (its seat was given back) takes one only if its cell has room and is
     /// open; a tenant recorded before cells were declared (cell `default`, its vhost on the
     /// first cell's broker) is counted as it is, and its record names the real cell from then.
-    pub async fn reseat(&self, record: &TenantRecord) -> Result<bool, StepError> {
+    /// `Some(connections)`: the seat taken (the record's version grew by one); `None`: nothing
+    /// to take, or the record moved on.
+    pub async fn reseat(&self, record: &TenantRecord) -> Result<Option<u64>, StepError> {
         if !self.counts() || record.seat_connections.is_some() {
-            return Ok(false);
+            return Ok(None);
         }
         let cell = self.inner.cells.require(&record.cell)?;
         let views = self.views(true).await?;
@@ -366,13 +368,14 @@ impl Placement {
             .reseat(record, &self.seat(view, connections), enforce)
             .await?;
         self.forget_view();
-        Ok(seated)
+        Ok(seated.then_some(connections))
     }
 
     /// Keeps a tenant's seat counting what its plan grants now (a plan change moves the
     /// cell's connection count with it). A seat that grows is refused past the cell's
-    /// `capacity.connections`, with an error naming the cell and the limit.
-    pub async fn resize_seat(&self, record: &TenantRecord) -> Result<bool, StepError> {
+    /// `capacity.connections`, with an error naming the cell and the limit. `Some(connections)`:
+    /// resized (the record's version grew by one); `None`: nothing to do, or the record moved on.
+    pub async fn resize_seat(&self, record: &TenantRecord) -> Result<Option<u64>, StepError> {
         let wanted = self.connections_of(&record.plan);
         match record.seat_connections {
             Some(c) if self.counts() && c != wanted => {
@@ -383,9 +386,9 @@ impl Placement {
                     .and_then(|cell| cell.capacity.connections);
                 let resized = self.inner.registry.resize_seat(record, wanted, max).await?;
                 self.forget_view();
-                Ok(resized)
+                Ok(resized.then_some(wanted))
             }
-            _ => Ok(false),
+            _ => Ok(None),
         }
     }
 }

@@ -7,6 +7,7 @@ use post_signup::cells::CellState;
 use post_signup::lambda::app::App;
 use post_signup::lambda::trigger::{self, Finish};
 use post_signup::tenant::TenantId;
+use post_signup::tenant::record::Phase;
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -629,6 +630,67 @@ async fn the_events_of_a_life_with_cells_turned_on_and_a_move_are_published_once
             ("TenantPlanChanged".to_owned(), 3),
         ],
         "one event per transition, numbered in order; seats, leases and move steps publish none"
+    );
+}
+
+#[tokio::test]
+async fn a_seat_change_versions_the_record_so_a_change_read_before_it_is_refused() {
+    let (table, _) = fresh_registry_table().await;
+    let queue = fresh_queue().await;
+    let t = fresh_tenant();
+    let plain = app_with(&[
+        ("REGISTRY_TABLE", table.as_str()),
+        ("HANDOFF_QUEUE_URL", queue.as_str()),
+    ])
+    .await;
+    assert_eq!(sign_up(&plain, &t).await, Finish::Provisioned);
+    let before = registry_at(&table).await.get(&t).await.unwrap().unwrap();
+    assert!(before.seat_connections.is_none(), "no cells, no seat");
+    // Cells turned on: the reconcile run seats the tenant where its vhost is (a seat taken).
+    let cells = cells_file_with(20, 20, 500);
+    let env = [
+        ("CELLS_PATH", cells.as_str()),
+        ("REGISTRY_TABLE", table.as_str()),
+    ];
+    let (code, _, err) = run(&["reconcile"], &env);
+    assert_eq!(code, 0, "{err}");
+    let seated = registry_at(&table).await.get(&t).await.unwrap().unwrap();
+    assert!(seated.seat_connections.is_some(), "{seated:?}");
+    assert_eq!(
+        seated.version,
+        before.version + 1,
+        "the seat grew the version"
+    );
+    assert!(seated.converged(), "and kept it converged: {seated:?}");
+    // A change made from the copy read before the seat is refused, and nothing is written.
+    let after = post_signup::tenant::transition::transition(
+        &before,
+        &post_signup::tenant::transition::Change::Suspend,
+        &post_signup::tenant::record::now(),
+    )
+    .unwrap()
+    .expect("a change");
+    let refused = registry_at(&table)
+        .await
+        .transition(&before, &after)
+        .await
+        .expect_err("read before the seat: refused");
+    assert_eq!(
+        refused.kind,
+        post_signup::outside::error::FailureKind::Conflict
+    );
+    // A plan change resizes the seat: one version for the change, one for the seat, and the
+    // convergence is recorded at the last.
+    let (code, _, err) = run(&["plan", "--sub", t.as_str(), "business"], &env);
+    assert_eq!(code, 0, "{err}");
+    let resized = registry_at(&table).await.get(&t).await.unwrap().unwrap();
+    assert_ne!(resized.seat_connections, seated.seat_connections);
+    assert_eq!(resized.version, seated.version + 2, "{resized:?}");
+    assert!(resized.converged(), "{resized:?}");
+    assert_eq!(
+        resized.state,
+        Phase::Active,
+        "the stale suspend never landed"
     );
 }
 

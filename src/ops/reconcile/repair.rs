@@ -93,8 +93,8 @@ pub(super) async fn seats(
     });
     for r in unseated {
         match p.placement.reseat(r).await {
-            Ok(true) => summary.seated += 1,
-            Ok(false) => {}
+            Ok(Some(_)) => summary.seated += 1,
+            Ok(None) => {}
             Err(e) => {
                 summary.failed += 1;
                 summary.failures.push(format!("{}: {e}", r.sub));

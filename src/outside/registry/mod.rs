@@ -25,6 +25,14 @@ mod tenants;
 
 pub use lease::Taken;
 
+/// The version bump of a write that changes where or how a tenant is placed (a move step, a
+/// seat taken, resized or given back) but not what it should be: `version` and
+/// `converged_version` both grow by one, so the record stays exactly as converged as it was,
+/// and anything read before the write fails its version condition and reads again. Its values
+/// are `:zero` and `:one`.
+const BUMP: &str = "#version = #version + :one, \
+                    #converged_version = if_not_exists(#converged_version, :zero) + :one";
+
 /// A cell's item in the registry: an operator's state, and the counters placement keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CellItem {

@@ -5,10 +5,6 @@
 
 use super::*;
 
-/// A move step's version bump (the record stays as converged as it was).
-const BUMP: &str = "#version = #version + :one, \
-                    #converged_version = if_not_exists(#converged_version, :zero) + :one";
-
 impl Registry {
     /// Starts a move of `record`'s tenant to `seat.cell`: takes a seat there (room and open, as a
     /// placement) and records the move, in one transaction, only if the record is unchanged,

@@ -258,7 +258,8 @@ impl Registry {
     }
 
     /// Gives back the seat of a tenant whose vhost is gone: the record stops counting and the
-    /// cell's counters go down, once (the record's condition makes a repeat a no-op).
+    /// cell's counters go down, once (the record's condition makes a repeat a no-op), and its
+    /// version grows by one (`BUMP`). `false`: released already, or the record moved on.
     pub async fn release_seat(&self, record: &TenantRecord) -> Result<bool, StepError> {
         let Some(connections) = record.seat_connections else {
             return Ok(false);
@@ -271,7 +272,7 @@ impl Registry {
         self.change_seat(
             record,
             &action,
-            "REMOVE #seat_connections, #event",
+            &format!("SET {BUMP} REMOVE #seat_connections, #event"),
             "attribute_exists(#seat_connections)",
             &[],
             (-1, -i128::from(connections)),
@@ -313,7 +314,7 @@ impl Registry {
                 .change_seat(
                     record,
                     &action,
-                    "SET #seat_connections = :new REMOVE #event",
+                    &format!("SET #seat_connections = :new, {BUMP} REMOVE #event"),
                     "#seat_connections = :old",
                     &[(":new", n(connections)), (":old", n(old))],
                     (0, i128::from(connections) - i128::from(old)),
@@ -326,13 +327,17 @@ impl Registry {
             return Err(no_room());
         };
         let other = unbuilt(&action);
-        let condition = "#seat_connections = :old AND #cell = :cell";
+        let condition = "#seat_connections = :old AND #cell = :cell AND #version = :v";
+        let expression = format!("SET #seat_connections = :new, {BUMP} REMOVE #event");
         let on_record = aws_sdk_dynamodb::types::Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(&record.sub)))
-            .update_expression("SET #seat_connections = :new REMOVE #event")
+            .update_expression(&expression)
             .condition_expression(condition)
-            .set_expression_attribute_names(Some(aliases(&["#seat_connections #event", condition])))
+            .set_expression_attribute_names(Some(aliases(&[&expression, condition])))
+            .expression_attribute_values(":v", n(record.version))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":new", n(connections))
             .expression_attribute_values(":old", n(old))
             .expression_attribute_values(":cell", s(&record.cell))
@@ -360,9 +365,10 @@ impl Registry {
         }
     }
 
-    /// `update` on the record of a tenant still in its cell (and `condition`), with its cell's
-    /// counters moved by `(tenants, connections)`, in one transaction; `false`: a condition
-    /// failed and nothing was written.
+    /// `update` on the record of a tenant still in its cell at the version read (and
+    /// `condition`), with its cell's counters moved by `(tenants, connections)`, in one
+    /// transaction; `false`: a condition failed and nothing was written. `update` may use
+    /// `BUMP` (its values are set).
     pub(super) async fn change_seat(
         &self,
         record: &TenantRecord,
@@ -372,14 +378,17 @@ impl Registry {
         values: &[(&str, AttributeValue)],
         (tenants, connections): (i128, i128),
     ) -> Result<bool, StepError> {
-        let condition = format!("{condition} AND #cell = :cell");
+        let condition = format!("{condition} AND #cell = :cell AND #version = :v");
         let mut on_record = aws_sdk_dynamodb::types::Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(&record.sub)))
             .update_expression(update)
             .condition_expression(&condition)
             .set_expression_attribute_names(Some(aliases(&[update, &condition])))
-            .expression_attribute_values(":cell", s(&record.cell));
+            .expression_attribute_values(":cell", s(&record.cell))
+            .expression_attribute_values(":v", n(record.version))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1));
         for (name, value) in values {
             on_record = on_record.expression_attribute_values(*name, value.clone());
         }
@@ -394,7 +403,8 @@ impl Registry {
     /// Takes a seat for a tenant that holds none, in `seat.cell` (its own; a record still
     /// naming the pre-cells `default` is renamed to it): with `enforce`, under the same room and
     /// state conditions as a placement (a restore after the vhost was removed); without, as it
-    /// is (a tenant whose vhost exists there already). `false`: it holds one already.
+    /// is (a tenant whose vhost exists there already). Its version grows by one (`BUMP`).
+    /// `false`: it holds one already, or the record moved on.
     pub async fn reseat(
         &self,
         record: &TenantRecord,
@@ -403,14 +413,18 @@ impl Registry {
     ) -> Result<bool, StepError> {
         use aws_sdk_dynamodb::types::Update;
         let action = format!("seat tenant {} in cell '{}'", record.sub, seat.cell);
+        let expression = format!("SET #seat_connections = :c, #cell = :cell, {BUMP} REMOVE #event");
+        let condition =
+            "attribute_not_exists(#seat_connections) AND #cell = :was AND #version = :v";
         let on_record = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(&record.sub)))
-            .update_expression("SET #seat_connections = :c, #cell = :cell REMOVE #event")
-            .condition_expression("attribute_not_exists(#seat_connections) AND #cell = :was")
-            .expression_attribute_names("#event", "event")
-            .expression_attribute_names("#seat_connections", "seat_connections")
-            .expression_attribute_names("#cell", "cell")
+            .update_expression(&expression)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(aliases(&[&expression, condition])))
+            .expression_attribute_values(":v", n(record.version))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":cell", s(seat.cell))
             .expression_attribute_values(":was", s(&record.cell))
             .expression_attribute_values(":c", n(seat.connections))
