@@ -18,7 +18,8 @@ pub const NAMESPACE: &str = "PostSignup";
 pub mod name {
     /// Trigger: from the invocation's start (process start on a cold one) to the answer.
     pub const ONBOARDING_DURATION: &str = "OnboardingDuration";
-    /// Trigger: one per sign-up, by `Outcome` (provisioned, handed-off, recorded, failed, skipped).
+    /// Trigger: one per sign-up, by `Outcome` (provisioned, handed-off, recorded, unrecorded,
+    /// skipped, invalid).
     pub const ONBOARDINGS: &str = "Onboardings";
     /// One per step run, by `Step`: how long it took and how many attempts it needed.
     pub const STEP_DURATION: &str = "StepDuration";
@@ -27,6 +28,9 @@ pub mod name {
     pub const COLD_STARTS: &str = "ColdStarts";
     /// Worker: hand-offs by `Outcome` (provisioned, skipped, failed, malformed).
     pub const HANDOFFS_PROCESSED: &str = "HandoffsProcessed";
+    /// API: a signed-in user with no record handed off by `GET /tenant`, by `Outcome`
+    /// (handed-off, failed).
+    pub const API_HANDOFFS: &str = "ApiHandoffs";
     /// Reconciler: the run's summary.
     pub const RECONCILE_USERS: &str = "ReconcileUsers";
     pub const RECONCILE_REPAIRED: &str = "ReconcileRepaired";
@@ -50,7 +54,7 @@ pub mod dimension {
 }
 
 /// Installs the EMF collector (the Lambda binary, once at start); `function` becomes the
-/// `Function` dimension of every metric (trigger, worker, reconciler).
+/// `Function` dimension of every metric (trigger, worker, reconciler, api).
 pub fn install(function: &'static str) -> Option<&'static metrics_cloudwatch_embedded::Collector> {
     let collector = metrics_cloudwatch_embedded::Builder::new()
         .cloudwatch_namespace(NAMESPACE)
@@ -73,6 +77,7 @@ fn describe() {
         ONBOARDINGS,
         COLD_STARTS,
         HANDOFFS_PROCESSED,
+        API_HANDOFFS,
         NO_CELL_WITH_ROOM,
     ] {
         describe_counter!(n, Unit::Count, "");
@@ -122,6 +127,10 @@ pub fn no_cell_with_room() {
 /// A cell's free vhosts, as the reconciler read its counters.
 pub fn cell_free_vhosts(cell: &str, free: u64) {
     gauge!(name::CELL_FREE_VHOSTS, dimension::CELL => cell.to_owned()).set(free as f64);
+}
+
+pub fn api_handoff(outcome: &'static str) {
+    counter!(name::API_HANDOFFS, dimension::OUTCOME => outcome).increment(1);
 }
 
 pub fn handoff_processed(outcome: &'static str) {

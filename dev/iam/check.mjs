@@ -116,7 +116,7 @@ const table = [
   ["ReconcilerFunctionRole", "eks:DescribeCluster", cluster, A],
   ["ReconcilerFunctionRole", "eks:DescribeCluster", cellCluster, vpc],
   ["ReconcilerFunctionRole", "ec2:CreateNetworkInterface", "*", vpc],
-  // GET /tenant: reads a tenant's record and secret; nothing else.
+  // GET /tenant: reads a tenant's record and secret …
   ["TenantApiFunctionRole", "secretsmanager:GetSecretValue", tenantSecret, A],
   ["TenantApiFunctionRole", "secretsmanager:GetSecretValue", adminSecret, D],
   ["TenantApiFunctionRole", "secretsmanager:GetSecretValue", cellAdminSecret, D],
@@ -127,7 +127,11 @@ const table = [
   ["TenantApiFunctionRole", "dynamodb:PutItem", registry, D],
   ["TenantApiFunctionRole", "dynamodb:Scan", registry, D],
   ["TenantApiFunctionRole", "dynamodb:GetItem", otherTable, D],
-  ["TenantApiFunctionRole", "sqs:SendMessage", queue, D],
+  // … and hands off a signed-in user with no record: the hand-off queue only.
+  ["TenantApiFunctionRole", "sqs:SendMessage", queue, A],
+  ["TenantApiFunctionRole", "sqs:SendMessage", dlq, D],
+  ["TenantApiFunctionRole", "sqs:SendMessage", otherQueue, D],
+  ["TenantApiFunctionRole", "sqs:ReceiveMessage", queue, D],
   ["TenantApiFunctionRole", "eks:DescribeCluster", cluster, D],
   ["TenantApiFunctionRole", "eks:DescribeCluster", cellCluster, D],
   ["TenantApiFunctionRole", "cognito-idp:ListUsers", pool, D],

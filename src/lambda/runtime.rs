@@ -112,10 +112,19 @@ async fn serve_api(started: tokio::time::Instant) -> Result<(), Error> {
         "ready"
     );
     let api = &api;
+    let collector = crate::metrics::install("api");
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             let response = match serde_json::from_value::<HttpRequest>(event.payload) {
-                Ok(request) => api.handle(&request).await,
+                Ok(request) => {
+                    let response = api.handle(&request).await;
+                    if let Some(c) = collector
+                        && let Err(e) = c.flush(std::io::stdout())
+                    {
+                        tracing::warn!(error = %e, "metrics not written");
+                    }
+                    response
+                }
                 Err(e) => {
                     // Not an HTTP API (2.0) or function URL request: a wiring mistake.
                     tracing::error!(error = %e, "not an HTTP request event");

@@ -20,8 +20,6 @@ pub const DEFAULT_HANDOFF_RESERVE: Duration = Duration::from_millis(600);
 /// How long the trigger's credential steps wait for the registry's answer (the tenant's
 /// recorded state) before going on with a new tenant's: a slow registry must not cost a sign-up.
 pub const DEFAULT_REGISTRY_WAIT: Duration = Duration::from_millis(500);
-/// What a person sees when even the hand-off failed. `{reference}` becomes the request id.
-pub const DEFAULT_FAILURE_MESSAGE: &str = "Your account is confirmed, but setting it up failed. Please contact support with reference {reference}.";
 
 /// Every variable the function reads, for docs and errors.
 pub mod var {
@@ -41,7 +39,6 @@ pub mod var {
     pub const CONNECT_TIMEOUT_MS: &str = "CONNECT_TIMEOUT_MS";
     pub const HANDOFF_QUEUE_URL: &str = "HANDOFF_QUEUE_URL";
     pub const HANDOFF_RESERVE_MS: &str = "HANDOFF_RESERVE_MS";
-    pub const FAILURE_MESSAGE: &str = "FAILURE_MESSAGE";
     pub const USER_POOL_ID: &str = "USER_POOL_ID";
     pub const CONCURRENCY: &str = "RECONCILE_CONCURRENCY";
     pub const REGISTRY_TABLE: &str = "REGISTRY_TABLE";
@@ -102,8 +99,6 @@ pub struct Settings {
     /// Where provisioning that cannot finish in time is handed off (SQS).
     pub handoff_queue_url: Url,
     pub handoff_reserve: Duration,
-    /// Shown to the person signing up when even the hand-off failed; `{reference}` is replaced.
-    pub failure_message: String,
     /// The user pool the reconciler compares against (needed only by the reconciler).
     pub user_pool_id: Option<String>,
     /// How many tenants the reconciler provisions at once.
@@ -132,7 +127,6 @@ impl Settings {
         let plans_path = vars.get(var::PLANS_PATH).map(PathBuf::from);
         let (budget, connect_timeout) = timeouts(&vars)?;
         let (handoff_queue_url, handoff_reserve) = handoff(&vars, budget)?;
-        let failure_message = failure_message(&vars)?;
         let user_pool_id = user_pool_id(&vars)?;
         let concurrency = concurrency(&vars)?;
         let (registry_table, registry_wait) = registry(&vars)?;
@@ -152,17 +146,11 @@ impl Settings {
             connect_timeout,
             handoff_queue_url,
             handoff_reserve,
-            failure_message,
             user_pool_id,
             concurrency,
             registry_table,
             registry_wait,
         })
-    }
-
-    /// The message a person sees when even the hand-off failed, with their reference in it.
-    pub fn failure_message_for(&self, reference: &str) -> String {
-        self.failure_message.replace("{reference}", reference)
     }
 }
 
@@ -354,16 +342,6 @@ fn handoff(vars: &Vars<impl Lookup>, budget: Duration) -> Result<(Url, Duration)
         ));
     }
     Ok((queue_url, reserve))
-}
-
-fn failure_message(vars: &Vars<impl Lookup>) -> Result<String, SettingsError> {
-    let message = vars
-        .get(var::FAILURE_MESSAGE)
-        .unwrap_or_else(|| DEFAULT_FAILURE_MESSAGE.to_owned());
-    if message.len() > 1000 {
-        return Err(err(var::FAILURE_MESSAGE, "is longer than 1000 bytes"));
-    }
-    Ok(message)
 }
 
 fn user_pool_id(vars: &Vars<impl Lookup>) -> Result<Option<String>, SettingsError> {

@@ -47,24 +47,22 @@ pub fn deadline(start: Instant, budget: Duration, lambda_deadline_ms: u64) -> In
     by_budget.min(Instant::now() + left)
 }
 
-/// The error an invocation returns to Cognito. Cognito shows `errorMessage` to the person
-/// signing up, so it never carries internals: the detail is in the logs, under the request id.
+/// The error an invocation returns to Cognito: only for an event this function cannot accept.
+/// A valid sign-up is never answered with an error — Cognito shows its text to a person whose
+/// account is already confirmed, and never calls again — whatever failed: the confirmed user
+/// is itself the intent, which the person's first `GET /tenant` and the reconciler finish.
 #[derive(Debug, thiserror::Error)]
 pub enum InvocationError {
     /// The event is not one this function accepts; retrying cannot help. The message names the
     /// field, which is the caller's own input.
     #[error("{0}")]
     InvalidEvent(#[from] EventError),
-    /// Provisioning did not finish and even the hand-off failed: the configured generic message.
-    #[error("{0}")]
-    ProvisioningFailed(String),
 }
 
 impl InvocationError {
     pub fn kind(&self) -> &'static str {
         match self {
             InvocationError::InvalidEvent(_) => "InvalidEvent",
-            InvocationError::ProvisioningFailed(_) => "ProvisioningFailed",
         }
     }
 }
@@ -88,6 +86,11 @@ pub enum Finish {
     /// Not finished and the hand-off failed, but the tenant's record is written: the
     /// reconciler finishes it.
     Recorded,
+    /// Neither the record nor the hand-off could be written (the registry and SQS both away):
+    /// the confirmed user in the pool is the intent. The person's first `GET /tenant` hands it
+    /// off, and the reconciler provisions every confirmed user without a record. Counted
+    /// (`Onboardings`, outcome `unrecorded`) and alarmed.
+    Unrecorded,
 }
 
 /// Cognito requires the event back, unchanged: it is returned as received (raw JSON), not
@@ -207,8 +210,8 @@ impl SignUp<'_> {
     }
 
     /// A sign-up not finished in time: handed off, so the worker finishes it within seconds, and
-    /// the outcome recorded. The person is confirmed either way: only a tenant neither recorded nor
-    /// handed off is answered with the failure message.
+    /// the outcome recorded. The person is never answered with an error: a tenant neither
+    /// recorded nor handed off is logged, counted and alarmed, and finished from the pool.
     async fn hand_off(
         &self,
         (problem, detail): (String, String),
@@ -230,15 +233,19 @@ impl SignUp<'_> {
                 tracing::warn!(request_id, tenant = %tenant, problem, attempts, "tenant handed off");
                 (LastOutcome::HandedOff, Finish::HandedOff)
             }
-            Err(e) => {
-                tracing::error!(request_id, tenant = %tenant, problem, handoff_error = %e, "tenant not provisioned and not handed off");
+            Err(e) if record.is_some() => {
+                tracing::error!(request_id, tenant = %tenant, problem, handoff_error = %e, "tenant not provisioned and not handed off; recorded, the reconciler finishes it");
                 (LastOutcome::Failed, Finish::Recorded)
             }
+            Err(e) => {
+                tracing::error!(request_id, tenant = %tenant, problem, handoff_error = %e, "tenant neither recorded nor handed off; the person's first GET /tenant or the reconciler finishes it");
+                (LastOutcome::Failed, Finish::Unrecorded)
+            }
         };
-        let answer = match (&finish, record.is_some(), handoff.is_ok()) {
-            (Finish::HandedOff, _, _) => "handed-off",
-            (_, true, _) => "recorded",
-            _ => "failed",
+        let answer = match finish {
+            Finish::HandedOff => "handed-off",
+            Finish::Recorded => "recorded",
+            _ => "unrecorded",
         };
         crate::metrics::onboarding(answer, start.elapsed(), cold);
         if record.is_some() {
@@ -269,12 +276,8 @@ impl SignUp<'_> {
             // hand-off failed, so the person is not told it failed.
             return Ok(finish);
         }
-        match handoff {
-            Ok(_) => Ok(finish),
-            Err(_) => Err(InvocationError::ProvisioningFailed(
-                app.settings.failure_message_for(request_id),
-            )),
-        }
+        // Not even recorded: the person is still not failed (see `Finish::Unrecorded`).
+        Ok(finish)
     }
 }
 

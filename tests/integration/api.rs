@@ -116,12 +116,19 @@ async fn api(pool: &str, client: &str) -> Api {
 }
 
 async fn api_with_jwks(pool: &str, client: &str, jwks: &str) -> Api {
+    api_handing_off_to(pool, client, jwks, &fresh_queue().await).await
+}
+
+/// The API, handing off signed-in users with no record to `queue` (a test's own: no test sees
+/// another's hand-offs).
+async fn api_handing_off_to(pool: &str, client: &str, jwks: &str, queue: &str) -> Api {
     let env = stack_env();
     let over: HashMap<&str, String> = [
         ("USER_POOL_ID", pool.to_owned()),
         ("USER_POOL_CLIENT_IDS", client.to_owned()),
         ("COGNITO_JWKS_URL", jwks.to_owned()),
         ("CORS_ALLOWED_ORIGINS", "https://app.example.com".to_owned()),
+        ("HANDOFF_QUEUE_URL", queue.to_owned()),
     ]
     .into_iter()
     .collect();
@@ -480,6 +487,106 @@ async fn a_person_signs_up_confirms_and_their_frontend_finds_the_tenant_ready() 
     // And without a token, through the same runtime: 401.
     let anonymous = http().get(&url).send().await.unwrap();
     assert_eq!(anonymous.status().as_u16(), 401);
+}
+
+#[tokio::test]
+async fn a_confirmed_user_with_no_record_is_handed_off_by_get_tenant_and_then_ready() {
+    // A pool with no trigger: the user is confirmed, nothing recorded (as after a sign-up that
+    // could write neither its record nor its hand-off).
+    let (pool, client) = fresh_pool(None).await;
+    let (tenant, access, _) = confirmed_user(&pool, &client).await;
+    let queue = fresh_queue().await;
+    let jwks = format!("{}/{pool}/.well-known/jwks.json", var("AWS_ENDPOINT_URL"));
+    let api = api_handing_off_to(&pool, &client, &jwks, &queue).await;
+    let first = get(&api, &access).await;
+    assert_eq!(first.status_code, 202, "{}", first.body);
+    assert_eq!(first.body_json()["status"], "provisioning");
+    assert_eq!(
+        queue_bodies(&queue).await,
+        [json!({"sub": tenant.as_str(), "userPoolId": pool})],
+        "handed off: the sub and the pool"
+    );
+    assert!(
+        record_of(&tenant).await.is_none(),
+        "nothing recorded by the API itself"
+    );
+    // The worker takes it as Lambda's event source delivers it; nobody runs tenantctl.
+    assert!(worker_takes_handoff_of(&tenant, &queue).await);
+    let ready = get(&api, &access).await;
+    assert_eq!(ready.status_code, 200, "{}", ready.body);
+    assert_eq!(ready.body_json()["vhost"], tenant.as_str());
+    let record = record_of(&tenant).await.expect("the worker recorded it");
+    assert!(record.converged(), "{record:?}");
+    assert_eq!(traces_of(&tenant).await.len(), 5, "complete");
+    // A recorded tenant is not handed off again.
+    let _ = get(&api, &access).await;
+    assert!(queue_bodies(&queue).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_sign_up_that_can_write_neither_record_nor_hand_off_succeeds_is_counted_and_finished_by_get_tenant()
+ {
+    let functions = functions_env();
+    let client = var("USER_POOL_CLIENT_IDS");
+    let (username, tenant) = sign_up(&client).await;
+    // The registry and SQS refuse this tenant's writes, and its secret cannot be stored, so
+    // the trigger can neither finish nor record nor hand off.
+    let sub = tenant.as_str();
+    for (target, status, error) in [
+        ("DynamoDB_20120810.PutItem", 500, "InternalServerError"),
+        (
+            "DynamoDB_20120810.TransactWriteItems",
+            500,
+            "InternalServerError",
+        ),
+        ("AmazonSQS.SendMessage", 503, "ServiceUnavailable"),
+        ("secretsmanager.CreateSecret", 500, "InternalServiceError"),
+        ("secretsmanager.PutSecretValue", 500, "InternalServiceError"),
+    ] {
+        aws_fault(json!({"target": target, "match": sub, "count": 1000, "status": status, "error": error})).await;
+    }
+    let confirmed = cognito()
+        .await
+        .confirm_sign_up()
+        .client_id(&client)
+        .username(&username)
+        .confirmation_code("123456")
+        .send()
+        .await;
+    aws_fault(json!({"clear": true, "match": sub})).await;
+    confirmed.expect("the person is not shown an error: their account is confirmed");
+    assert!(
+        record_of(&tenant).await.is_none(),
+        "nothing could be recorded"
+    );
+    // The trigger logged it, and its metrics count it (the alarm's metric).
+    let log_path = concat!(env!("CARGO_MANIFEST_DIR"), "/.stack/functions/trigger.log");
+    let log = std::fs::read_to_string(log_path).expect("the trigger's log");
+    let line = log
+        .lines()
+        .position(|l| l.contains("tenant neither recorded nor handed off") && l.contains(sub))
+        .unwrap_or_else(|| panic!("no log line for {sub} in {log_path}"));
+    let counted = log.lines().skip(line).any(|l| {
+        serde_json::from_str::<Value>(l.trim()).is_ok_and(|doc| {
+            doc["_aws"].is_object() && doc["Outcome"] == "unrecorded" && doc["Onboardings"] == 1
+        })
+    });
+    assert!(
+        counted,
+        "an Onboardings document with Outcome unrecorded follows it in {log_path}"
+    );
+
+    // The person's first GET /tenant, through the stack's API function: 202, and handed off.
+    let (access, _) = sign_in(&client, &username).await;
+    let url = format!("{}/tenant", functions["STACK_API_URL"]);
+    let first = http().get(&url).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(first.status().as_u16(), 202);
+    assert!(worker_takes_handoff_of(&tenant, &var("HANDOFF_QUEUE_URL")).await);
+    let ready = http().get(&url).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["vhost"], sub);
+    assert_eq!(traces_of(&tenant).await.len(), 5, "complete");
 }
 
 /// A function of this test's own behind the Invoke API: answers each invocation with the next

@@ -405,6 +405,71 @@ pub async fn queue_bodies(queue: &str) -> Vec<Value> {
         .collect()
 }
 
+/// What Lambda's SQS event source does for the worker, for `tenant`'s hand-off on `queue`:
+/// receives it (long polling, at most 20 s; other tenants' messages are made visible again at
+/// once, for their own tests), invokes the worker with it as an `SqsEvent`, and deletes it unless
+/// the worker reported it failed. Panics if no hand-off of `tenant` arrives.
+pub async fn worker_takes_handoff_of(tenant: &TenantId, queue: &str) -> bool {
+    use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+    let client = sqs().await;
+    let waited = std::time::Instant::now();
+    let found = loop {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(20),
+            "no hand-off of {tenant} on {queue}"
+        );
+        let out = client
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(2)
+            .send()
+            .await
+            .unwrap();
+        let mut mine = None;
+        for m in out.messages.unwrap_or_default() {
+            if mine.is_none() && m.body().is_some_and(|b| b.contains(tenant.as_str())) {
+                mine = Some(m);
+            } else if let Some(handle) = m.receipt_handle() {
+                client
+                    .change_message_visibility()
+                    .queue_url(queue)
+                    .receipt_handle(handle)
+                    .visibility_timeout(0)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        if let Some(m) = mine {
+            break m;
+        }
+    };
+    let mut message = SqsMessage::default();
+    message.message_id = found.message_id.clone();
+    message.body = found.body.clone();
+    let mut event = SqsEvent::default();
+    event.records = vec![message];
+    let app = app_with(&[("HANDOFF_QUEUE_URL", queue)]).await;
+    let response = post_signup::lambda::worker::handle(
+        &app,
+        lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default()),
+    )
+    .await
+    .unwrap();
+    let failed = !response.batch_item_failures.is_empty();
+    if !failed {
+        client
+            .delete_message()
+            .queue_url(queue)
+            .receipt_handle(found.receipt_handle().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    !failed
+}
+
 /// One provisioning of `tenant` by the app's provisioner, within the app's budget.
 pub async fn provision_once(
     app: &App,

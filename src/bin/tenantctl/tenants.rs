@@ -69,6 +69,9 @@ pub(crate) async fn provision_event(
                 Finish::Recorded => eprintln!(
                     "tenantctl: not finished and not handed off; recorded, so the reconciler finishes it"
                 ),
+                Finish::Unrecorded => eprintln!(
+                    "tenantctl: neither recorded nor handed off; the person's first GET /tenant or the reconciler finishes it"
+                ),
                 Finish::Provisioned => {}
             }
             Ok(())

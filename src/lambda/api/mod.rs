@@ -10,7 +10,9 @@
 //! Answers, all `Cache-Control: no-store`:
 //! - 200 `ready`: broker URLs, vhost, username, password (from the tenant's Secrets Manager
 //!   secret; the record decides whether it is current);
-//! - 202 `provisioning` with `Retry-After` while the tenant is handed off or being changed;
+//! - 202 `provisioning` with `Retry-After` while the tenant is handed off or being changed; a
+//!   signed-in user with no record at all (its sign-up could write neither its record nor its
+//!   hand-off) is handed off here (`HANDOFF_QUEUE_URL`), so the worker finishes it in seconds;
 //! - 403 `suspended`; 410 `offboarded`;
 //! - 401 for any token problem, with no detail (the reason goes to the log, never the token);
 //! - 503 `unavailable` with `Retry-After` when the registry or Secrets Manager does not answer.
@@ -29,6 +31,7 @@ pub use access_token::{AccessTokenError, TokenVerifier};
 use crate::lambda::settings::{DEFAULT_SECRET_PREFIX, SettingsError, Vars, err, millis, parse_url};
 use crate::outside::registry::Registry;
 use crate::outside::secrets_manager::SecretsManager;
+use crate::outside::sqs::{HandoffMessage, HandoffQueue};
 use crate::tenant::TenantId;
 use crate::tenant::record::{Phase, TenantRecord};
 
@@ -45,6 +48,7 @@ pub mod var {
     pub const CELLS_PATH: &str = "CELLS_PATH";
     pub const REGION: &str = "AWS_REGION";
     pub const TIMEOUT_MS: &str = "API_TIMEOUT_MS";
+    pub const HANDOFF_QUEUE_URL: &str = "HANDOFF_QUEUE_URL";
 }
 
 /// How long a frontend should wait before asking again while its tenant is being set up.
@@ -69,8 +73,11 @@ pub struct ApiSettings {
     pub web_stomp_url: Option<Url>,
     /// Each cell's Web-STOMP endpoint (`CELLS_PATH`): a tenant's cell's wins over the one above.
     pub cell_web_stomp_urls: std::collections::BTreeMap<String, Url>,
-    /// Each outside call (registry, Secrets Manager, JWKS) gets at most this long.
+    /// Each outside call (registry, Secrets Manager, JWKS, SQS) gets at most this long.
     pub timeout: Duration,
+    /// Where a signed-in user with no record is handed off (`None`: answered 202 only; the
+    /// reconciler provisions it).
+    pub handoff_queue_url: Option<Url>,
 }
 
 impl ApiSettings {
@@ -165,6 +172,9 @@ impl ApiSettings {
             web_stomp_url,
             cell_web_stomp_urls,
             timeout,
+            handoff_queue_url: get(var::HANDOFF_QUEUE_URL)
+                .map(|raw| parse_url(var::HANDOFF_QUEUE_URL, &raw, &["http", "https"]))
+                .transpose()?,
         })
     }
 }
@@ -324,6 +334,7 @@ pub struct Api {
     verifier: TokenVerifier,
     registry: Registry,
     secrets: SecretsManager,
+    handoff: Option<HandoffQueue>,
 }
 
 impl Api {
@@ -337,6 +348,10 @@ impl Api {
         Ok(Self {
             registry: Registry::new(aws_sdk_dynamodb::Client::new(aws), &settings.registry_table),
             secrets: SecretsManager::new(aws_sdk_secretsmanager::Client::new(aws)),
+            handoff: settings
+                .handoff_queue_url
+                .as_ref()
+                .map(|url| HandoffQueue::new(aws_sdk_sqs::Client::new(aws), url)),
             verifier,
             settings,
         })
@@ -417,6 +432,9 @@ impl Api {
                 return unavailable();
             }
         };
+        if record.is_none() {
+            self.hand_off(&tenant).await;
+        }
         let state = readiness(record.as_ref());
         tracing::info!(tenant = %tenant, readiness = ?state, "tenant request");
         match state {
@@ -430,6 +448,31 @@ impl Api {
             Readiness::Ready => {
                 let cell = record.as_ref().map(|r| r.cell.as_str());
                 self.ready(&tenant, cell).await
+            }
+        }
+    }
+
+    /// A signed-in (so confirmed) user with no record: its sign-up wrote neither its record nor
+    /// its hand-off. Handing it off here lets the worker record and provision it within seconds
+    /// instead of at the next scheduled reconcile. The answer is 202 either way: a hand-off that
+    /// fails is logged, and the reconciler provisions every confirmed user without a record.
+    /// Polling while the worker is on it may send it again; the worker converges each once
+    /// (the tenant's lease), so a repeat is a no-op.
+    async fn hand_off(&self, tenant: &TenantId) {
+        let Some(queue) = &self.handoff else {
+            tracing::warn!(tenant = %tenant, "no record and no hand-off queue: the reconciler provisions it");
+            return;
+        };
+        let message = HandoffMessage::new(tenant, Some(&self.settings.user_pool_id));
+        let deadline = tokio::time::Instant::now() + self.settings.timeout;
+        match queue.send(&message, deadline).await {
+            Ok(_) => {
+                tracing::warn!(tenant = %tenant, "signed in with no record: handed off");
+                crate::metrics::api_handoff("handed-off");
+            }
+            Err(e) => {
+                tracing::error!(tenant = %tenant, error = %e, "signed in with no record and not handed off: the reconciler provisions it");
+                crate::metrics::api_handoff("failed");
             }
         }
     }
