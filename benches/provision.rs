@@ -3,7 +3,11 @@
 //! Prints one JSON line: init, first and warm wall times side by side, the first/warm ratio,
 //! each step's warm median and wall time / slowest branch; and what placement adds: warm
 //! invocations with a cells file (one cell, the same broker) beside those without, interleaved
-//! in the same process, and the placement's transaction alone. Needs the stack's environment
+//! in the same process, and the placement's transaction alone; and the lease's cost on the
+//! trigger's registry path, interleaved in the same process: the record's create and its
+//! "converged" write as they were before the lease (no lease fields, an unfenced write) beside
+//! the same two writes carrying the sign-up's lease (fence 1 in the create; the converged write
+//! fenced, giving it back). Needs the stack's environment
 //! (`dev/bench.sh` exports `.stack/env`); run it as a fresh process for each cold sample.
 
 use std::collections::HashMap;
@@ -78,6 +82,7 @@ async fn main() {
     invoke(&cells_app).await;
     let mut with_cells = Vec::new();
     let mut placements = Vec::new();
+    let (mut unleased, mut leased) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         warm.push(invoke(&app).await);
         with_cells.push(invoke(&cells_app).await);
@@ -101,6 +106,41 @@ async fn main() {
         let t = Instant::now();
         app.registry.create(&record).await.expect("recorded");
         creates.push(t.elapsed().as_secs_f64() * 1e3);
+        // The lease's cost: the trigger's two registry writes without it, then with it.
+        let writes = |leased: bool| {
+            let sub = uuid::Uuid::new_v4().to_string();
+            let app = &app;
+            let p = &p;
+            async move {
+                let tenant = post_signup::tenant::TenantId::parse(&sub).unwrap();
+                let mut record = post_signup::tenant::record::TenantRecord::new(
+                    &tenant, None, &p.plans, "bench",
+                );
+                let fence = post_signup::tenant::lease::Fence {
+                    fence: 1,
+                    until_ms: post_signup::tenant::lease::epoch_ms(
+                        std::time::SystemTime::now() + std::time::Duration::from_secs(10),
+                    ),
+                };
+                if leased {
+                    record.lease_holder = Some(post_signup::tenant::lease::holder_name("bench"));
+                    record.lease_until_ms = Some(fence.until_ms);
+                    record.lease_since = Some(post_signup::tenant::record::now());
+                    record.lease_fence = fence.fence;
+                }
+                let t = Instant::now();
+                app.registry.create(&record).await.expect("recorded");
+                let marked = app
+                    .registry
+                    .record_converged(&tenant, record.version, true, leased.then_some(&fence))
+                    .await
+                    .expect("converged");
+                assert!(marked);
+                t.elapsed().as_secs_f64() * 1e3
+            }
+        };
+        unleased.push(writes(false).await);
+        leased.push(writes(true).await);
         let slowest = report.branches_ms.values().copied().fold(0.0, f64::max);
         ratios.push(report.wall_ms / slowest);
         for s in &report.steps {
@@ -133,6 +173,8 @@ async fn main() {
         "registry_create_ms_median": median(&mut creates),
         "with_cells_invocation_ms_median": median(&mut with_cells),
         "placement_ms_median": median(&mut placements),
+        "registry_writes_unleased_ms_median": median(&mut unleased),
+        "registry_writes_leased_ms_median": median(&mut leased),
         "wall_over_slowest_branch_median": median(&mut ratios.clone()),
         "step_ms_median": step_medians.into_iter().map(|(k, v)| (k, serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
     });

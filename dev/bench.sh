@@ -86,6 +86,12 @@ print(f"placement: warm invocation with a cells file {med('with_cells_invocation
       f"{med('with_cells_invocation_ms_median') / med('warm_invocation_ms_median'):.2f}x, "
       f"+{med('with_cells_invocation_ms_median') - med('warm_invocation_ms_median'):.1f} ms on the critical path; "
       f"the placement's transaction alone {med('placement_ms_median'):.1f} ms")
+print(f"lease: the trigger's registry writes (create + converged) with the sign-up's lease "
+      f"{med('registry_writes_leased_ms_median'):.2f} ms vs without (before the lease) "
+      f"{med('registry_writes_unleased_ms_median'):.2f} ms, interleaved: "
+      f"{med('registry_writes_leased_ms_median') / med('registry_writes_unleased_ms_median'):.2f}x — "
+      f"the lease rides those two writes, adding none; the warm invocation (with the lease) "
+      f"{med('warm_invocation_ms_median'):.1f} ms")
 steps = rows[len(rows) // 2]["step_ms_median"]
 print("warm step medians (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in steps.items()))
 PY
