@@ -14,8 +14,10 @@ behind two small shims.
   with that AWS JSON-protocol error instead of reaching moto; {"clear": true, "match": "..."}
   ends the faults of that match. Matching on body text (a test's own
   tenant or secret id) keeps tests that run in parallel out of each other's way.
-- Cognito triggers: moto confirms users but calls no Lambda trigger. On ConfirmSignUp and
-  AdminConfirmSignUp that moto accepted, for a pool whose LambdaConfig names a PostConfirmation
+- Cognito triggers: moto confirms users but calls no Lambda trigger. On ConfirmSignUp,
+  AdminConfirmSignUp (both with `PostConfirmation_ConfirmSignUp`, as Cognito sends) and
+  ConfirmForgotPassword (`PostConfirmation_ConfirmForgotPassword`) that moto accepted, for a
+  pool whose LambdaConfig names a PostConfirmation
   function, the stand-in invokes that function as Cognito does: synchronously, with the real
   PostConfirmation event, 5 s per attempt, at most 3 attempts when the function times out, and
   the function's error message returned to the caller (`UserLambdaValidationException`). The
@@ -23,6 +25,8 @@ behind two small shims.
   behind cargo lambda's Lambda API emulator) and are registered with
   `POST /_standin/functions {"arn": "<function ARN>", "url": "<its Invoke URL>"}`; a pool that
   names an unregistered function gets `UnexpectedLambdaException`, as when Lambda is unreachable.
+- The template's EventBridge Pipe (registry stream → filter → input template → bus), which
+  AWS runs and moto does not: `POST /_standin/pipes` (dev/pipe_standin.py).
 Everything else is moto, unchanged.
 
 Usage: aws_standin.py --listen IP:PORT (--cluster NAME --endpoint URL --ca-file PEM)... --seed FILE --out FILE
@@ -45,6 +49,8 @@ from io import BytesIO
 import boto3
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
+
+from pipe_standin import PipeShim
 
 
 class DescribeClusterShim:
@@ -146,8 +152,14 @@ class FaultShim:
 
 
 class CognitoTriggerShim:
+    # What Cognito calls PostConfirmation on, and the trigger source each sends: an
+    # administrator's confirmation is a sign-up's (Cognito has no AdminConfirmSignUp source).
     TARGETS = {"AWSCognitoIdentityProviderService.ConfirmSignUp": "client",
-               "AWSCognitoIdentityProviderService.AdminConfirmSignUp": "admin"}
+               "AWSCognitoIdentityProviderService.AdminConfirmSignUp": "admin",
+               "AWSCognitoIdentityProviderService.ConfirmForgotPassword": "forgot"}
+    SOURCES = {"client": "PostConfirmation_ConfirmSignUp",
+               "admin": "PostConfirmation_ConfirmSignUp",
+               "forgot": "PostConfirmation_ConfirmForgotPassword"}
     ATTEMPT_TIMEOUT_S = 5
     MAX_ATTEMPTS = 3
 
@@ -228,7 +240,7 @@ class CognitoTriggerShim:
 
     def post_confirmation(self, kind, request):
         """Runs the pool's PostConfirmation trigger, if any. None, or (error type, message)."""
-        if kind == "client":
+        if kind in ("client", "forgot"):
             pool_id, client_id = self.pool_of_client(request.get("ClientId")), request.get("ClientId")
         else:
             pool_id, client_id = request.get("UserPoolId"), "CLIENT_ID_NOT_APPLICABLE"
@@ -243,7 +255,7 @@ class CognitoTriggerShim:
         event = {
             "version": "1", "region": self.region, "userPoolId": pool_id, "userName": user["Username"],
             "callerContext": {"awsSdkVersion": "aws-sdk-unknown-unknown", "clientId": client_id},
-            "triggerSource": "PostConfirmation_ConfirmSignUp" if kind == "client" else "PostConfirmation_AdminConfirmSignUp",
+            "triggerSource": self.SOURCES[kind],
             "request": {"userAttributes": attributes, "clientMetadata": request.get("ClientMetadata") or {}},
             "response": {},
         }
@@ -400,6 +412,7 @@ def main():
     ap.add_argument("--ca-file", required=True, action="append")
     ap.add_argument("--seed", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--template", required=True, help="template.yml: the Pipe it runs (dev/pipe_standin.py)")
     args = ap.parse_args()
     if not len(args.cluster) == len(args.endpoint) == len(args.ca_file):
         ap.error("give one --endpoint and one --ca-file per --cluster")
@@ -408,9 +421,9 @@ def main():
         with open(ca_file, "rb") as f:
             clusters[name] = (endpoint, base64.b64encode(f.read()).decode())
     transactions_roll_back_only_what_they_touch()
-    app = FaultShim(CognitoTriggerShim(AtomicWritesShim(DescribeClusterShim(
+    app = PipeShim(FaultShim(CognitoTriggerShim(AtomicWritesShim(DescribeClusterShim(
         DomainDispatcherApplication(create_backend_app), clusters)),
-        f"http://{args.listen}", args.region))
+        f"http://{args.listen}", args.region)), f"http://{args.listen}", args.region, args.template)
     host, port = args.listen.rsplit(":", 1)
     server = make_server(host, int(port), app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

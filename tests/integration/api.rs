@@ -589,6 +589,71 @@ async fn a_sign_up_that_can_write_neither_record_nor_hand_off_succeeds_is_counte
     assert_eq!(traces_of(&tenant).await.len(), 5, "complete");
 }
 
+#[tokio::test]
+async fn each_cognito_confirmation_reaches_the_real_trigger_as_cognito_sends_it() {
+    // The stack's pool, whose PostConfirmation is the real trigger function.
+    let _ = functions_env();
+    let pool = var("USER_POOL_ID");
+    let client = var("USER_POOL_CLIENT_IDS");
+    // An administrator's confirmation: Cognito sends PostConfirmation_ConfirmSignUp, and the
+    // person gets a tenant as after their own confirmation.
+    let (username, tenant) = sign_up(&client).await;
+    cognito()
+        .await
+        .admin_confirm_sign_up()
+        .user_pool_id(&pool)
+        .username(&username)
+        .send()
+        .await
+        .expect("AdminConfirmSignUp, with the trigger run by Cognito, succeeds");
+    let record = record_of(&tenant)
+        .await
+        .expect("the trigger recorded the administrator-confirmed tenant");
+    assert_eq!(record.origin, "sign-up");
+    if record.provisioned_at.is_none() {
+        assert!(worker_takes_handoff_of(&tenant, &var("HANDOFF_QUEUE_URL")).await);
+    }
+    assert_eq!(traces_of(&tenant).await.len(), 5, "complete");
+    let before = record_of(&tenant).await.unwrap();
+
+    // A forgotten password: Cognito sends PostConfirmation_ConfirmForgotPassword, which the
+    // trigger passes through; the tenant is left as it is.
+    cognito()
+        .await
+        .forgot_password()
+        .client_id(&client)
+        .username(&username)
+        .send()
+        .await
+        .expect("ForgotPassword");
+    cognito()
+        .await
+        .confirm_forgot_password()
+        .client_id(&client)
+        .username(&username)
+        .confirmation_code("123456")
+        .password("Another-horse-battery-2!")
+        .send()
+        .await
+        .expect("ConfirmForgotPassword, with the trigger run by Cognito, succeeds");
+    let after = record_of(&tenant).await.unwrap();
+    assert_eq!(after.version, before.version, "nothing changed: {after:?}");
+    assert_eq!(
+        after.generation, before.generation,
+        "no new password for the broker"
+    );
+    let log = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/.stack/functions/trigger.log"
+    ))
+    .unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("nothing to provision")
+            && l.contains("PostConfirmation_ConfirmForgotPassword")),
+        "the trigger saw Cognito's source and passed it through"
+    );
+}
+
 /// A function of this test's own behind the Invoke API: answers each invocation with the next
 /// of `answers` (a delay, then a payload), and counts them.
 async fn function_server(
