@@ -362,7 +362,7 @@ EOT
   start aws "$STACK_VENV/bin/python" dev/aws_standin.py --listen "127.0.0.1:$AWS_PORT" --region "$REGION" \
     --cluster "$CLUSTER" --endpoint "https://127.0.0.1:$API_PORT" --ca-file "$S/tls/ca.pem" \
     --cluster "$CLUSTER_B" --endpoint "https://127.0.0.1:$API_B_PORT" --ca-file "$S/tls/ca-b.pem" \
-    --seed "$S/aws/seed.json" --out "$S/aws/created.json"
+    --seed "$S/aws/seed.json" --out "$S/aws/created.json" --template template.yml
 }
 
 # The rest of a control plane, so a tenant's Deployment really rolls out: the controller manager

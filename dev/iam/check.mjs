@@ -143,6 +143,10 @@ const table = [
   ["TenantEventsPipeRole", "events:PutEvents", defaultBus, D],
   ["TenantEventsPipeRole", "dynamodb:PutItem", registry, D],
   ["TenantEventsPipeRole", "dynamodb:GetItem", registry, D],
+  // … and what the bus refused to its own dead-letter queue, nothing else.
+  ["TenantEventsPipeRole", "sqs:SendMessage", arn("TenantEventsDeadLetterQueue"), A],
+  ["TenantEventsPipeRole", "sqs:SendMessage", queue, D],
+  ["TenantEventsPipeRole", "sqs:SendMessage", dlq, D],
   // The schedule: invokes the reconciler, nothing else.
   ["ReconcilerFunctionScheduleRole", "lambda:InvokeFunction", arn("ReconcilerFunction"), A],
   ["ReconcilerFunctionScheduleRole", "lambda:InvokeFunction", arn("PostSignupFunction"), D],

@@ -548,67 +548,82 @@ pub async fn fresh_registry_table() -> (String, String) {
     (name, stream)
 }
 
-/// The lifecycle events of `tenant` on a registry stream, in order, as the template's pipe
-/// selects them (INSERT/MODIFY records whose new image carries `event`): `(event, event_seq)`.
+/// The lifecycle events of `tenant` as a consumer of the event bus receives them: the stack runs
+/// the template's own Pipe (dev/pipe_standin.py, read from template.yml) over the registry
+/// stream `stream_arn` — its filter, its input template, its target — into a bus whose rule
+/// delivers to a queue, and this reads that queue. Every detail must parse as a JSON object
+/// with the fields a consumer needs; a record the Pipe's target refused fails the test.
+/// Returns `(event, event_seq)` in the order delivered.
 pub async fn stream_events(stream_arn: &str, tenant: &TenantId) -> Vec<(String, u64)> {
-    use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, ShardIteratorType};
-    let client = aws_sdk_dynamodbstreams::Client::new(&aws_config(&settings_with(&[])).await);
-    let shards = client
-        .describe_stream()
-        .stream_arn(stream_arn)
+    let ran: Value = http()
+        .post(format!("{}/_standin/pipes", var("STACK_AWS_STANDIN")))
+        .json(&serde_json::json!({"source": stream_arn}))
         .send()
         .await
-        .unwrap()
-        .stream_description
-        .unwrap()
-        .shards
-        .unwrap_or_default();
+        .expect("the stand-in runs the Pipe")
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (ran["failed"].as_u64(), ran["dead_lettered"].as_u64()),
+        (Some(0), Some(0)),
+        "the Pipe's target refused records (the stand-in's log says why): {ran}"
+    );
+    let queue = ran["queue_url"]
+        .as_str()
+        .expect("the bus's queue")
+        .to_owned();
+    let client = sqs().await;
     let mut out = Vec::new();
-    for shard in shards {
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_arn(stream_arn)
-            .shard_id(shard.shard_id.unwrap())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+    loop {
+        let page = client
+            .receive_message()
+            .queue_url(&queue)
+            .max_number_of_messages(10)
             .send()
             .await
-            .unwrap()
-            .shard_iterator;
-        while let Some(it) = iterator {
-            let page = client
-                .get_records()
-                .shard_iterator(it)
+            .unwrap();
+        let messages = page.messages.unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        for m in messages {
+            client
+                .delete_message()
+                .queue_url(&queue)
+                .receipt_handle(m.receipt_handle().unwrap())
                 .send()
                 .await
                 .unwrap();
-            let records = page.records.unwrap_or_default();
-            if records.is_empty() {
-                break;
+            let envelope: Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            let detail = &envelope["detail"];
+            assert!(
+                detail.is_object(),
+                "the detail is a JSON object: {envelope}"
+            );
+            if detail["tenant"] != tenant.as_str() {
+                continue;
             }
-            for r in records {
-                if !matches!(
-                    r.event_name,
-                    Some(OperationType::Insert | OperationType::Modify)
-                ) {
-                    continue;
-                }
-                let Some(image) = r.dynamodb.and_then(|d| d.new_image) else {
-                    continue;
-                };
-                let s = |k: &str| match image.get(k) {
-                    Some(AttributeValue::S(v)) => Some(v.clone()),
-                    Some(AttributeValue::N(v)) => Some(v.clone()),
-                    _ => None,
-                };
-                if s("sub").as_deref() != Some(tenant.as_str()) {
-                    continue;
-                }
-                if let Some(event) = s("event") {
-                    let seq = s("event_seq").and_then(|n| n.parse().ok()).unwrap_or(0);
-                    out.push((event, seq));
-                }
+            for field in [
+                "eventId", "event", "tenant", "state", "plan", "cell", "version", "time",
+            ] {
+                assert!(
+                    !detail[field].is_null(),
+                    "the detail carries {field}: {detail}"
+                );
             }
-            iterator = page.next_shard_iterator;
+            assert_eq!(envelope["detail-type"], detail["event"], "{envelope}");
+            assert_eq!(envelope["source"], "post-signup", "{envelope}");
+            assert!(detail["version"].is_u64(), "version is a number: {detail}");
+            let (sub, seq) = detail["eventId"]
+                .as_str()
+                .and_then(|id| id.rsplit_once(':'))
+                .expect("eventId is <tenant>:<seq>");
+            assert_eq!(sub, tenant.as_str());
+            out.push((
+                detail["event"].as_str().unwrap().to_owned(),
+                seq.parse().expect("a number"),
+            ));
         }
     }
     out
