@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import { runSimulation } from "@cloud-copilot/iam-simulate";
 
 const [rolesPath, scenario] = process.argv.slice(2);
-const { roles, names } = JSON.parse(readFileSync(rolesPath, "utf8"));
+const { roles, names, resource_policies: resourcePolicies } = JSON.parse(readFileSync(rolesPath, "utf8"));
 const { account, region, params } = names;
 const arn = (logical) => {
   const r = names.resources[logical];
@@ -184,9 +184,56 @@ for (const [role, action, resource, allowed] of table) {
     console.log(`not ok - ${scenario}: ${role} ${action} on ${resource}: ${response.overallResult}, expected ${allowed ? "Allowed" : "denied"}`);
   }
 }
+// Resource policies: the alarm topic and its key. CloudWatch of this account may publish
+// alarms (encrypting with the key); CloudWatch acting for another account may not, nor may
+// another account. [policy, principal, action, resource, source account, allowed?]
+const topic = arn("AlarmTopic");
+const key = arn("AlarmTopicKey");
+const otherAccount = "444455556666";
+const resourceTable = [
+  ["AlarmTopicPolicy", "cloudwatch.amazonaws.com", "sns:Publish", topic, account, A],
+  ["AlarmTopicPolicy", "cloudwatch.amazonaws.com", "sns:Publish", topic, otherAccount, D],
+  ["AlarmTopicPolicy", `arn:aws:iam::${otherAccount}:root`, "sns:Publish", topic, otherAccount, D],
+  ["AlarmTopicPolicy", "cloudwatch.amazonaws.com", "sns:SetTopicAttributes", topic, account, D],
+  ["AlarmTopicKey", "cloudwatch.amazonaws.com", "kms:GenerateDataKey", key, account, A],
+  ["AlarmTopicKey", "cloudwatch.amazonaws.com", "kms:Decrypt", key, account, A],
+  ["AlarmTopicKey", "cloudwatch.amazonaws.com", "kms:Decrypt", key, otherAccount, D],
+  ["AlarmTopicKey", "cloudwatch.amazonaws.com", "kms:ScheduleKeyDeletion", key, account, D],
+  ["AlarmTopicKey", `arn:aws:iam::${otherAccount}:root`, "kms:Decrypt", key, otherAccount, D],
+];
+for (const [policy, principal, action, resource, sourceAccount, allowed] of resourceTable) {
+  if (!resourcePolicies?.[policy]) {
+    failed++;
+    console.log(`not ok - ${scenario}: no resource policy ${policy} in the translated template`);
+    continue;
+  }
+  const service = !principal.startsWith("arn:");
+  const response = await runSimulation({
+    identityPolicies: [],
+    serviceControlPolicies: [],
+    resourceControlPolicies: [],
+    resourcePolicy: resourcePolicies[policy],
+    request: {
+      action,
+      principal,
+      resource: { resource, accountId: account },
+      contextVariables: service ? { "aws:SourceAccount": sourceAccount } : {},
+    },
+  }, {});
+  if (response.resultType === "error") {
+    failed++;
+    console.log(`not ok - ${scenario}: ${policy} ${principal} ${action}: the simulator refused the request: ${JSON.stringify(response.errors)}`);
+    continue;
+  }
+  const got = response.overallResult === "Allowed";
+  if (got !== allowed) {
+    failed++;
+    console.log(`not ok - ${scenario}: ${policy}: ${principal} (for ${sourceAccount}) ${action} on ${resource}: ${response.overallResult}, expected ${allowed ? "Allowed" : "denied"}`);
+  }
+}
 for (const r of unjudged) { failed++; console.log(`not ok - ${scenario}: role ${r} is in the template but not in the table`); }
 for (const r of missing) { failed++; console.log(`not ok - ${scenario}: role ${r} is in the table but not in the template`); }
-const rows = table.length;
-const allowedRows = table.filter((r) => r[3]).length;
-console.log(`iam (${scenario}): ${rows - failed} of ${rows} rows as expected (${allowedRows} allowed, ${rows - allowedRows} denied), ${Object.keys(roles).length} roles`);
+const rows = table.length + resourceTable.length;
+const allowedRows = table.filter((r) => r[3]).length + resourceTable.filter((r) => r[5]).length;
+console.log(`iam (${scenario}): ${rows - failed} of ${rows} rows as expected (${allowedRows} allowed, ${rows - allowedRows} denied), ${Object.keys(roles).length} roles, ${Object.keys(resourcePolicies ?? {}).length} resource policies`);
 process.exit(failed ? 1 : 0);

@@ -80,6 +80,7 @@ def arn_of(logical, resource, resolver=None):
         "AWS::IAM::Role": f"arn:{PARTITION}:iam::{ACCOUNT}:role/{name}",
         "AWS::Lambda::Function": f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{name}",
         "AWS::SNS::Topic": f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT}:{name}",
+        "AWS::KMS::Key": f"arn:{PARTITION}:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab",
     }.get(kind, f"arn:{PARTITION}:unknown:{REGION}:{ACCOUNT}:{name}")
 
 
@@ -106,7 +107,9 @@ class Resolver:
                 value = [v for v in str(value).split(",") if v] if isinstance(value, str) else value
             self.params[name] = value
         self.pseudo = {"AWS::AccountId": ACCOUNT, "AWS::Region": REGION, "AWS::Partition": PARTITION,
-                       "AWS::StackName": STACK, "AWS::URLSuffix": "amazonaws.com", "AWS::NoValue": None}
+                       "AWS::StackName": STACK, "AWS::URLSuffix": "amazonaws.com", "AWS::NoValue": None,
+                       "AWS::StackId": f"arn:{PARTITION}:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/"
+                                       "6e1c2f70-0a1b-11f0-9c3d-0a1b2c3d4e5f"}
         self.conditions = {}
 
     def condition(self, name):
@@ -189,7 +192,9 @@ def main():
         if res["Type"] == "AWS::Serverless::Function" and "CodeUri" in res.get("Properties", {}):
             res["Properties"]["CodeUri"] = "s3://artifacts/post-signup.zip"
     pseudo = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": PARTITION,
-              "AWS::StackName": STACK}
+              "AWS::StackName": STACK,
+              "AWS::StackId": f"arn:{PARTITION}:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/"
+                              "6e1c2f70-0a1b-11f0-9c3d-0a1b2c3d4e5f"}
     os.environ["AWS_DEFAULT_REGION"] = REGION  # the translator asks boto3 for a region
     cfn = transform(sam, {**params, **pseudo}, NoManagedPolicies())
     r = Resolver(cfn, params)
@@ -206,6 +211,15 @@ def main():
                 sys.exit(f"roles: {logical} has managed policy {arn}, unknown here: add its document")
             policies.append({"name": arn, "policy": {"Version": "2012-10-17", "Statement": MANAGED[arn]}})
         roles[logical] = {"arn": arn_of(logical, res, r), "policies": policies}
+    # Resource policies: the key's and the topic's (who may publish alarms through them).
+    resource_policies = {}
+    for logical, res in cfn["Resources"].items():
+        if "Condition" in res and not r.condition(res["Condition"]):
+            continue
+        if res["Type"] == "AWS::KMS::Key":
+            resource_policies[logical] = r.resolve(res["Properties"]["KeyPolicy"])
+        elif res["Type"] == "AWS::SNS::TopicPolicy":
+            resource_policies[logical] = r.resolve(res["Properties"]["PolicyDocument"])
     names = {
         "account": ACCOUNT, "region": REGION, "partition": PARTITION,
         "resources": {logical: {"arn": arn_of(logical, res, r), "ref": ref_of(logical, res)}
@@ -213,7 +227,7 @@ def main():
         "params": r.params,
     }
     with open(out_path, "w") as f:
-        json.dump({"roles": roles, "names": names}, f, indent=1)
+        json.dump({"roles": roles, "names": names, "resource_policies": resource_policies}, f, indent=1)
 
 
 if __name__ == "__main__":
