@@ -613,8 +613,13 @@ async fn each_cognito_confirmation_reaches_the_real_trigger_as_cognito_sends_it(
     if record.provisioned_at.is_none() {
         assert!(worker_takes_handoff_of(&tenant, &var("HANDOFF_QUEUE_URL")).await);
     }
-    assert_eq!(traces_of(&tenant).await.len(), 5, "complete");
+    // (The stack's functions provision on the stack's broker, whichever one this run tests:
+    // the record says what was applied.)
     let before = record_of(&tenant).await.unwrap();
+    assert!(
+        before.provisioned_at.is_some() && before.converged(),
+        "provisioned: {before:?}"
+    );
 
     // A forgotten password: Cognito sends PostConfirmation_ConfirmForgotPassword, which the
     // trigger passes through; the tenant is left as it is.

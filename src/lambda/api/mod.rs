@@ -71,8 +71,12 @@ pub struct ApiSettings {
     pub cors_origins: Vec<String>,
     /// The tenant's broker's Web-STOMP endpoint, when it has one.
     pub web_stomp_url: Option<Url>,
-    /// Each cell's Web-STOMP endpoint (`CELLS_PATH`): a tenant's cell's wins over the one above.
+    /// Each cell's Web-STOMP endpoint (`CELLS_PATH`). With cells declared, a tenant gets its
+    /// own cell's or none (a broker without Web-STOMP, as every Amazon MQ broker: a browser
+    /// cannot reach it), never another broker's.
     pub cell_web_stomp_urls: std::collections::BTreeMap<String, Url>,
+    /// Whether a cells file is declared (then `web_stomp_url` is not used).
+    pub cells_declared: bool,
     /// Each outside call (registry, Secrets Manager, JWKS, SQS) gets at most this long.
     pub timeout: Duration,
     /// Where a signed-in user with no record is handed off (`None`: answered 202 only; the
@@ -146,14 +150,23 @@ impl ApiSettings {
         let web_stomp_url = get(var::WEB_STOMP_URL)
             .map(|raw| parse_url(var::WEB_STOMP_URL, &raw, &["ws", "wss"]))
             .transpose()?;
+        let cells_declared = get(var::CELLS_PATH).is_some();
         let cell_web_stomp_urls = match get(var::CELLS_PATH) {
             None => Default::default(),
-            Some(path) => crate::cells::Cells::load(std::path::Path::new(&path))
-                .map_err(|e| err(var::CELLS_PATH, e.to_string()))?
-                .all()
-                .iter()
-                .filter_map(|c| Some((c.name.clone(), c.web_stomp_url.clone()?)))
-                .collect(),
+            Some(path) => {
+                let cells = crate::cells::Cells::load(std::path::Path::new(&path))
+                    .map_err(|e| err(var::CELLS_PATH, e.to_string()))?;
+                let mut urls: std::collections::BTreeMap<String, Url> = cells
+                    .all()
+                    .iter()
+                    .filter_map(|c| Some((c.name.clone(), c.web_stomp_url.clone()?)))
+                    .collect();
+                // A tenant recorded before cells lives in the first cell.
+                if let Some(url) = cells.all().first().and_then(|c| c.web_stomp_url.clone()) {
+                    urls.insert(crate::cells::DEFAULT_CELL.to_owned(), url);
+                }
+                urls
+            }
         };
         let timeout = millis(
             var::TIMEOUT_MS,
@@ -171,11 +184,24 @@ impl ApiSettings {
             cors_origins,
             web_stomp_url,
             cell_web_stomp_urls,
+            cells_declared,
             timeout,
             handoff_queue_url: get(var::HANDOFF_QUEUE_URL)
                 .map(|raw| parse_url(var::HANDOFF_QUEUE_URL, &raw, &["http", "https"]))
                 .transpose()?,
         })
+    }
+}
+
+impl ApiSettings {
+    /// The Web-STOMP endpoint a tenant of `cell` is given: with cells declared, its own cell's
+    /// or none; without, the one broker's (`RABBITMQ_WEB_STOMP_URL`), if set.
+    pub fn web_stomp_url_of(&self, cell: Option<&str>) -> Option<&Url> {
+        if self.cells_declared {
+            cell.and_then(|c| self.cell_web_stomp_urls.get(c))
+        } else {
+            self.web_stomp_url.as_ref()
+        }
     }
 }
 
@@ -509,10 +535,7 @@ impl Api {
             serde_json::json!({
                 "status": "ready",
                 "amqp_url": amqp,
-                "web_stomp_url": cell
-                    .and_then(|c| self.settings.cell_web_stomp_urls.get(c))
-                    .or(self.settings.web_stomp_url.as_ref())
-                    .map(Url::as_str),
+                "web_stomp_url": self.settings.web_stomp_url_of(cell).map(Url::as_str),
                 "vhost": stored.vhost,
                 "username": stored.username,
                 "password": stored.password.expose_secret(),
@@ -571,6 +594,31 @@ mod tests {
         }
         let e = settings(&[("REGISTRY_TABLE", " ")]).unwrap_err();
         assert_eq!(e.var, "REGISTRY_TABLE");
+    }
+
+    #[test]
+    fn with_cells_a_tenant_gets_its_own_cells_web_stomp_url_or_none() {
+        let path = std::env::temp_dir().join(format!("api-cells-{}.yaml", std::process::id()));
+        std::fs::write(
+            &path,
+            "cells:\n  - name: a\n    management_url: http://a:15672\n    amqp_url: amqp://a:5672\n    admin_secret_id: a-admin\n    capacity: {vhosts: 50, connections: 5000}\n    web_stomp_url: wss://a.example.com/ws\n  - name: mq\n    management_url: https://b.mq.eu-west-1.amazonaws.com\n    amqp_url: amqps://b.mq.eu-west-1.amazonaws.com:5671\n    admin_secret_id: b-admin\n    capacity: {vhosts: 50, connections: 5000}\n",
+        )
+        .unwrap();
+        let with_cells = settings(&[
+            ("CELLS_PATH", path.to_str().unwrap()),
+            ("RABBITMQ_WEB_STOMP_URL", "wss://one.example.com/ws"),
+        ])
+        .unwrap();
+        let _ = std::fs::remove_file(&path);
+        let url = |cell| with_cells.web_stomp_url_of(cell).map(Url::as_str);
+        assert_eq!(url(Some("a")), Some("wss://a.example.com/ws"));
+        assert_eq!(url(Some("default")), Some("wss://a.example.com/ws"));
+        assert_eq!(url(Some("mq")), None, "no other broker's URL");
+        let one = settings(&[("RABBITMQ_WEB_STOMP_URL", "wss://one.example.com/ws")]).unwrap();
+        assert_eq!(
+            one.web_stomp_url_of(Some("default")).map(Url::as_str),
+            Some("wss://one.example.com/ws")
+        );
     }
 
     fn record(state: Phase) -> TenantRecord {
