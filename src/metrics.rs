@@ -26,7 +26,8 @@ pub mod name {
     pub const STEP_ATTEMPTS: &str = "StepAttempts";
     /// A container's first invocation.
     pub const COLD_STARTS: &str = "ColdStarts";
-    /// Worker: hand-offs by `Outcome` (provisioned, skipped, failed, malformed).
+    /// Worker: hand-offs by `Outcome` (provisioned, skipped, waiting (no cell with room),
+    /// failed, malformed).
     pub const HANDOFFS_PROCESSED: &str = "HandoffsProcessed";
     /// API: a signed-in user with no record handed off by `GET /tenant`, by `Outcome`
     /// (handed-off, failed).

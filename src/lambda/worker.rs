@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::lambda::app::App;
 use crate::lambda::trigger::deadline;
-use crate::ops::handoff::{HandoffOutcome, process_handoff};
+use crate::ops::handoff::{HandoffOutcome, NO_ROOM_WAIT, process_handoff};
 
 pub async fn handle(
     app: &App,
@@ -68,6 +68,21 @@ pub async fn handle(
                 crate::metrics::handoff_processed("malformed");
                 tracing::error!(message_id, error, "malformed hand-off");
                 response.add_failure(message_id);
+            }
+            HandoffOutcome::NoRoom(tenant, message) => {
+                // It waits on the queue for a cell (a new, delayed message): the capacity
+                // alarm says so; it reaches the dead-letter queue only for a real failure.
+                match app.handoff.send_later(&message, NO_ROOM_WAIT).await {
+                    Ok(()) => {
+                        crate::metrics::handoff_processed("waiting");
+                        tracing::warn!(message_id, tenant = %tenant, wait_s = NO_ROOM_WAIT.as_secs(), "no open cell has room: the hand-off waits for one");
+                    }
+                    Err(e) => {
+                        crate::metrics::handoff_processed("failed");
+                        tracing::warn!(message_id, tenant = %tenant, error = %e, "no open cell has room, and the hand-off could not be sent again: it comes back");
+                        response.add_failure(message_id);
+                    }
+                }
             }
             HandoffOutcome::Failed(tenant, error) => {
                 crate::metrics::handoff_processed("failed");

@@ -23,6 +23,9 @@ pub struct DrainSummary {
     pub skipped: usize,
     pub failed: usize,
     pub malformed: usize,
+    /// Tenants that found no open cell with room: sent back to the queue to wait for one
+    /// (`NO_ROOM_WAIT`), not failed.
+    pub waiting: Vec<String>,
     /// `sub: error` of each failure (no secrets: step errors never hold one).
     pub failures: Vec<String>,
 }
@@ -34,8 +37,13 @@ pub enum HandoffOutcome {
     /// The record says the tenant is offboarded: nothing to provision.
     Skipped(TenantId),
     Malformed(String),
+    /// No open cell has room: the hand-off waits for one (sent again later), never a failure.
+    NoRoom(TenantId, HandoffMessage),
     Failed(TenantId, String),
 }
+
+/// How long a hand-off that found no cell with room waits before it is tried again.
+pub const NO_ROOM_WAIT: Duration = Duration::from_secs(300);
 
 /// Finishes the tenant of one hand-off message by `deadline`: converges it to its record,
 /// writing the record first if the registry was down at sign-up.
@@ -48,6 +56,9 @@ pub async fn process_handoff(p: &Provisioner, body: &str, deadline: Instant) -> 
     let record =
         match tokio::time::timeout_at(deadline, record_or_new(p, &tenant, pool, "worker")).await {
             Ok(Ok(r)) => r,
+            Ok(Err(e)) if e.kind == FailureKind::NoRoom => {
+                return HandoffOutcome::NoRoom(tenant, message);
+            }
             Ok(Err(e)) => return HandoffOutcome::Failed(tenant, e.to_string()),
             Err(_) => {
                 return HandoffOutcome::Failed(tenant, "ran out of time reading its record".into());
@@ -122,6 +133,12 @@ pub async fn drain(
                 HandoffOutcome::Skipped(_) => {
                     queue.delete(&m.receipt_handle).await?;
                     summary.skipped += 1;
+                }
+                HandoffOutcome::NoRoom(tenant, message) => {
+                    // Waits on the queue for a cell, as a new message: never dead-lettered.
+                    queue.send_later(&message, NO_ROOM_WAIT).await?;
+                    queue.delete(&m.receipt_handle).await?;
+                    summary.waiting.push(tenant.to_string());
                 }
                 HandoffOutcome::Malformed(e) => {
                     tracing::error!(message_id = m.message_id, error = e, "malformed hand-off");

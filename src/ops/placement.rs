@@ -158,7 +158,7 @@ impl PlacementError {
             PlacementError::NoRoom(cells) => StepError::new(
                 System::Registry,
                 format!("place tenant {tenant}"),
-                FailureKind::Rejected,
+                FailureKind::NoRoom,
                 format!("no open cell has room ({cells}): open a cell or add one"),
             ),
         }

@@ -61,6 +61,8 @@ pub enum FailureKind {
     Conflict,
     /// Another holder has the tenant's lease (one writer per tenant): it applies the record.
     Busy,
+    /// No open cell has room for a new tenant: it waits for one (not a failure of the tenant).
+    NoRoom,
     /// Anything else.
     Other,
 }

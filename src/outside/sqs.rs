@@ -100,6 +100,28 @@ impl HandoffQueue {
         }
     }
 
+    /// Sends the tenant again to be received after `delay` (at most SQS's 15 minutes): a
+    /// hand-off that waits (no cell has room) as a new message, so waiting never counts toward
+    /// the queue's `maxReceiveCount` and the dead-letter queue keeps only real failures.
+    pub async fn send_later(
+        &self,
+        message: &HandoffMessage,
+        delay: std::time::Duration,
+    ) -> Result<(), StepError> {
+        let action = format!("hand off tenant {} again later", message.sub);
+        let body = serde_json::to_string(message)
+            .map_err(|e| StepError::new(System::Sqs, &action, FailureKind::Other, e.to_string()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .delay_seconds(delay.as_secs().min(900) as i32)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| sdk_error(System::Sqs, &action, e))
+    }
+
     /// Up to `max` messages, waiting at most `wait_seconds` for the first.
     pub async fn receive(&self, max: i32, wait_seconds: i32) -> Result<Vec<Received>, StepError> {
         let out = self

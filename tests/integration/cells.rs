@@ -287,6 +287,52 @@ async fn a_full_cell_sends_sign_ups_to_the_next_a_draining_one_gets_none_and_no_
 }
 
 #[tokio::test]
+async fn a_hand_off_that_finds_no_room_waits_on_the_queue_and_is_never_dead_lettered() {
+    let (app, _, queue) = cells_app(1, 20).await;
+    app.registry
+        .set_cell_state("b", CellState::Draining)
+        .await
+        .unwrap();
+    let (first, waiting) = (fresh_tenant(), fresh_tenant());
+    assert_eq!(sign_up(&app, &first).await, Finish::Provisioned);
+    assert_eq!(sign_up(&app, &waiting).await, Finish::HandedOff);
+    // The worker finds no room: the message is done with (not reported failed, so its
+    // receives never count toward the dead-letter queue), and the hand-off waits on the queue
+    // as a new, delayed message.
+    assert!(
+        worker_of(&app, &waiting, &queue).await,
+        "no room is not a failure of the message"
+    );
+    assert_eq!(cell_of(&app, &waiting).await, None, "not placed");
+    let attributes = sqs()
+        .await
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    let count = |name: aws_sdk_sqs::types::QueueAttributeName| {
+        attributes
+            .get(&name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        1,
+        "the hand-off waits on the queue: {attributes:?}"
+    );
+    assert_eq!(
+        count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages),
+        0,
+        "{attributes:?}"
+    );
+}
+
+#[tokio::test]
 async fn concurrent_sign_ups_never_push_a_cell_past_its_capacity() {
     let (app, table, _) = cells_app(3, 3).await;
     let tenants: Vec<TenantId> = (0..10).map(|_| fresh_tenant()).collect();

@@ -410,6 +410,12 @@ pub async fn queue_bodies(queue: &str) -> Vec<Value> {
 /// once, for their own tests), invokes the worker with it as an `SqsEvent`, and deletes it unless
 /// the worker reported it failed. Panics if no hand-off of `tenant` arrives.
 pub async fn worker_takes_handoff_of(tenant: &TenantId, queue: &str) -> bool {
+    let app = app_with(&[("HANDOFF_QUEUE_URL", queue)]).await;
+    worker_of(&app, tenant, queue).await
+}
+
+/// As [`worker_takes_handoff_of`], with `app` as the worker (its cells, registry and queue).
+pub async fn worker_of(app: &App, tenant: &TenantId, queue: &str) -> bool {
     use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
     let client = sqs().await;
     let waited = std::time::Instant::now();
@@ -450,9 +456,8 @@ pub async fn worker_takes_handoff_of(tenant: &TenantId, queue: &str) -> bool {
     message.body = found.body.clone();
     let mut event = SqsEvent::default();
     event.records = vec![message];
-    let app = app_with(&[("HANDOFF_QUEUE_URL", queue)]).await;
     let response = post_signup::lambda::worker::handle(
-        &app,
+        app,
         lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default()),
     )
     .await
