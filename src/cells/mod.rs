@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod file;
+pub mod sizing;
 
 pub use file::{
     Capacity, Cell, CellCluster, CellState, Cells, CellsError, DEFAULT_CELL, UnknownCell,

@@ -36,6 +36,8 @@ pub struct CellReport {
     /// The placement's counters: tenants holding a seat, and the connections they were granted
     /// when placed (what new sign-ups are checked against).
     pub seats: Seats,
+    /// Declared capacity the broker cannot give (Amazon MQ's limits, with its version).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -122,6 +124,7 @@ pub async fn cells_report(
                 None,
             ),
         };
+        let version_of_cell = version.clone();
         out.push(CellReport {
             name: cell.name.clone(),
             state,
@@ -144,6 +147,7 @@ pub async fn cells_report(
                 tenants: item.tenants,
                 connections: item.connections,
             },
+            warnings: crate::cells::sizing::capacity_warnings(cell, version_of_cell.as_deref()),
         });
     }
     Ok(out)

@@ -183,6 +183,28 @@ async fn sign_up(app: &App, tenant: &TenantId) -> Finish {
         .1
 }
 
+#[tokio::test]
+async fn check_cells_warns_when_an_amazon_mq_cell_declares_more_than_its_broker_gives() {
+    let path = std::env::temp_dir().join(format!("mq-cells-{}.yaml", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &path,
+        "cells:\n  - name: mq-a\n    management_url: https://b-1234.mq.eu-west-1.amazonaws.com\n    amqp_url: amqps://b-1234.mq.eu-west-1.amazonaws.com:5671\n    admin_secret_id: admin/mq-a\n    capacity: {vhosts: 1500, connections: 5000}\n",
+    )
+    .unwrap();
+    let (code, json, err) = run(&["check-cells", path.to_str().unwrap()], &[]);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(code, 0, "valid, with a warning: {err}");
+    let warnings = json["warnings"].as_array().cloned().unwrap_or_default();
+    assert_eq!(warnings.len(), 1, "{json}");
+    assert!(
+        warnings[0]
+            .as_str()
+            .is_some_and(|w| w.contains("mq-a") && w.contains("vhost_max of 50")),
+        "{warnings:?}"
+    );
+    assert!(err.contains("warning: cell 'mq-a'"), "{err}");
+}
+
 /// An app with this test's cells file, registry table and hand-off queue.
 async fn cells_app(a_vhosts: u32, b_vhosts: u32) -> (App, String, String) {
     let (table, _) = fresh_registry_table().await;

@@ -21,7 +21,16 @@ pub(crate) fn check_cells(
             )));
         }
     }
-    print(&serde_json::json!({"cells": cells.all(), "valid": true}));
+    // Limits the broker's API does not expose (Amazon MQ's): warned, not refused.
+    let warnings: Vec<String> = cells
+        .all()
+        .iter()
+        .flat_map(|c| post_signup::cells::sizing::capacity_warnings(c, None))
+        .collect();
+    for w in &warnings {
+        eprintln!("tenantctl: warning: {w}");
+    }
+    print(&serde_json::json!({"cells": cells.all(), "valid": true, "warnings": warnings}));
     Ok(())
 }
 
@@ -111,6 +120,9 @@ pub(crate) async fn cells(output: Output) -> Result<(), CliError> {
                 );
             }
         }
+    }
+    for w in rows.iter().flat_map(|r| &r.warnings) {
+        eprintln!("tenantctl: warning: {w}");
     }
     if let Some(r) = rows.iter().find(|r| r.broker_error.is_some()) {
         return Err(CliError::outside(anyhow::anyhow!(
