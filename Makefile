@@ -42,12 +42,11 @@ watch: ## cargo lambda watch with the stack's settings (invoke with `make invoke
 invoke: ## Send EVENT (default events/post-confirmation.json) to a running `make watch`
 	. .stack/tools.base && "$$STACK_VENV/bin/cargo-lambda" lambda invoke post-signup --data-file $(EVENT) --output-format json
 
-package: ## sam build (arm64 release) and check the deployable artifact in .aws-sam/build
+package: ## sam build (arm64 release) and check the artifact in .aws-sam/build; CELLS=, BACKEND_TEMPLATE=, PLANS= ship those files (needs only Rust and Python)
 	bash dev/package.sh
 
-deploy: package ## Deploy .aws-sam/build (sam deploy --guided the first time; needs AWS credentials)
-	. .stack/tools.lint && if [ -f samconfig.toml ]; then "$$LINT_VENV/bin/sam" deploy --template-file .aws-sam/build/template.yaml; \
-	  else "$$LINT_VENV/bin/sam" deploy --guided --template-file .aws-sam/build/template.yaml; fi
+deploy: ## Deploy what `make package` built, without building again (guided the first time; answers kept in ./samconfig.toml; needs AWS credentials)
+	bash dev/deploy.sh
 
 sam-invoke: ## sam local invoke EVENT (default events/post-confirmation.json with a fresh sub) against the stack, offline; ARCH=x86_64|arm64
 	bash dev/sam-invoke.sh "$(EVENT_ARG)"

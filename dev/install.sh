@@ -5,6 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . dev/versions.sh
+# Packaging and deploying never need this installer (dev/package.sh has its own pinned tools);
+# a check proves it by making it unavailable.
+if [ -n "${POST_SIGNUP_NO_STACK_INSTALL:-}" ]; then
+  echo "install: the stack's installer is unavailable here (POST_SIGNUP_NO_STACK_INSTALL)" >&2
+  exit 1
+fi
 
 need_apt=()
 command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need_apt+=(rabbitmq-server)
@@ -29,20 +35,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   if [ -n "$created_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
-# venv DIR REQUIREMENTS: a virtualenv per requirements file, rebuilt when the file changes.
-venv() {
-  local req=$1 hash dir
-  hash=$(sha256sum "$req" | cut -c1-12)
-  dir=$CACHE_DIR/venv-$(basename "$req" .txt)-$hash
-  if [ ! -x "$dir/bin/python" ] || [ ! -f "$dir/.complete" ]; then
-    echo "install: python tools from $req into $dir" >&2
-    rm -rf "$dir"
-    python3 -m venv "$dir"
-    "$dir/bin/pip" install -q --disable-pip-version-check -r "$req"
-    touch "$dir/.complete"
-  fi
-  echo "$dir"
-}
+. dev/venv.sh
 
 # The RabbitMQ 4.0 root filesystem: Debian trixie minbase plus its rabbitmq-server, made once.
 rabbitmq4_rootfs() {

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # `make package`: `sam build` of template.yml (cargo lambda, zig as the cross linker, for the
 # template's architecture), then a check of the artifact SAM would deploy: every function's code
-# holds `bootstrap` at its root, built for that architecture, and zips to at most 8 MB.
+# holds `bootstrap` at its root, built for that architecture, and zips to at most 8 MB; then the
+# files you ship with it (CELLS, BACKEND_TEMPLATE, PLANS), each checked as the cold start checks
+# it. Needs only Rust (rustup), Python 3 and the pinned dev/requirements-package.txt (SAM CLI,
+# cargo-lambda, zig), installed here into a cached virtualenv: no apt, no browser, no root, none
+# of the test stack. `make deploy` deploys exactly this build, without building again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . dev/progress.sh
-bash dev/install.sh --lint >/dev/null
-. .stack/tools.base
-. .stack/tools.lint
+. dev/versions.sh
+. dev/venv.sh
+tools=$(venv dev/requirements-package.txt)
 # The template's architecture (its Architecture parameter's default), or ARCH=… to override.
 arch=${ARCH:-$(python3 -c "
 import re; t = open('template.yml').read()
@@ -17,14 +21,15 @@ target=$([ "$arch" = arm64 ] && echo aarch64-unknown-linux-gnu || echo x86_64-un
 rustup target list --installed | grep -qx "$target" || rustup target add "$target" >/dev/null
 echo "package: sam build for $arch (a release build with LTO: several minutes the first time)" >&2
 # cargo-lambda (and its zig) must be on PATH for SAM's rust-cargolambda build method.
-PATH="$STACK_VENV/bin:$PATH" SAM_CLI_TELEMETRY=0 heartbeat "building the $arch release" \
-  "$LINT_VENV/bin/sam" build --template-file template.yml --build-dir "$build_dir" \
+PATH="$tools/bin:$PATH" SAM_CLI_TELEMETRY=0 heartbeat "building the $arch release" \
+  "$tools/bin/sam" build --template-file template.yml --build-dir "$build_dir" \
   --parameter-overrides "Architecture=$arch" >/dev/null
 python3 - "$arch" "$build_dir" <<'PY'
-import io, os, re, subprocess, sys, zipfile
+import io, os, re, struct, sys, zipfile
 arch, build = sys.argv[1:3]
 template = open(os.path.join(build, "template.yaml")).read()
-machine = {"arm64": "ARM aarch64", "x86_64": "x86-64"}[arch]
+# The ELF header's e_machine: 183 is AArch64, 62 is x86-64 (no `file` needed).
+machine = {"arm64": 183, "x86_64": 62}[arch]
 functions = [d for d in os.listdir(build) if os.path.isfile(os.path.join(build, d, "bootstrap"))]
 if not functions:
     sys.exit("package: no function directory with a bootstrap at its root under .aws-sam/build")
@@ -32,9 +37,10 @@ for fn in sorted(functions):
     if f"CodeUri: {fn}" not in template:
         sys.exit(f"package: {build}/template.yaml does not point {fn} at its built code")
     path = os.path.join(build, fn, "bootstrap")
-    kind = subprocess.run(["file", "-b", path], capture_output=True, text=True).stdout
-    if machine not in kind:
-        sys.exit(f"package: {path} is not built for {arch}: {kind.strip()}")
+    with open(path, "rb") as f:
+        header = f.read(20)
+    if header[:4] != b"\x7fELF" or struct.unpack("<H", header[18:20])[0] != machine:
+        sys.exit(f"package: {path} is not an ELF executable for {arch}")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         z.write(path, "bootstrap")
@@ -44,12 +50,23 @@ for fn in sorted(functions):
     print(f"package: {fn}: bootstrap for {arch} at the code root, {os.path.getsize(path) / 1048576:.1f} MB, {mb:.2f} MB zipped")
 print(f"package: ok ({build}/template.yaml is what `make deploy` deploys)")
 PY
+# What ships beside `bootstrap` is checked by the tenantctl of this tree (a debug build).
+tenantctl=${CARGO_TARGET_DIR:-target}/debug/tenantctl
+if [ -n "${BACKEND_TEMPLATE:-}${CELLS:-}${PLANS:-}" ]; then cargo build -q --bin tenantctl; fi
+# PLANS=FILE: your plans ship beside `bootstrap` of every function that applies plans; deploy
+# with PlansPath=/var/task/plans.yaml. Checked as the cold start checks it.
+if [ -n "${PLANS:-}" ]; then
+  "$tenantctl" check-plans "$PLANS" >/dev/null
+  for fn in PostSignupFunction HandoffWorkerFunction ReconcilerFunction; do
+    cp "$PLANS" "$build_dir/$fn/plans.yaml"
+  done
+  echo "package: $PLANS ships as /var/task/plans.yaml (deploy with PlansPath=/var/task/plans.yaml)"
+fi
 # BACKEND_TEMPLATE=FILE: your backend's Deployment template ships in the package, beside
 # `bootstrap` of each function that applies Deployments; deploy with
 # BackendTemplatePath=/var/task/backend-template.yaml. Checked here as the cold start checks it.
 if [ -n "${BACKEND_TEMPLATE:-}" ]; then
-  cargo build -q --bin tenantctl
-  ./target/debug/tenantctl check-template "$BACKEND_TEMPLATE" >/dev/null
+  "$tenantctl" check-template "$BACKEND_TEMPLATE" >/dev/null
   for fn in PostSignupFunction HandoffWorkerFunction ReconcilerFunction; do
     cp "$BACKEND_TEMPLATE" "$build_dir/$fn/backend-template.yaml"
   done
@@ -63,8 +80,7 @@ if [ -n "${CELLS:-}" ]; then
   admin_id=${ADMIN_SECRET_ID:-$(python3 -c "
 import re; t = open('template.yml').read()
 print(re.search(r'  RabbitMqAdminSecretId:\n(?:    .*\n)*?    Default: (\S+)', t).group(1))")}
-  cargo build -q --bin tenantctl
-  ./target/debug/tenantctl check-cells "$CELLS" --admin-secret-id "$admin_id" >/dev/null
+  "$tenantctl" check-cells "$CELLS" --admin-secret-id "$admin_id" >/dev/null
   for fn in PostSignupFunction HandoffWorkerFunction ReconcilerFunction TenantApiFunction; do
     cp "$CELLS" "$build_dir/$fn/cells.yaml"
     cmp -s "$CELLS" "$build_dir/$fn/cells.yaml" || { echo "package: $fn has no copy of $CELLS" >&2; exit 1; }

@@ -54,7 +54,7 @@ check "browser: the example frontend in chromium (sign-up, readiness, Web-STOMP 
 check "lint: fmt, clippy, cfn-lint, sam validate" bash dev/lint.sh
 check "least privilege: every role of the translated template against its table (offline IAM evaluation)" bash dev/iam-check.sh
 check "Lambda runtime smoke test (cargo lambda)" bash dev/lambda-smoke.sh
-check "package: sam build (arm64) and the artifact, with the example cells file shipped" env CELLS=deploy/cells.yaml bash dev/package.sh
+check "package from a clean clone with the stack's installer unavailable: sam build (arm64), the artifact, the example cells, plans and backend template shipped" bash dev/package-clean-clone.sh
 check "sam local invoke (x86_64): a sign-up and a malformed event" bash dev/sam-invoke.sh --ci
 echo "test: done in $((SECONDS - t0))s"
 echo "$passed passed, $failed failed"

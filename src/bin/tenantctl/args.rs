@@ -60,6 +60,9 @@ pub(crate) enum Command {
         #[arg(long)]
         admin_secret_id: Option<String>,
     },
+    /// Check a plans file as the functions' cold start does (for `PLANS=FILE make package`);
+    /// prints its plans and the default.
+    CheckPlans { file: std::path::PathBuf },
     /// Provision a tenant: `--event FILE|-` runs the trigger exactly (same budget, same hand-off,
     /// same answer on stdout); `--sub SUB` provisions one tenant directly and prints the report.
     Provision {
@@ -286,6 +289,10 @@ mod tests {
         ));
         assert_eq!(refused(&["token"]), ErrorKind::MissingRequiredArgument);
         assert!(matches!(parse(&["event", "--sub", SUB]), Command::Event { sub } if sub == SUB));
+        assert!(matches!(
+            parse(&["check-plans", "p.yaml"]),
+            Command::CheckPlans { file } if file.as_os_str() == "p.yaml"
+        ));
         assert!(matches!(
             parse(&["check-template", "t.yaml"]),
             Command::CheckTemplate { file } if file.as_os_str() == "t.yaml"

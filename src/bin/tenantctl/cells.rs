@@ -34,6 +34,17 @@ pub(crate) fn check_cells(
     Ok(())
 }
 
+pub(crate) fn check_plans(file: &std::path::Path) -> Result<(), CliError> {
+    let plans = post_signup::tenant::plan::Plans::load(Some(file))
+        .map_err(|e| CliError::input(e.to_string()))?;
+    print(&serde_json::json!({
+        "plans": plans.names().collect::<Vec<_>>(),
+        "default": plans.default_plan().name,
+        "valid": true,
+    }));
+    Ok(())
+}
+
 pub(crate) fn check_template(file: &std::path::Path) -> Result<(), CliError> {
     let template = post_signup::tenant::template::BackendTemplate::load(Some(file))
         .map_err(|e| CliError::input(e.to_string()))?;

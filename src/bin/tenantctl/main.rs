@@ -38,6 +38,7 @@ async fn main() -> ExitCode {
             | Command::Event { .. }
             | Command::CheckTemplate { .. }
             | Command::CheckCells { .. }
+            | Command::CheckPlans { .. }
     ) {
         post_signup::telemetry::init(true);
     }
@@ -57,6 +58,7 @@ async fn run(command: Command, started: tokio::time::Instant) -> Result<(), CliE
         } => token(&cluster_name, region, at.as_deref()).await,
         Command::Event { sub } => parse_sub(&sub).map(|t| print(&sign_up_event(t.as_str()))),
         Command::CheckTemplate { file } => check_template(&file),
+        Command::CheckPlans { file } => check_plans(&file),
         Command::CheckCells {
             file,
             admin_secret_id,
