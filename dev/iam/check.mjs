@@ -2,7 +2,8 @@
 // evaluated by @cloud-copilot/iam-simulate (pinned in dev/iam/package.json) against the table
 // below. Every row is asserted, the allowed ones and the denied ones: a role that can do more
 // than its row says, or less than its code needs, fails the run.
-// Usage: node dev/iam/check.mjs ROLES_JSON SCENARIO   (SCENARIO: default | vpc | existing-pool)
+// Usage: node dev/iam/check.mjs ROLES_JSON SCENARIO
+//   (SCENARIO: default | vpc | existing-pool | existing-registry)
 import { readFileSync } from "node:fs";
 import { runSimulation } from "@cloud-copilot/iam-simulate";
 
@@ -23,8 +24,13 @@ const cellAdminSecret = secret(`${params.RabbitMqAdminSecretId}/cell-b`);
 // A name that only starts like it is not one of them.
 const lookalikeSecret = secret(`${params.RabbitMqAdminSecretId}-staging`);
 const otherSecret = secret("prod/database-password");
-const registry = arn("TenantRegistry");
-const stream = `${registry}/stream/2026-01-01T00:00:00.000`;
+// The registry: the stack's own table, or (existing-registry) the one it was given.
+const registry = scenario === "existing-registry"
+  ? `arn:aws:dynamodb:${region}:${account}:table/${params.ExistingRegistryTable}`
+  : arn("TenantRegistry");
+const stream = scenario === "existing-registry"
+  ? `${registry}/stream/${params.ExistingRegistryStreamLabel}`
+  : `${registry}/stream/2026-01-01T00:00:00.000`;
 const otherTable = `arn:aws:dynamodb:${region}:${account}:table/orders`;
 const queue = arn("HandoffQueue");
 const dlq = arn("HandoffDeadLetterQueue");
@@ -63,6 +69,8 @@ const table = [
   ["PostSignupFunctionRole", "sqs:SendMessage", otherQueue, D],
   ["PostSignupFunctionRole", "sqs:ReceiveMessage", queue, D],
   ["PostSignupFunctionRole", "dynamodb:PutItem", registry, A],
+  // On a retained table, nothing points at the table the stack would have made.
+  ["PostSignupFunctionRole", "dynamodb:PutItem", arn("TenantRegistry"), scenario !== "existing-registry"],
   ["PostSignupFunctionRole", "dynamodb:UpdateItem", registry, A],
   ["PostSignupFunctionRole", "dynamodb:GetItem", registry, A],
   ["PostSignupFunctionRole", "dynamodb:BatchGetItem", registry, A],
