@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Least privilege, checked offline (part of `make test`): template.yml translated by
 # aws-sam-translator, each role's effective policies evaluated by @cloud-copilot/iam-simulate
-# against the table in dev/iam/check.mjs, for four deployments: the default, one in a VPC, one
-# attached to an existing user pool, and one on a registry table an earlier stack retained. No AWS account or network is involved.
+# against the table in dev/iam/check.mjs, for five deployments: the default, one in a VPC, one
+# attached to an existing user pool, one on a registry table an earlier stack retained, and a
+# second installation in the same account. No AWS account or network is involved.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash dev/install.sh --lint >/dev/null
@@ -15,13 +16,15 @@ base='"EksClusterName": "prod", "RabbitMqManagementUrl": "https://b-1234.mq.eu-w
       "RabbitMqAmqpUrl": "amqps://b-1234.mq.eu-west-1.amazonaws.com:5671"'
 w=$(mktemp -d); trap 'rm -rf "$w"' EXIT
 status=0
-for scenario in default vpc existing-pool existing-registry; do
+for scenario in default vpc existing-pool existing-registry second-installation; do
   case $scenario in
     default) params="{$base}" ;;
     # Also: cells with clusters of their own.
     vpc) params="{$base, \"SubnetIds\": \"subnet-0a1,subnet-0b2\", \"SecurityGroupIds\": \"sg-0c3\",
       \"CellClusterArns\": \"arn:aws:eks:eu-west-1:111122223333:cluster/prod-b,arn:aws:eks:eu-west-1:111122223333:cluster/prod-c\"}" ;;
     existing-pool) params="{$base, \"CreateUserPool\": \"false\", \"ExistingUserPoolId\": \"eu-west-1_Existing1\", \"FrontendClientId\": \"4abc5def6ghi7jkl\"}" ;;
+    # A second installation in the same account, named acme: its names derive from it.
+    second-installation) params="{$base, \"Installation\": \"acme\"}" ;;
     # A new stack on the table an earlier installation retained.
     existing-registry) params="{$base, \"ExistingRegistryTable\": \"post-signup-tenants-2025\",
       \"ExistingRegistryStreamLabel\": \"2025-06-01T00:00:00.000\"}" ;;

@@ -13,7 +13,8 @@ cleanup() { rm -rf "$work"; }
 trap cleanup EXIT
 git clone -q --no-hardlinks "$root" "$work/src"
 cd "$work/src"
-POST_SIGNUP_NO_STACK_INSTALL=1 CARGO_TARGET_DIR="$root/target" \
+export POST_SIGNUP_NO_STACK_INSTALL=1
+CARGO_TARGET_DIR="$root/target" \
   CELLS=deploy/cells.yaml PLANS=deploy/plans.yaml BACKEND_TEMPLATE=deploy/backend-deployment.yaml \
   bash dev/package.sh
 for fn in PostSignupFunction HandoffWorkerFunction ReconcilerFunction; do

@@ -75,11 +75,9 @@ fi
 # CELLS=FILE: your cells file ships beside `bootstrap` of every function (the API reads each
 # cell's Web-STOMP URL from it); deploy with CellsPath=/var/task/cells.yaml. Checked as the cold
 # start checks it, and every cell's admin secret against what the roles may read (ADMIN_SECRET_ID,
-# default: the template's RabbitMqAdminSecretId default).
+# default: what the template derives from its Installation, INSTALLATION, default post-signup).
 if [ -n "${CELLS:-}" ]; then
-  admin_id=${ADMIN_SECRET_ID:-$(python3 -c "
-import re; t = open('template.yml').read()
-print(re.search(r'  RabbitMqAdminSecretId:\n(?:    .*\n)*?    Default: (\S+)', t).group(1))")}
+  admin_id=${ADMIN_SECRET_ID:-${INSTALLATION:-post-signup}/rabbitmq-admin}
   "$tenantctl" check-cells "$CELLS" --admin-secret-id "$admin_id" >/dev/null
   for fn in PostSignupFunction HandoffWorkerFunction ReconcilerFunction TenantApiFunction; do
     cp "$CELLS" "$build_dir/$fn/cells.yaml"

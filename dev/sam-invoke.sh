@@ -192,6 +192,7 @@ json.dump({"PostSignupFunction": {
     "REGISTRY_TABLE": "$REGISTRY_TABLE",
     "BACKEND_IMAGE": "$BACKEND_IMAGE",
     "BACKEND_TEMPLATE_PATH": "/var/task/backend-template.yaml",
+    "PLANS_PATH": "",
     "CELLS_PATH": "",
     "AWS_ENDPOINT_URL": "http://$BRIDGE_IP:$F_AWS",
 }, "TenantApiFunction": {
@@ -201,6 +202,7 @@ json.dump({"PostSignupFunction": {
     "REGISTRY_TABLE": "$REGISTRY_TABLE",
     "TENANT_SECRET_PREFIX": "$TENANT_SECRET_PREFIX",
     "RABBITMQ_WEB_STOMP_URL": "$RABBITMQ_WEB_STOMP_URL",
+    "HANDOFF_QUEUE_URL": queue,
     "CELLS_PATH": "",
     "AWS_ENDPOINT_URL": "http://$BRIDGE_IP:$F_AWS",
 }}, open(sys.argv[1], "w"))

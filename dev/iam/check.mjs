@@ -3,7 +3,7 @@
 // below. Every row is asserted, the allowed ones and the denied ones: a role that can do more
 // than its row says, or less than its code needs, fails the run.
 // Usage: node dev/iam/check.mjs ROLES_JSON SCENARIO
-//   (SCENARIO: default | vpc | existing-pool | existing-registry)
+//   (SCENARIO: default | vpc | existing-pool | existing-registry | second-installation)
 import { readFileSync } from "node:fs";
 import { runSimulation } from "@cloud-copilot/iam-simulate";
 
@@ -17,12 +17,19 @@ const arn = (logical) => {
 };
 const secret = (name) => `arn:aws:secretsmanager:${region}:${account}:secret:${name}-AbCdEf`;
 const sub = "4f8e2d3c-1b2a-4c5d-9e8f-0a1b2c3d4e5f";
-const tenantSecret = secret(`${params.TenantSecretPrefix}${sub}`);
-const adminSecret = secret(params.RabbitMqAdminSecretId);
+// Names derived from the installation's name unless given.
+const secretPrefix = params.TenantSecretPrefix || `${params.Installation}/tenants/`;
+const adminSecretId = params.RabbitMqAdminSecretId || `${params.Installation}/rabbitmq-admin`;
+const tenantSecret = secret(`${secretPrefix}${sub}`);
+const adminSecret = secret(adminSecretId);
+// The default installation's, seen from a second installation in the same account.
+const defaultInstallationAdmin = secret("post-signup/rabbitmq-admin");
+const defaultInstallationTenant = secret(`post-signup/tenants/${sub}`);
+const second = scenario === "second-installation";
 // A cell's admin secret (cells file): named under the admin secret's name.
-const cellAdminSecret = secret(`${params.RabbitMqAdminSecretId}/cell-b`);
+const cellAdminSecret = secret(`${adminSecretId}/cell-b`);
 // A name that only starts like it is not one of them.
-const lookalikeSecret = secret(`${params.RabbitMqAdminSecretId}-staging`);
+const lookalikeSecret = secret(`${adminSecretId}-staging`);
 const otherSecret = secret("prod/database-password");
 // The registry: the stack's own table, or (existing-registry) the one it was given.
 const registry = scenario === "existing-registry"
@@ -64,6 +71,11 @@ const table = [
   ["PostSignupFunctionRole", "secretsmanager:PutSecretValue", adminSecret, D],
   ["PostSignupFunctionRole", "secretsmanager:DeleteSecret", tenantSecret, D],
   ["PostSignupFunctionRole", "secretsmanager:ListSecrets", "*", D],
+  // Two installations in one account: neither reads the other's admin secret nor writes,
+  // lists or reads under the other's tenant prefix (the second is named `acme`).
+  ["PostSignupFunctionRole", "secretsmanager:GetSecretValue", defaultInstallationAdmin, !second],
+  ["PostSignupFunctionRole", "secretsmanager:CreateSecret", defaultInstallationTenant, !second],
+  ["TenantApiFunctionRole", "secretsmanager:GetSecretValue", defaultInstallationTenant, !second],
   ["PostSignupFunctionRole", "sqs:SendMessage", queue, A],
   ["PostSignupFunctionRole", "sqs:SendMessage", dlq, D],
   ["PostSignupFunctionRole", "sqs:SendMessage", otherQueue, D],
