@@ -176,15 +176,9 @@ pub async fn take_lease(
     let holder = lease::holder_name(options.holder);
     let waited = Instant::now();
     let mut pause = Duration::from_millis(100);
-    let mut ran_out_meanwhile = false;
     loop {
         let until = SystemTime::now() + options.hold_for();
         match p.registry.take_lease(tenant, &holder, until).await? {
-            // Refused, but free by the time the refusal was read (its holder's lease ran out
-            // between the two): asked again at once, once.
-            Taken::Busy(held) if held.until_ms == 0 && !ran_out_meanwhile => {
-                ran_out_meanwhile = true;
-            }
             Taken::Held(record, fence) => return Ok((record, fence)),
             Taken::NoRecord => {
                 return Err(rejected(

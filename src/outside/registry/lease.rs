@@ -22,13 +22,32 @@ pub enum Taken {
 }
 
 impl Registry {
-    /// Takes `tenant`'s lease for `holder` until `until`, if it is free or ran out.
+    /// Takes `tenant`'s lease for `holder` until `until`, if it is free or ran out. A refusal
+    /// whose item shows the lease ran out meanwhile (between the holder's write and this one)
+    /// is asked again at once, once: only a lease held now answers `Busy`.
     pub async fn take_lease(
         &self,
         tenant: &TenantId,
         holder_name: &str,
         until: SystemTime,
     ) -> Result<Taken, StepError> {
+        match self.try_take_lease(tenant, holder_name, until).await? {
+            Err(_ran_out) => Ok(self
+                .try_take_lease(tenant, holder_name, until)
+                .await?
+                .unwrap_or_else(Taken::Busy)),
+            Ok(taken) => Ok(taken),
+        }
+    }
+
+    /// One conditional write for the lease; `Err(held)`: refused, though the lease the item
+    /// shows has run out (`held` is what it shows).
+    async fn try_take_lease(
+        &self,
+        tenant: &TenantId,
+        holder_name: &str,
+        until: SystemTime,
+    ) -> Result<Result<Taken, Held>, StepError> {
         let action = format!("take tenant {tenant}'s lease");
         let now = SystemTime::now();
         let until_ms = epoch_ms(until);
@@ -62,7 +81,7 @@ impl Registry {
                     fence: record.lease_fence,
                     until_ms,
                 };
-                Ok(Taken::Held(Box::new(record), fence))
+                Ok(Ok(Taken::Held(Box::new(record), fence)))
             }
             Err(e) => {
                 let old = e.as_service_error().and_then(|se| match se {
@@ -72,16 +91,16 @@ impl Registry {
                     _ => None,
                 });
                 match old {
-                    Some(None) => Ok(Taken::NoRecord),
+                    Some(None) => Ok(Ok(Taken::NoRecord)),
                     Some(Some(item)) => {
                         let record = decode(&action, item)?;
-                        // Ran out between the holder's write and this one: it is free now.
                         Ok(match holder(&record, SystemTime::now()) {
-                            Some(held) => Taken::Busy(held),
-                            None => Taken::Busy(Held {
+                            Some(held) => Ok(Taken::Busy(held)),
+                            // Ran out between the holder's write and this one: free now.
+                            None => Err(Held {
                                 holder: record.lease_holder.unwrap_or_default(),
                                 since: record.lease_since.unwrap_or_default(),
-                                until_ms: 0,
+                                until_ms: record.lease_until_ms.unwrap_or_default(),
                             }),
                         })
                     }
