@@ -132,11 +132,27 @@ impl Registry {
         tenant: &TenantId,
         progress: &MoveProgress,
     ) -> Result<(), StepError> {
-        let source_connections = progress.source_seat;
-        use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
         let action = format!("finish tenant {tenant}'s move to cell '{}'", progress.to);
-        let other = unbuilt(&action);
-        let condition = "#moving.#to = :to AND #cell = :to";
+        let source_seat = progress.source_seat.map(|c| (progress.from.as_str(), c));
+        // A failed condition: finished already.
+        self.forget_move(&action, tenant, progress, &progress.to, source_seat)
+            .await
+            .map(drop)
+    }
+
+    /// A move forgotten (versioned, `BUMP`) while the tenant lives in `lives_in`, and the seat
+    /// of `release` (cell, connections) given back, in one transaction.
+    async fn forget_move(
+        &self,
+        action: &str,
+        tenant: &TenantId,
+        progress: &MoveProgress,
+        lives_in: &str,
+        release: Option<(&str, u64)>,
+    ) -> Result<Transacted, StepError> {
+        use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+        let other = unbuilt(action);
+        let condition = "#moving.#to = :to AND #cell = :cell";
         let on_record = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(tenant.as_str())))
@@ -144,19 +160,19 @@ impl Registry {
             .condition_expression(condition)
             .set_expression_attribute_names(Some(aliases(&["#moving #event", BUMP, condition])))
             .expression_attribute_values(":to", s(&progress.to))
+            .expression_attribute_values(":cell", s(lives_in))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
             .build()
             .map_err(other)?;
         let mut items = vec![TransactWriteItem::builder().update(on_record).build()];
-        if let Some(c) = source_connections {
+        if let Some((cell, connections)) = release {
             let on_cell = self
-                .count_change(&progress.from, -1, -i128::from(c))
+                .count_change(cell, -1, -i128::from(connections))
                 .map_err(other)?;
             items.push(TransactWriteItem::builder().update(on_cell).build());
         }
-        // A failed condition: finished already.
-        self.transact(&action, items).await.map(drop)
+        self.transact(action, items).await
     }
 
     /// An abandoned move (`tenantctl move --abort`), before its switch: the move forgotten and
@@ -167,30 +183,12 @@ impl Registry {
         progress: &MoveProgress,
         connections: u64,
     ) -> Result<(), StepError> {
-        use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
         let action = format!("abort tenant {tenant}'s move to cell '{}'", progress.to);
-        let other = unbuilt(&action);
-        let condition = "#moving.#to = :to AND #cell = :from";
-        let on_record = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(tenant.as_str())))
-            .update_expression(format!("SET {BUMP} REMOVE #moving, #event"))
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(aliases(&["#moving #event", BUMP, condition])))
-            .expression_attribute_values(":to", s(&progress.to))
-            .expression_attribute_values(":from", s(&progress.from))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .build()
-            .map_err(other)?;
-        let on_cell = self
-            .count_change(&progress.to, -1, -i128::from(connections))
-            .map_err(other)?;
-        let items = vec![
-            TransactWriteItem::builder().update(on_record).build(),
-            TransactWriteItem::builder().update(on_cell).build(),
-        ];
-        match self.transact(&action, items).await? {
+        let target_seat = Some((progress.to.as_str(), connections));
+        match self
+            .forget_move(&action, tenant, progress, &progress.from, target_seat)
+            .await?
+        {
             Transacted::Written => Ok(()),
             Transacted::ConditionsFailed(_) => Err(StepError::new(
                 System::Registry,
