@@ -272,7 +272,7 @@ impl Registry {
         self.change_seat(
             record,
             &action,
-            &format!("SET {BUMP} REMOVE #seat_connections, #event"),
+            (&[], &["#seat_connections"]),
             "attribute_exists(#seat_connections)",
             &[],
             (-1, -i128::from(connections)),
@@ -314,7 +314,7 @@ impl Registry {
                 .change_seat(
                     record,
                     &action,
-                    &format!("SET #seat_connections = :new, {BUMP} REMOVE #event"),
+                    (&["#seat_connections = :new"], &[]),
                     "#seat_connections = :old",
                     &[(":new", n(connections)), (":old", n(old))],
                     (0, i128::from(connections) - i128::from(old)),
@@ -327,21 +327,17 @@ impl Registry {
             return Err(no_room());
         };
         let other = unbuilt(&action);
-        let condition = "#seat_connections = :old AND #cell = :cell AND #version = :v";
-        let expression = format!("SET #seat_connections = :new, {BUMP} REMOVE #event");
-        let on_record = aws_sdk_dynamodb::types::Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(&record.sub)))
-            .update_expression(&expression)
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(aliases(&[&expression, condition])))
-            .expression_attribute_values(":v", n(record.version))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":new", n(connections))
-            .expression_attribute_values(":old", n(old))
-            .expression_attribute_values(":cell", s(&record.cell))
-            .build()
+        let on_record = self
+            .seat_write(
+                record,
+                (&["#seat_connections = :new"], &[]),
+                "#seat_connections = :old AND #cell = :cell",
+                &[
+                    (":new", n(connections)),
+                    (":old", n(old)),
+                    (":cell", s(&record.cell)),
+                ],
+            )
             .map_err(other)?;
         let on_cell = aws_sdk_dynamodb::types::Update::builder()
             .table_name(&self.table)
@@ -365,35 +361,57 @@ impl Registry {
         }
     }
 
-    /// `update` on the record of a tenant still in its cell at the version read (and
-    /// `condition`), with its cell's counters moved by `(tenants, connections)`, in one
-    /// transaction; `false`: a condition failed and nothing was written. `update` may use
-    /// `BUMP` (its values are set).
-    pub(super) async fn change_seat(
+    /// The write of a seat change on a tenant's record: `set` and `remove` (fields), beside the
+    /// version bump (`BUMP`) and `event` removed (not a transition), only at the version read
+    /// and under `condition` (with `values`).
+    pub(super) fn seat_write(
         &self,
         record: &TenantRecord,
-        action: &str,
-        update: &str,
+        (set, remove): (&[&str], &[&str]),
         condition: &str,
         values: &[(&str, AttributeValue)],
-        (tenants, connections): (i128, i128),
-    ) -> Result<bool, StepError> {
-        let condition = format!("{condition} AND #cell = :cell AND #version = :v");
-        let mut on_record = aws_sdk_dynamodb::types::Update::builder()
+    ) -> Result<aws_sdk_dynamodb::types::Update, aws_sdk_dynamodb::error::BuildError> {
+        let set: Vec<&str> = set.iter().copied().chain([BUMP]).collect();
+        let remove: Vec<&str> = remove.iter().copied().chain(["#event"]).collect();
+        let expression = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
+        let condition = format!("{condition} AND #version = :v");
+        let mut update = aws_sdk_dynamodb::types::Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(&record.sub)))
-            .update_expression(update)
-            .condition_expression(&condition)
-            .set_expression_attribute_names(Some(aliases(&[update, &condition])))
-            .expression_attribute_values(":cell", s(&record.cell))
+            .set_expression_attribute_names(Some(aliases(&[&expression, &condition])))
+            .update_expression(expression)
+            .condition_expression(condition)
             .expression_attribute_values(":v", n(record.version))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1));
         for (name, value) in values {
-            on_record = on_record.expression_attribute_values(*name, value.clone());
+            update = update.expression_attribute_values(*name, value.clone());
         }
+        update.build()
+    }
+
+    /// A seat change (`seat_write`) of a tenant still in its cell, with its cell's counters
+    /// moved by `(tenants, connections)`, in one transaction; `false`: a condition failed and
+    /// nothing was written.
+    pub(super) async fn change_seat(
+        &self,
+        record: &TenantRecord,
+        action: &str,
+        fields: (&[&str], &[&str]),
+        condition: &str,
+        values: &[(&str, AttributeValue)],
+        (tenants, connections): (i128, i128),
+    ) -> Result<bool, StepError> {
+        let condition = format!("{condition} AND #cell = :cell");
+        let values: Vec<(&str, AttributeValue)> = values
+            .iter()
+            .cloned()
+            .chain([(":cell", s(&record.cell))])
+            .collect();
         let other = unbuilt(action);
-        let on_record = on_record.build().map_err(other)?;
+        let on_record = self
+            .seat_write(record, fields, &condition, &values)
+            .map_err(other)?;
         let on_cell = self
             .count_change(&record.cell, tenants, connections)
             .map_err(other)?;
@@ -411,24 +429,18 @@ impl Registry {
         seat: &Seat<'_>,
         enforce: bool,
     ) -> Result<bool, StepError> {
-        use aws_sdk_dynamodb::types::Update;
         let action = format!("seat tenant {} in cell '{}'", record.sub, seat.cell);
-        let expression = format!("SET #seat_connections = :c, #cell = :cell, {BUMP} REMOVE #event");
-        let condition =
-            "attribute_not_exists(#seat_connections) AND #cell = :was AND #version = :v";
-        let on_record = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(&record.sub)))
-            .update_expression(&expression)
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(aliases(&[&expression, condition])))
-            .expression_attribute_values(":v", n(record.version))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":cell", s(seat.cell))
-            .expression_attribute_values(":was", s(&record.cell))
-            .expression_attribute_values(":c", n(seat.connections))
-            .build()
+        let on_record = self
+            .seat_write(
+                record,
+                (&["#seat_connections = :c", "#cell = :cell"], &[]),
+                "attribute_not_exists(#seat_connections) AND #cell = :was",
+                &[
+                    (":cell", s(seat.cell)),
+                    (":was", s(&record.cell)),
+                    (":c", n(seat.connections)),
+                ],
+            )
             .map_err(unbuilt(&action))?;
         let done = self
             .update_taking_seat(&action, on_record, seat, enforce)
