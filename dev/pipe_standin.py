@@ -28,32 +28,13 @@ import boto3
 import yaml
 from moto.events.models import EventPattern
 
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _tag(name):
-    def construct(loader, node):
-        if isinstance(node, yaml.ScalarNode):
-            value = loader.construct_scalar(node)
-        elif isinstance(node, yaml.SequenceNode):
-            value = loader.construct_sequence(node, deep=True)
-        else:
-            value = loader.construct_mapping(node, deep=True)
-        return {name: value}
-    return construct
-
-
-for _name in ("Ref", "Sub", "GetAtt", "If", "Join", "Equals", "Not", "And", "Or", "Condition",
-              "Select", "Split", "FindInMap", "Base64", "ImportValue", "GetAZs"):
-    _Loader.add_constructor(f"!{_name}", _tag(_name))
+from cfn_yaml import CfnLoader
 
 
 def pipe_of(template_path):
     """The template's one Pipe: (logical id, properties)."""
     with open(template_path) as f:
-        template = yaml.load(f, Loader=_Loader)
+        template = yaml.load(f, Loader=CfnLoader)
     pipes = [(k, r["Properties"]) for k, r in template["Resources"].items() if r["Type"] == "AWS::Pipes::Pipe"]
     if len(pipes) != 1:
         sys.exit(f"pipe-standin: {template_path} declares {len(pipes)} pipes; expected one")

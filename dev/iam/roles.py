@@ -17,6 +17,9 @@ import sys
 import yaml
 from samtranslator.translator.transform import transform
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from cfn_yaml import CfnLoader  # noqa: E402  (dev/cfn_yaml.py, shared with the stack's Pipe)
+
 ACCOUNT, REGION, PARTITION, STACK = "111122223333", "eu-west-1", "aws", "post-signup"
 
 # AWS managed policies SAM may attach, as AWS publishes them.
@@ -32,29 +35,6 @@ MANAGED = {
         {"Effect": "Allow", "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
                                        "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"], "Resource": "*"}],
 }
-
-
-class CfnLoader(yaml.SafeLoader):
-    pass
-
-
-def _tag(name):
-    def construct(loader, node):
-        if isinstance(node, yaml.ScalarNode):
-            value = loader.construct_scalar(node)
-            if name == "GetAtt":
-                value = value.split(".", 1)
-        elif isinstance(node, yaml.SequenceNode):
-            value = loader.construct_sequence(node, deep=True)
-        else:
-            value = loader.construct_mapping(node, deep=True)
-        return {"Ref" if name == "Ref" else f"Fn::{name}": value}
-    return construct
-
-
-for _name in ("Ref", "Sub", "GetAtt", "If", "Join", "Equals", "Not", "And", "Or", "Condition",
-              "Select", "Split", "FindInMap", "Base64", "ImportValue", "GetAZs"):
-    CfnLoader.add_constructor(f"!{_name}", _tag(_name))
 
 
 class NoManagedPolicies:
