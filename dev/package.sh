@@ -53,35 +53,35 @@ PY
 # What ships beside `bootstrap` is checked by the tenantctl of this tree (a debug build).
 tenantctl=${CARGO_TARGET_DIR:-target}/debug/tenantctl
 if [ -n "${BACKEND_TEMPLATE:-}${CELLS:-}${PLANS:-}" ]; then cargo build -q --bin tenantctl; fi
-# PLANS=FILE: your plans ship beside `bootstrap` of every function that applies plans; deploy
-# with PlansPath=/var/task/plans.yaml. Checked as the cold start checks it.
+# ship FILE NAME PARAMETER FUNCTION...: FILE (checked already) beside `bootstrap` of each
+# FUNCTION as /var/task/NAME; deploy with PARAMETER=/var/task/NAME.
+ship() {
+  local file=$1 name=$2 parameter=$3 fn; shift 3
+  for fn in "$@"; do
+    cp "$file" "$build_dir/$fn/$name"
+    cmp -s "$file" "$build_dir/$fn/$name" || { echo "package: $fn has no copy of $file" >&2; exit 1; }
+  done
+  echo "package: $file ships as /var/task/$name (deploy with $parameter=/var/task/$name)"
+}
+# PLANS=FILE: your plans, for every function that applies plans. Checked as the cold start checks it.
 if [ -n "${PLANS:-}" ]; then
   "$tenantctl" check-plans "$PLANS" >/dev/null
-  for fn in PostSignupFunction HandoffWorkerFunction ReconcilerFunction; do
-    cp "$PLANS" "$build_dir/$fn/plans.yaml"
-  done
-  echo "package: $PLANS ships as /var/task/plans.yaml (deploy with PlansPath=/var/task/plans.yaml)"
+  ship "$PLANS" plans.yaml PlansPath PostSignupFunction HandoffWorkerFunction ReconcilerFunction
 fi
-# BACKEND_TEMPLATE=FILE: your backend's Deployment template ships in the package, beside
-# `bootstrap` of each function that applies Deployments; deploy with
-# BackendTemplatePath=/var/task/backend-template.yaml. Checked here as the cold start checks it.
+# BACKEND_TEMPLATE=FILE: your backend's Deployment template, for each function that applies
+# Deployments. Checked here as the cold start checks it.
 if [ -n "${BACKEND_TEMPLATE:-}" ]; then
   "$tenantctl" check-template "$BACKEND_TEMPLATE" >/dev/null
-  for fn in PostSignupFunction HandoffWorkerFunction ReconcilerFunction; do
-    cp "$BACKEND_TEMPLATE" "$build_dir/$fn/backend-template.yaml"
-  done
-  echo "package: $BACKEND_TEMPLATE ships as /var/task/backend-template.yaml (deploy with BackendTemplatePath=/var/task/backend-template.yaml)"
+  ship "$BACKEND_TEMPLATE" backend-template.yaml BackendTemplatePath \
+    PostSignupFunction HandoffWorkerFunction ReconcilerFunction
 fi
-# CELLS=FILE: your cells file ships beside `bootstrap` of every function (the API reads each
-# cell's Web-STOMP URL from it); deploy with CellsPath=/var/task/cells.yaml. Checked as the cold
-# start checks it, and every cell's admin secret against what the roles may read (ADMIN_SECRET_ID,
-# default: what the template derives from its Installation, INSTALLATION, default post-signup).
+# CELLS=FILE: your cells file, for every function (the API reads each cell's Web-STOMP URL from
+# it). Checked as the cold start checks it, and every cell's admin secret against what the roles
+# may read (ADMIN_SECRET_ID, default: what the template derives from its Installation,
+# INSTALLATION, default post-signup).
 if [ -n "${CELLS:-}" ]; then
   admin_id=${ADMIN_SECRET_ID:-${INSTALLATION:-post-signup}/rabbitmq-admin}
   "$tenantctl" check-cells "$CELLS" --admin-secret-id "$admin_id" >/dev/null
-  for fn in PostSignupFunction HandoffWorkerFunction ReconcilerFunction TenantApiFunction; do
-    cp "$CELLS" "$build_dir/$fn/cells.yaml"
-    cmp -s "$CELLS" "$build_dir/$fn/cells.yaml" || { echo "package: $fn has no copy of $CELLS" >&2; exit 1; }
-  done
-  echo "package: $CELLS ships as /var/task/cells.yaml (deploy with CellsPath=/var/task/cells.yaml)"
+  ship "$CELLS" cells.yaml CellsPath \
+    PostSignupFunction HandoffWorkerFunction ReconcilerFunction TenantApiFunction
 fi
