@@ -94,17 +94,43 @@ async fn sign_in(client: &str, username: &str) -> (String, String) {
     (out.access_token.unwrap(), out.id_token.unwrap())
 }
 
-/// A confirmed user of `pool` (no trigger: the test provisions when it wants): (sub, access, id).
-async fn confirmed_user(pool: &str, client: &str) -> (TenantId, String, String) {
-    let (username, tenant) = sign_up(client).await;
+/// The person's ConfirmSignUp (any code works on the stack): Cognito runs the pool's trigger.
+async fn confirm(
+    client: &str,
+    username: &str,
+) -> Result<(), aws_sdk_cognitoidentityprovider::Error> {
+    cognito()
+        .await
+        .confirm_sign_up()
+        .client_id(client)
+        .username(username)
+        .confirmation_code("123456")
+        .send()
+        .await
+        .map(drop)
+        .map_err(Into::into)
+}
+
+/// An administrator's AdminConfirmSignUp: Cognito runs the pool's trigger.
+async fn admin_confirm(
+    pool: &str,
+    username: &str,
+) -> Result<(), aws_sdk_cognitoidentityprovider::Error> {
     cognito()
         .await
         .admin_confirm_sign_up()
         .user_pool_id(pool)
-        .username(&username)
+        .username(username)
         .send()
         .await
-        .unwrap();
+        .map(drop)
+        .map_err(Into::into)
+}
+
+/// A confirmed user of `pool` (no trigger: the test provisions when it wants): (sub, access, id).
+async fn confirmed_user(pool: &str, client: &str) -> (TenantId, String, String) {
+    let (username, tenant) = sign_up(client).await;
+    admin_confirm(pool, &username).await.unwrap();
     let (access, id) = sign_in(client, &username).await;
     (tenant, access, id)
 }
@@ -166,15 +192,6 @@ fn provision(tenant: &TenantId) {
     assert!(
         out.status.success(),
         "provision: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn operator(args: &[&str]) {
-    let out = tenantctl_with(args, &[], true);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -374,16 +391,16 @@ async fn suspended_and_offboarded_tenants_are_told_so_and_get_no_credentials() {
     provision(&tenant);
     assert_eq!(get(&api, &token).await.status_code, 200);
 
-    operator(&["suspend", "--sub", tenant.as_str()]);
+    operator_ok(&["suspend", "--sub", tenant.as_str()]);
     let r = get(&api, &token).await;
     assert_eq!(
         (r.status_code, r.body_json()),
         (403, json!({"status": "suspended"}))
     );
-    operator(&["resume", "--sub", tenant.as_str()]);
+    operator_ok(&["resume", "--sub", tenant.as_str()]);
     assert_eq!(get(&api, &token).await.status_code, 200);
 
-    operator(&["deprovision", "--sub", tenant.as_str()]);
+    operator_ok(&["deprovision", "--sub", tenant.as_str()]);
     let r = get(&api, &token).await;
     assert_eq!(
         (r.status_code, r.body_json()),
@@ -453,13 +470,7 @@ async fn a_person_signs_up_confirms_and_their_frontend_finds_the_tenant_ready() 
     let functions = functions_env();
     let client = var("USER_POOL_CLIENT_IDS");
     let (username, tenant) = sign_up(&client).await;
-    cognito()
-        .await
-        .confirm_sign_up()
-        .client_id(&client)
-        .username(&username)
-        .confirmation_code("123456")
-        .send()
+    confirm(&client, &username)
         .await
         .expect("ConfirmSignUp, with the trigger run by Cognito, succeeds");
     // The trigger ran during ConfirmSignUp: the tenant is recorded, and it is complete or
@@ -545,14 +556,7 @@ async fn a_sign_up_that_can_write_neither_record_nor_hand_off_succeeds_is_counte
     ] {
         aws_fault(json!({"target": target, "match": sub, "count": 1000, "status": status, "error": error})).await;
     }
-    let confirmed = cognito()
-        .await
-        .confirm_sign_up()
-        .client_id(&client)
-        .username(&username)
-        .confirmation_code("123456")
-        .send()
-        .await;
+    let confirmed = confirm(&client, &username).await;
     aws_fault(json!({"clear": true, "match": sub})).await;
     confirmed.expect("the person is not shown an error: their account is confirmed");
     assert!(
@@ -598,12 +602,7 @@ async fn each_cognito_confirmation_reaches_the_real_trigger_as_cognito_sends_it(
     // An administrator's confirmation: Cognito sends PostConfirmation_ConfirmSignUp, and the
     // person gets a tenant as after their own confirmation.
     let (username, tenant) = sign_up(&client).await;
-    cognito()
-        .await
-        .admin_confirm_sign_up()
-        .user_pool_id(&pool)
-        .username(&username)
-        .send()
+    admin_confirm(&pool, &username)
         .await
         .expect("AdminConfirmSignUp, with the trigger run by Cognito, succeeds");
     let record = record_of(&tenant)

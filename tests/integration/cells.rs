@@ -659,20 +659,25 @@ async fn a_repair_read_before_a_move_leaves_the_tenant_on_its_new_cell_with_ever
     );
 }
 
-#[tokio::test]
-async fn the_events_of_a_life_with_cells_turned_on_and_a_move_are_published_once_each() {
+/// A tenant signed up before cells (the one broker, no seat) in a registry table of its own:
+/// (table, its stream, the tenant, a cells file of the stack's two brokers to turn cells on).
+async fn signed_up_before_cells() -> (String, String, TenantId, String) {
     let (table, stream) = fresh_registry_table().await;
     let queue = fresh_queue().await;
     let t = fresh_tenant();
-    // Before cells: the one broker, no seat.
     let plain = app_with(&[
         ("REGISTRY_TABLE", table.as_str()),
         ("HANDOFF_QUEUE_URL", queue.as_str()),
     ])
     .await;
     assert_eq!(sign_up(&plain, &t).await, Finish::Provisioned);
+    (table, stream, t, cells_file_with(20, 20, 500))
+}
+
+#[tokio::test]
+async fn the_events_of_a_life_with_cells_turned_on_and_a_move_are_published_once_each() {
+    let (table, stream, t, cells) = signed_up_before_cells().await;
     // Cells turned on: the operator's convergence seats the tenant where its vhost is.
-    let cells = cells_file_with(20, 20, 500);
     let env = [
         ("CELLS_PATH", cells.as_str()),
         ("REGISTRY_TABLE", table.as_str()),
@@ -703,19 +708,10 @@ async fn the_events_of_a_life_with_cells_turned_on_and_a_move_are_published_once
 
 #[tokio::test]
 async fn a_seat_change_versions_the_record_so_a_change_read_before_it_is_refused() {
-    let (table, _) = fresh_registry_table().await;
-    let queue = fresh_queue().await;
-    let t = fresh_tenant();
-    let plain = app_with(&[
-        ("REGISTRY_TABLE", table.as_str()),
-        ("HANDOFF_QUEUE_URL", queue.as_str()),
-    ])
-    .await;
-    assert_eq!(sign_up(&plain, &t).await, Finish::Provisioned);
+    let (table, _, t, cells) = signed_up_before_cells().await;
     let before = registry_at(&table).await.get(&t).await.unwrap().unwrap();
     assert!(before.seat_connections.is_none(), "no cells, no seat");
     // Cells turned on: the reconcile run seats the tenant where its vhost is (a seat taken).
-    let cells = cells_file_with(20, 20, 500);
     let env = [
         ("CELLS_PATH", cells.as_str()),
         ("REGISTRY_TABLE", table.as_str()),

@@ -337,6 +337,16 @@ pub fn tenantctl_with(args: &[&str], overrides: &[(&str, &str)], operator: bool)
     tenantctl(args, &env)
 }
 
+/// `tenantctl ARGS` as the operator, on the stack; asserts it succeeded.
+pub fn operator_ok(args: &[&str]) {
+    let out = tenantctl_with(args, &[], true);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `.stack/operator.env`: the operator identity's variables.
 pub fn operator_env() -> HashMap<String, String> {
     identity_env("operator")

@@ -18,16 +18,6 @@ use post_signup::tenant::transition::{Change, transition};
 
 use crate::helpers::*;
 
-/// `tenantctl ARGS` as the operator; asserts it succeeded.
-fn operator_ok(args: &[&str]) {
-    let out = tenantctl_with(args, &[], true);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A tenant provisioned by the operator, its backend's AMQP URL (with its password).
 async fn provisioned() -> (TenantId, String) {
     let tenant = fresh_tenant();
