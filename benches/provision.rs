@@ -113,21 +113,16 @@ async fn main() {
             let p = &p;
             async move {
                 let tenant = post_signup::tenant::TenantId::parse(&sub).unwrap();
-                let mut record = post_signup::tenant::record::TenantRecord::new(
+                let plain = post_signup::tenant::record::TenantRecord::new(
                     &tenant, None, &p.plans, "bench",
                 );
-                let fence = post_signup::tenant::lease::Fence {
-                    fence: 1,
-                    until_ms: post_signup::tenant::lease::epoch_ms(
-                        std::time::SystemTime::now() + std::time::Duration::from_secs(10),
-                    ),
-                };
-                if leased {
-                    record.lease_holder = Some(post_signup::tenant::lease::holder_name("bench"));
-                    record.lease_until_ms = Some(fence.until_ms);
-                    record.lease_since = Some(post_signup::tenant::record::now());
-                    record.lease_fence = fence.fence;
-                }
+                // As the trigger writes it (`lambda::trigger`), or as it was before the lease.
+                let (leased_record, fence) = post_signup::tenant::lease::first_lease(
+                    plain.clone(),
+                    &post_signup::tenant::lease::holder_name("bench"),
+                    std::time::SystemTime::now() + std::time::Duration::from_secs(10),
+                );
+                let record = if leased { leased_record } else { plain };
                 let t = Instant::now();
                 app.registry.create(&record).await.expect("recorded");
                 let marked = app

@@ -468,18 +468,11 @@ fn leased_record(
     pool: Option<&str>,
     work_deadline: Instant,
 ) -> (TenantRecord, Fence, String, SystemTime) {
-    let mut fresh = TenantRecord::new(tenant, pool, &app.plans, "sign-up");
     let until =
         SystemTime::now() + work_deadline.saturating_duration_since(Instant::now()) + lease::MARGIN;
     let holder = lease::holder_name("sign-up");
-    let ours = Fence {
-        fence: 1,
-        until_ms: lease::epoch_ms(until),
-    };
-    fresh.lease_holder = Some(holder.clone());
-    fresh.lease_until_ms = Some(ours.until_ms);
-    fresh.lease_since = Some(crate::tenant::record::now());
-    fresh.lease_fence = ours.fence;
+    let fresh = TenantRecord::new(tenant, pool, &app.plans, "sign-up");
+    let (fresh, ours) = lease::first_lease(fresh, &holder, until);
     (fresh, ours, holder, until)
 }
 

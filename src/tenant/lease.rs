@@ -23,6 +23,24 @@ pub fn epoch_ms(at: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// A new tenant's record carrying its creator's lease from the start (the first fence, until
+/// `until`): whoever writes it holds the tenant with no write of its own for the lease.
+pub fn first_lease(
+    mut record: TenantRecord,
+    holder: &str,
+    until: SystemTime,
+) -> (TenantRecord, Fence) {
+    let fence = Fence {
+        fence: 1,
+        until_ms: epoch_ms(until),
+    };
+    record.lease_holder = Some(holder.to_owned());
+    record.lease_until_ms = Some(fence.until_ms);
+    record.lease_since = Some(crate::tenant::record::now());
+    record.lease_fence = fence.fence;
+    (record, fence)
+}
+
 /// Who holds the tenant now, if anyone (a lease that ran out is no one's).
 pub fn holder(record: &TenantRecord, now: SystemTime) -> Option<Held> {
     let until = record.lease_until_ms?;
