@@ -44,6 +44,19 @@ pub struct MoveOptions {
     pub budget: Duration,
 }
 
+impl MoveOptions {
+    /// The lease a mover holds throughout (each step is a change of the world): its budget,
+    /// and its waits for the roll and the shovel passes.
+    fn hold(&self, holder: &'static str) -> ConvergeOptions {
+        ConvergeOptions {
+            budget: self.budget,
+            rollout_wait: self.wait * 4,
+            holder,
+            ..ConvergeOptions::new(self.budget)
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct MoveReport {
     pub tenant: String,
@@ -89,13 +102,7 @@ pub async fn move_tenant(
     };
     // The mover holds the tenant's lease throughout (each step is a change of the world), and
     // moves the record as it read it with the lease.
-    let hold = ConvergeOptions {
-        budget: options.budget,
-        rollout_wait: options.wait * 4,
-        holder: "move",
-        ..ConvergeOptions::new(options.budget)
-    };
-    let (record, fence) = take_lease(p, tenant, &hold).await?;
+    let (record, fence) = take_lease(p, tenant, &options.hold("move")).await?;
     let moved = move_held(p, tenant, target, &record, &fence, options).await;
     // Best effort: a lease not given back runs out at its deadline anyway.
     let _ = p.registry.give_back_lease(tenant, &fence).await;
@@ -213,13 +220,7 @@ pub async fn abort_move(
     tenant: &TenantId,
     options: MoveOptions,
 ) -> Result<AbortReport, StepError> {
-    let hold = ConvergeOptions {
-        budget: options.budget,
-        rollout_wait: options.wait * 4,
-        holder: "move --abort",
-        ..ConvergeOptions::new(options.budget)
-    };
-    let (record, fence) = take_lease(p, tenant, &hold).await?;
+    let (record, fence) = take_lease(p, tenant, &options.hold("move --abort")).await?;
     let aborted = abort_held(p, tenant, &record, &fence, options).await;
     let _ = p.registry.give_back_lease(tenant, &fence).await;
     aborted
