@@ -3,7 +3,8 @@
 # aws-sam-translator, each role's effective policies evaluated by @cloud-copilot/iam-simulate
 # against the table in dev/iam/check.mjs, for five deployments: the default, one in a VPC, one
 # attached to an existing user pool, one on a registry table an earlier stack retained, and a
-# second installation in the same account. No AWS account or network is involved.
+# second installation in the same account; and parameter sets the template's Rules refuse
+# (subnets without security groups, …). No AWS account or network is involved.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash dev/install.sh --lint >/dev/null
@@ -32,4 +33,20 @@ for scenario in default vpc existing-pool existing-registry second-installation;
   "$LINT_VENV/bin/python" dev/iam/roles.py template.yml "$params" "$w/$scenario.json"
   node dev/iam/check.mjs "$w/$scenario.json" "$scenario" || status=1
 done
+# Parameter sets the template's Rules must refuse before anything is created: each names the
+# rule that has to say no.
+refuse() {
+  local rule=$1 params=$2 rc=0
+  "$LINT_VENV/bin/python" dev/iam/roles.py template.yml "$params" "$w/refused.json" 2>"$w/refused.err" || rc=$?
+  if [ "$rc" = 3 ] && grep -q "rule $rule:" "$w/refused.err"; then
+    echo "refused as it must be ($rule): $params"
+  else
+    echo "NOT refused by $rule (exit $rc): $params" >&2; cat "$w/refused.err" >&2
+    status=1
+  fi
+}
+refuse SubnetsNeedSecurityGroups "{$base, \"SubnetIds\": \"subnet-0a1,subnet-0b2\"}"
+refuse SecurityGroupsNeedSubnets "{$base, \"SecurityGroupIds\": \"sg-0c3\"}"
+refuse AnExistingRegistryNeedsItsStream "{$base, \"ExistingRegistryTable\": \"post-signup-tenants-2025\"}"
+refuse OneBrokerNeedsItsUrls "{\"EksClusterName\": \"prod\"}"
 exit $status

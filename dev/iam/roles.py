@@ -154,11 +154,32 @@ class Resolver:
                 return any(self.resolve(x) for x in arg)
             if k == "Condition":
                 return self.condition(arg)
+            # Rule functions (the Rules section), on lists of strings.
+            if k == "Fn::EachMemberEquals":
+                return all(str(x) == str(self.resolve(arg[1])) for x in self.resolve(arg[0]))
+            if k == "Fn::EachMemberIn":
+                allowed = [str(x) for x in self.resolve(arg[1])]
+                return all(str(x) in allowed for x in self.resolve(arg[0]))
+            if k == "Fn::Contains":
+                return str(self.resolve(arg[1])) in [str(x) for x in self.resolve(arg[0])]
             if k == "Fn::Split":
                 return str(self.resolve(arg[1])).split(arg[0])
             if k == "Fn::Select":
                 return self.resolve(arg[1])[int(self.resolve(arg[0]))]
         return {k: r for k, r in ((k, self.resolve(x)) for k, x in v.items()) if r is not None}
+
+
+def refused_by_rules(template, r):
+    """The Rules as CloudFormation applies them before it creates anything: each rule whose
+    RuleCondition holds must pass every assertion. Returns the failures' descriptions."""
+    refused = []
+    for name, rule in template.get("Rules", {}).items():
+        if "RuleCondition" in rule and not r.resolve(rule["RuleCondition"]):
+            continue
+        for assertion in rule["Assertions"]:
+            if not r.resolve(assertion["Assert"]):
+                refused.append(f"{name}: {assertion.get('AssertDescription', 'assertion failed')}")
+    return refused
 
 
 def main():
@@ -178,6 +199,10 @@ def main():
     os.environ["AWS_DEFAULT_REGION"] = REGION  # the translator asks boto3 for a region
     cfn = transform(sam, {**params, **pseudo}, NoManagedPolicies())
     r = Resolver(cfn, params)
+    refused = refused_by_rules(sam, Resolver(sam, params))
+    if refused:
+        print("\n".join(f"refused by the template's rule {x}" for x in refused), file=sys.stderr)
+        sys.exit(3)
     roles = {}
     for logical, res in cfn["Resources"].items():
         if res["Type"] != "AWS::IAM::Role":
