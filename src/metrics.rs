@@ -44,6 +44,13 @@ pub mod name {
     pub const NO_CELL_WITH_ROOM: &str = "NoCellWithRoom";
     /// Reconciler: each cell's free vhosts (capacity minus seats), by `Cell`.
     pub const CELL_FREE_VHOSTS: &str = "CellFreeVhosts";
+    /// Placement: a new tenant placed in a cell that keeps vhosts made ahead of its queue
+    /// type, by `Outcome`: claimed, or empty (none ready: its vhost is created; the pool alarm
+    /// watches these).
+    pub const POOL_CLAIMS: &str = "PoolClaims";
+    /// Refill (worker, reconciler, `tenantctl pool refill`): each cell's ready vhosts made
+    /// ahead after it, by `Cell`.
+    pub const POOL_READY: &str = "PoolReady";
 }
 
 /// The dimension names.
@@ -80,6 +87,7 @@ fn describe() {
         HANDOFFS_PROCESSED,
         API_HANDOFFS,
         NO_CELL_WITH_ROOM,
+        POOL_CLAIMS,
     ] {
         describe_counter!(n, Unit::Count, "");
     }
@@ -90,6 +98,7 @@ fn describe() {
         RECONCILE_ORPHANS,
         RECONCILE_TOMBSTONES,
         CELL_FREE_VHOSTS,
+        POOL_READY,
     ] {
         describe_gauge!(n, Unit::Count, "");
     }
@@ -128,6 +137,16 @@ pub fn no_cell_with_room() {
 /// A cell's free vhosts, as the reconciler read its counters.
 pub fn cell_free_vhosts(cell: &str, free: u64) {
     gauge!(name::CELL_FREE_VHOSTS, dimension::CELL => cell.to_owned()).set(free as f64);
+}
+
+/// A placement in a cell with a pool for its queue type: `claimed` or `empty`.
+pub fn pool_claim(outcome: &'static str) {
+    counter!(name::POOL_CLAIMS, dimension::OUTCOME => outcome).increment(1);
+}
+
+/// A cell's ready vhosts made ahead, after a refill.
+pub fn pool_ready(cell: &str, ready: u64) {
+    gauge!(name::POOL_READY, dimension::CELL => cell.to_owned()).set(ready as f64);
 }
 
 pub fn api_handoff(outcome: &'static str) {

@@ -13,6 +13,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::cells::cluster::{ClusterAccess, ClusterName};
+use crate::tenant::plan::QueueType;
 use serde_json::Value;
 use url::Url;
 
@@ -58,6 +59,17 @@ pub struct Capacity {
     pub connections: Option<u64>,
 }
 
+/// The vhosts a cell keeps made ahead (`pool: {size, queue_types}`): `size` ready, unclaimed
+/// vhosts of each queue type, so a sign-up whose plan's default queue type is among them claims
+/// one instead of creating it. Each holds a seat of the cell's `capacity.vhosts` from the
+/// moment it is reserved, exactly as a tenant's vhost does (a claim moves the seat to the
+/// tenant), so the pool and the tenants together never pass the broker's limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pool {
+    pub size: u32,
+    pub queue_types: Vec<QueueType>,
+}
+
 /// A cell's own cluster, when its tenants' backends run elsewhere than the default cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CellCluster {
@@ -91,6 +103,18 @@ pub struct Cell {
     /// The state the file declares; the registry's, once set, wins.
     pub state: CellState,
     pub cluster: Option<CellCluster>,
+    /// Vhosts made ahead; `None`: every sign-up creates its vhost.
+    pub pool: Option<Pool>,
+}
+
+impl Cell {
+    /// The pool's size for `queue_type` (0: none kept).
+    pub fn pool_size(&self, queue_type: QueueType) -> u32 {
+        self.pool
+            .as_ref()
+            .filter(|p| p.queue_types.contains(&queue_type))
+            .map_or(0, |p| p.size)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +153,7 @@ impl Cells {
                 },
                 state: CellState::Open,
                 cluster: None,
+                pool: None,
             }],
             source: "the RABBITMQ_* settings".to_owned(),
             declared: false,
@@ -263,6 +288,7 @@ fn parse_cell(i: usize, raw: &Value) -> Result<Cell, String> {
         "capacity",
         "state",
         "cluster",
+        "pool",
     ];
     if let Some(unknown) = map.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(f.at(unknown, "unknown field"));
@@ -291,6 +317,7 @@ fn parse_cell(i: usize, raw: &Value) -> Result<Cell, String> {
         })?,
     };
     let cluster = f.cluster()?;
+    let pool = f.pool(capacity.vhosts)?;
     Ok(Cell {
         name: f.name,
         management_url,
@@ -300,6 +327,7 @@ fn parse_cell(i: usize, raw: &Value) -> Result<Cell, String> {
         capacity,
         state,
         cluster,
+        pool,
     })
 }
 
@@ -382,6 +410,69 @@ impl Fields<'_> {
             vhosts: Some(vhosts),
             connections: Some(positive("connections")?),
         })
+    }
+
+    /// The cell's pool of vhosts made ahead, if it keeps one: `{size, queue_types}`, `size`
+    /// ready vhosts of each queue type, within the cell's vhost capacity.
+    fn pool(&self, vhosts: Option<u32>) -> Result<Option<Pool>, String> {
+        let p = match self.map.get("pool") {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Object(p)) => p,
+            Some(_) => {
+                return Err(self.at(
+                    "pool",
+                    "must be a mapping: {size: N, queue_types: [quorum]}",
+                ));
+            }
+        };
+        if let Some(unknown) = p
+            .keys()
+            .find(|k| !["size", "queue_types"].contains(&k.as_str()))
+        {
+            return Err(self.at(&format!("pool.{unknown}"), "unknown field"));
+        }
+        let size = p
+            .get("size")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| self.at("pool.size", "is required: a whole number (0 keeps none)"))?;
+        let types = p.get("queue_types").and_then(Value::as_array).ok_or_else(|| {
+            self.at(
+                "pool.queue_types",
+                "is required: the default queue types of the vhosts made ahead, as your plans' default_queue_type (classic, quorum, stream)",
+            )
+        })?;
+        let mut queue_types = Vec::new();
+        for t in types {
+            let parsed = t
+                .as_str()
+                .and_then(|s| serde_json::from_value::<QueueType>(Value::String(s.to_owned())).ok())
+                .ok_or_else(|| {
+                    self.at(
+                        "pool.queue_types",
+                        format!("{t} is not one of classic, quorum, stream"),
+                    )
+                })?;
+            if !queue_types.contains(&parsed) {
+                queue_types.push(parsed);
+            }
+        }
+        if queue_types.is_empty() {
+            return Err(self.at("pool.queue_types", "names no queue type"));
+        }
+        let kept = u64::from(size) * queue_types.len() as u64;
+        if let Some(v) = vhosts
+            && kept > u64::from(v)
+        {
+            return Err(self.at(
+                "pool.size",
+                format!(
+                    "{size} of each of {} queue types is {kept} vhosts, more than capacity.vhosts ({v}) holds",
+                    queue_types.len()
+                ),
+            ));
+        }
+        Ok(Some(Pool { size, queue_types }))
     }
 
     /// The cell's own cluster, if it declares one: a name, and its endpoint and CA together

@@ -322,9 +322,10 @@ async fn record_and_provision(
             .provisioner()
             .await
             .map_err(|e| (format!("{e:#}"), "cold start: unfinished".to_owned()))?;
-        // With cells, the placement decides the broker: the broker calls wait for it. Without,
-        // the one broker's calls start at once and only the credentials wait for the record.
-        let broker = if app.placement.counts() {
+        // With cells, the placement decides the broker and the vhost (one made ahead that it
+        // claimed, or the tenant's own): the broker calls wait for it. Without, the one
+        // broker's calls start at once and only the credentials wait for the record.
+        let (broker, tenant) = if app.placement.counts() {
             let placed = placed.await.map_err(|e| {
                 let detail = match &e {
                     PlacementError::NoRoom(_) => "placement: no cell with room".to_owned(),
@@ -332,19 +333,36 @@ async fn record_and_provision(
                 };
                 (e.to_string(), detail)
             })?;
-            provisioner.brokers.get(&placed.record().cell).await
+            let record = placed.record();
+            let in_vhost = tenant.clone().in_vhost(record.vhost.as_deref());
+            (provisioner.brokers.get(&record.cell).await, in_vhost)
         } else {
-            provisioner.brokers.first().await
-        }
-        .map_err(|e| (e.to_string(), format!("cell: {}", e.kind.name())))?;
-        let provisioned = Box::pin(provisioner.provision_gated(
-            tenant,
-            broker,
-            gate,
-            Mode::SignUp,
-            work_deadline,
-        ))
-        .await;
+            (provisioner.brokers.first().await, tenant.clone())
+        };
+        let broker = broker.map_err(|e| (e.to_string(), format!("cell: {}", e.kind.name())))?;
+        // A claim that left the cell's pool low asks the worker to refill it, beside the
+        // broker calls (never in their way: a refill missed is the reconciler's).
+        let refill = async {
+            if tenant.pooled()
+                && app.placement.refill_due(&broker.cell)
+                && let Err(e) = app
+                    .handoff
+                    .request_refill(&broker.cell, work_deadline)
+                    .await
+            {
+                tracing::warn!(cell = %broker.cell, error = %e, "could not ask for the pool to be refilled; the reconciler refills it");
+            }
+        };
+        let (provisioned, ()) = tokio::join!(
+            Box::pin(provisioner.provision_gated(
+                &tenant,
+                broker,
+                gate,
+                Mode::SignUp,
+                work_deadline,
+            )),
+            refill
+        );
         match &provisioned {
             Ok(report) => report,
             Err(e) => &e.report,
@@ -595,12 +613,14 @@ async fn remove_tombstoned_vhost(
     let Ok(Ok(p)) = tokio::time::timeout_at(deadline, app.provisioner()).await else {
         return;
     };
+    // The record's vhost: one made ahead, if the tenant claimed one.
+    let vhost = tenant.clone().in_vhost(record.vhost.as_deref());
     let removing = async {
         p.brokers
             .get(&record.cell)
             .await?
             .rabbitmq
-            .delete_vhost(tenant.rabbitmq_vhost())
+            .delete_vhost(vhost.rabbitmq_vhost())
             .await
     };
     if let Ok(Err(e)) = tokio::time::timeout_at(deadline, removing).await {

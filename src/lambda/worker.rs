@@ -84,6 +84,20 @@ pub async fn handle(
                     }
                 }
             }
+            HandoffOutcome::Refilled {
+                cell,
+                made,
+                failures,
+            } => {
+                // Never retried from the queue: what a refill could not do is the next one's
+                // or the reconciler's.
+                crate::metrics::handoff_processed("refilled");
+                if failures.is_empty() {
+                    tracing::info!(message_id, cell, made, "pool refilled");
+                } else {
+                    tracing::warn!(message_id, cell, made, failures = ?failures, "pool refilled in part");
+                }
+            }
             HandoffOutcome::Failed(tenant, error) => {
                 crate::metrics::handoff_processed("failed");
                 tracing::warn!(message_id, tenant = %tenant, error, "hand-off not provisioned yet");

@@ -36,14 +36,30 @@ pub struct CellReport {
     /// The placement's counters: tenants holding a seat, and the connections they were granted
     /// when placed (what new sign-ups are checked against).
     pub seats: Seats,
+    /// Its vhosts made ahead, when it keeps them.
+    pub pool: Option<PoolReport>,
     /// Declared capacity the broker cannot give (Amazon MQ's limits, with its version).
     pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Seats {
+    /// Seats held by tenants.
     pub tenants: u64,
+    /// Seats held by vhosts made ahead (ready, or being made).
+    pub pooled: u64,
     pub connections: u64,
+}
+
+/// A cell's pool of vhosts made ahead: its declared size (per queue type), how many are ready
+/// now (by queue type), being made (reserved, not yet ready) and claimed by tenants ever.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PoolReport {
+    pub size: u32,
+    pub queue_types: Vec<&'static str>,
+    pub ready: std::collections::BTreeMap<&'static str, u64>,
+    pub making: u64,
+    pub claimed: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -105,7 +121,7 @@ pub async fn cells_report(
                 Phase::Offboarded => tenants.offboarded += 1,
             }
         }
-        let item = items.get(&cell.name).copied().unwrap_or_default();
+        let item = items.get(&cell.name).cloned().unwrap_or_default();
         let (state, state_from) = match item.state {
             Some(s) => (s, "registry"),
             None => (cell.state, "file"),
@@ -144,9 +160,25 @@ pub async fn cells_report(
             connections_granted: granted,
             tenants,
             seats: Seats {
-                tenants: item.tenants,
+                tenants: item.tenant_seats(),
+                pooled: item.tenants.saturating_sub(item.tenant_seats()),
                 connections: item.connections,
             },
+            pool: (cell.pool.is_some() || item.tenants > item.tenant_seats()).then(|| PoolReport {
+                size: cell.pool.as_ref().map_or(0, |p| p.size),
+                queue_types: cell
+                    .pool
+                    .as_ref()
+                    .map(|p| p.queue_types.iter().map(|t| t.as_str()).collect())
+                    .unwrap_or_default(),
+                ready: item
+                    .ready
+                    .iter()
+                    .map(|(t, v)| (t.as_str(), v.len() as u64))
+                    .collect(),
+                making: item.making.len() as u64,
+                claimed: item.claimed,
+            }),
             warnings: crate::cells::sizing::capacity_warnings(cell, version_of_cell.as_deref()),
         });
     }

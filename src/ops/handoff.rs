@@ -9,9 +9,10 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::ops::converge::{ConvergeOptions, converge, record_or_new};
+use crate::ops::pool::{RefillOptions, refill};
 use crate::ops::provision::Provisioner;
 use crate::outside::error::{FailureKind, StepError};
-use crate::outside::sqs::{HandoffMessage, HandoffQueue};
+use crate::outside::sqs::{HandoffMessage, HandoffQueue, RefillRequest};
 use crate::tenant::TenantId;
 use crate::tenant::record::{LastOutcome, Phase};
 
@@ -23,6 +24,8 @@ pub struct DrainSummary {
     pub skipped: usize,
     pub failed: usize,
     pub malformed: usize,
+    /// Requests to refill a cell's pool of vhosts made ahead, done.
+    pub refills: usize,
     /// Tenants that found no open cell with room: sent back to the queue to wait for one
     /// (`NO_ROOM_WAIT`), not failed.
     pub waiting: Vec<String>,
@@ -40,7 +43,17 @@ pub enum HandoffOutcome {
     /// No open cell has room: the hand-off waits for one (sent again later), never a failure.
     NoRoom(TenantId, HandoffMessage),
     Failed(TenantId, String),
+    /// A refill request: the cell's pool topped up (`made` vhosts), or why not (left to the
+    /// reconciler; never retried from the queue).
+    Refilled {
+        cell: String,
+        made: usize,
+        failures: Vec<String>,
+    },
 }
+
+/// At most this many vhosts made ahead per refill request.
+pub const REFILL_PER_REQUEST: usize = 50;
 
 /// How long a hand-off that found no cell with room waits before it is tried again.
 pub const NO_ROOM_WAIT: Duration = Duration::from_secs(300);
@@ -48,6 +61,26 @@ pub const NO_ROOM_WAIT: Duration = Duration::from_secs(300);
 /// Finishes the tenant of one hand-off message by `deadline`: converges it to its record,
 /// writing the record first if the registry was down at sign-up.
 pub async fn process_handoff(p: &Provisioner, body: &str, deadline: Instant) -> HandoffOutcome {
+    if let Some(request) = RefillRequest::parse(body) {
+        let options = RefillOptions {
+            max_per_run: REFILL_PER_REQUEST,
+            deadline,
+            ..RefillOptions::new(Duration::ZERO)
+        };
+        let cell = request.refill_pool;
+        return match refill(p, Some(&cell), options).await {
+            Ok(reports) => HandoffOutcome::Refilled {
+                cell,
+                made: reports.iter().map(|r| r.made + r.finished).sum(),
+                failures: reports.into_iter().flat_map(|r| r.failures).collect(),
+            },
+            Err(e) => HandoffOutcome::Refilled {
+                cell,
+                made: 0,
+                failures: vec![e.to_string()],
+            },
+        };
+    }
     let (message, tenant) = match HandoffMessage::parse(body) {
         Ok(parsed) => parsed,
         Err(e) => return HandoffOutcome::Malformed(e),
@@ -133,6 +166,11 @@ pub async fn drain(
                 HandoffOutcome::Skipped(_) => {
                     queue.delete(&m.receipt_handle).await?;
                     summary.skipped += 1;
+                }
+                HandoffOutcome::Refilled { failures, .. } => {
+                    queue.delete(&m.receipt_handle).await?;
+                    summary.refills += 1;
+                    summary.failures.extend(failures);
                 }
                 HandoffOutcome::NoRoom(tenant, message) => {
                     // Waits on the queue for a cell, as a new message: never dead-lettered.

@@ -6,6 +6,7 @@ pub mod converge;
 pub mod handoff;
 pub mod moving;
 pub mod placement;
+pub mod pool;
 pub mod provision;
 pub mod reconcile;
 pub mod status;

@@ -103,6 +103,8 @@ pub async fn move_tenant(
     // The mover holds the tenant's lease throughout (each step is a change of the world), and
     // moves the record as it read it with the lease.
     let (record, fence) = take_lease(p, tenant, &options.hold("move")).await?;
+    // Its vhost as the record names it (one made ahead keeps its name in the target).
+    let tenant = &record.tenant()?;
     let moved = move_held(p, tenant, target, &record, &fence, options).await;
     // Best effort: a lease not given back runs out at its deadline anyway.
     let _ = p.registry.give_back_lease(tenant, &fence).await;
@@ -221,6 +223,7 @@ pub async fn abort_move(
     options: MoveOptions,
 ) -> Result<AbortReport, StepError> {
     let (record, fence) = take_lease(p, tenant, &options.hold("move --abort")).await?;
+    let tenant = &record.tenant()?;
     let aborted = abort_held(p, tenant, &record, &fence, options).await;
     let _ = p.registry.give_back_lease(tenant, &fence).await;
     aborted
@@ -336,13 +339,14 @@ async fn begin(
         .expect("every declared cell has a view");
     let connections = p.placement.connections_of(&record.plan);
     let seat = Seat {
+        claim: None,
         cell: &target.name,
         max_tenants: target.capacity.vhosts.map_or(u64::MAX, u64::from),
         max_connections: target.capacity.connections.unwrap_or(u64::MAX),
         connections,
         open_by_file: target.state == crate::cells::CellState::Open,
     };
-    if !view.has_room(connections) {
+    if !view.has_room(connections, None) {
         return Err(refused(
             tenant,
             format!(

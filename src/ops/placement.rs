@@ -25,7 +25,7 @@
 //! Without a cells file there is one implicit cell with no declared capacity: tenants are
 //! recorded there with the plain conditional create and counted nowhere, as before cells.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use crate::cells::{Cell, CellState, Cells};
 use crate::outside::error::{FailureKind, StepError, System};
 use crate::outside::registry::{CellItem, Created, Placed, Registry, Seat};
-use crate::tenant::plan::Plans;
+use crate::tenant::plan::{Plans, QueueType};
 use crate::tenant::record::TenantRecord;
 
 /// How long a container trusts its read of the cells' counters before reading them again.
@@ -51,15 +51,23 @@ struct Inner {
     registry: Registry,
     plans: Plans,
     view: Mutex<Option<(Instant, HashMap<String, CellItem>)>>,
+    /// When this container last asked for each cell's pool to be refilled.
+    refills_asked: Mutex<HashMap<String, Instant>>,
 }
+
+/// A container asks for a cell's pool to be refilled at most this often.
+const REFILL_ASK_EVERY: Duration = Duration::from_secs(10);
 
 /// A cell as placement sees it: its declared capacity, its effective state, its counters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CellView<'a> {
     pub cell: &'a Cell,
     pub state: CellState,
+    /// Seats taken (tenants, and vhosts made ahead).
     pub tenants: u64,
     pub connections: u64,
+    /// Its vhosts made ahead, ready to be claimed, by queue type.
+    pub ready: BTreeMap<QueueType, Vec<String>>,
 }
 
 impl CellView<'_> {
@@ -71,18 +79,31 @@ impl CellView<'_> {
         self.cell.capacity.connections.unwrap_or(u64::MAX)
     }
 
-    /// Whether a tenant granting `connections` fits.
-    pub fn has_room(&self, connections: u64) -> bool {
+    fn ready_of(&self, queue_type: Option<QueueType>) -> &[String] {
+        queue_type
+            .and_then(|t| self.ready.get(&t))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Seats held by ready vhosts made ahead: free for any tenant that claims one.
+    pub fn pooled(&self) -> u64 {
+        self.ready.values().map(Vec::len).sum::<usize>() as u64
+    }
+
+    /// Whether a tenant granting `connections` fits: a free seat, or a ready vhost of its
+    /// queue type (whose seat it takes).
+    pub fn has_room(&self, connections: u64, queue_type: Option<QueueType>) -> bool {
         self.state == CellState::Open
-            && self.tenants < self.max_tenants()
+            && (self.tenants < self.max_tenants() || !self.ready_of(queue_type).is_empty())
             && self.connections.saturating_add(connections) <= self.max_connections()
     }
 
-    /// Free capacity, in tenants: free vhosts, scaled down when connections are the tighter
-    /// resource.
+    /// Free capacity, in tenants: free vhosts (ready ones made ahead count as free), scaled
+    /// down when connections are the tighter resource.
     pub fn weight(&self) -> f64 {
         let (max_t, max_c) = (self.max_tenants() as f64, self.max_connections() as f64);
-        let free_t = (max_t - self.tenants as f64).max(0.0) / max_t;
+        let used = self.tenants.saturating_sub(self.pooled());
+        let free_t = (max_t - used as f64).max(0.0) / max_t;
         let free_c = (max_c - self.connections as f64).max(0.0) / max_c;
         free_t.min(free_c) * max_t.min(1e9)
     }
@@ -128,10 +149,15 @@ fn unit_hash(sub: &str, cell: &str) -> f64 {
 /// `weight / -ln(h)`, `h` the tenant's hash with the cell), so a cell is first for a share of
 /// tenants proportional to its weight, and the ranking of one tenant changes only as much as
 /// the weights do.
-pub fn rank<'a>(sub: &str, views: &[CellView<'a>], connections: u64) -> Vec<&'a Cell> {
+pub fn rank<'a>(
+    sub: &str,
+    views: &[CellView<'a>],
+    connections: u64,
+    queue_type: Option<QueueType>,
+) -> Vec<&'a Cell> {
     let mut scored: Vec<(f64, &'a Cell)> = views
         .iter()
-        .filter(|v| v.has_room(connections))
+        .filter(|v| v.has_room(connections, queue_type))
         .map(|v| {
             let h = unit_hash(sub, &v.cell.name);
             (v.weight().max(f64::MIN_POSITIVE) / -h.ln(), v.cell)
@@ -140,6 +166,22 @@ pub fn rank<'a>(sub: &str, views: &[CellView<'a>], connections: u64) -> Vec<&'a 
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
     scored.into_iter().map(|(_, c)| c).collect()
 }
+
+/// The ready vhost `sub` claims of `ready`, leaving out `lost` (claimed by others meanwhile):
+/// the highest hash of the tenant with the vhost, so duplicates and retries of one sign-up ask
+/// for the same one and concurrent sign-ups spread over the pool instead of all asking for
+/// its first.
+fn pick<'v>(sub: &str, ready: &'v [String], lost: &HashSet<String>) -> Option<&'v str> {
+    ready
+        .iter()
+        .filter(|v| !lost.contains(*v))
+        .max_by(|a, b| unit_hash(sub, a).total_cmp(&unit_hash(sub, b)))
+        .map(String::as_str)
+}
+
+/// How many times a placement asks again after the vhost it claimed was claimed first; the
+/// last try creates its vhost instead.
+const CLAIM_ROUNDS: usize = 4;
 
 /// Placement found no cell with room: the tenant is not recorded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -173,6 +215,7 @@ impl Placement {
                 registry,
                 plans,
                 view: Mutex::new(None),
+                refills_asked: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -184,6 +227,15 @@ impl Placement {
     /// Whether tenants are placed (a cells file is declared) or all live in the implicit cell.
     pub fn counts(&self) -> bool {
         self.inner.cells.declared
+    }
+
+    /// The default queue type of `plan`'s vhosts (what a vhost made ahead must have to be
+    /// claimed for it).
+    pub fn queue_type_of(&self, plan: &str) -> Option<QueueType> {
+        self.inner
+            .plans
+            .get(plan)
+            .and_then(|p| p.rabbitmq.default_queue_type)
     }
 
     /// The connections a tenant on `plan` is granted.
@@ -220,15 +272,50 @@ impl Placement {
             .all()
             .iter()
             .map(|cell| {
-                let item = items.get(&cell.name).copied().unwrap_or_default();
+                let item = items.get(&cell.name).cloned().unwrap_or_default();
                 CellView {
                     cell,
                     state: item.state.unwrap_or(cell.state),
                     tenants: item.tenants,
                     connections: item.connections,
+                    ready: item.ready,
                 }
             })
             .collect())
+    }
+
+    /// Whether this container should ask for `cell`'s pool to be refilled now: some queue
+    /// type of its pool is below half its size (as its last read, less its own claims, shows)
+    /// and it has not asked in the last `REFILL_ASK_EVERY`.
+    pub fn refill_due(&self, cell: &str) -> bool {
+        let Some(pool) = self.inner.cells.get(cell).and_then(|c| c.pool.as_ref()) else {
+            return false;
+        };
+        let low = {
+            let guard = self.inner.view.lock().unwrap_or_else(|p| p.into_inner());
+            match guard.as_ref().and_then(|(_, items)| items.get(cell)) {
+                Some(item) => pool
+                    .queue_types
+                    .iter()
+                    .any(|t| (item.ready_of(*t).len() as u64) * 2 < u64::from(pool.size)),
+                None => true,
+            }
+        };
+        if !low {
+            return false;
+        }
+        let mut asked = self
+            .inner
+            .refills_asked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match asked.get(cell) {
+            Some(at) if at.elapsed() < REFILL_ASK_EVERY => false,
+            _ => {
+                asked.insert(cell.to_owned(), Instant::now());
+                true
+            }
+        }
     }
 
     /// Reads the counters now (the cold start does, beside its other calls).
@@ -243,22 +330,35 @@ impl Placement {
         *self.inner.view.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    fn note_seat(&self, cell: &str, connections: u64) {
+    fn note_seat(&self, cell: &str, connections: u64, claimed: Option<(&str, QueueType)>) {
         let mut guard = self.inner.view.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, items)) = guard.as_mut() {
             let item = items.entry(cell.to_owned()).or_default();
-            item.tenants += 1;
+            match claimed {
+                Some((vhost, t)) => {
+                    if let Some(ready) = item.ready.get_mut(&t) {
+                        ready.retain(|v| v != vhost);
+                    }
+                }
+                None => item.tenants += 1,
+            }
             item.connections += connections;
         }
     }
 
-    fn seat<'c>(&self, view: &CellView<'c>, connections: u64) -> Seat<'c> {
+    fn seat<'c>(
+        &self,
+        view: &CellView<'c>,
+        connections: u64,
+        claim: Option<(&'c str, QueueType)>,
+    ) -> Seat<'c> {
         Seat {
             cell: &view.cell.name,
             max_tenants: view.max_tenants(),
             max_connections: view.max_connections(),
             connections,
             open_by_file: view.cell.state == CellState::Open,
+            claim,
         }
     }
 
@@ -270,33 +370,63 @@ impl Placement {
             return Ok(registry.create(record).await?);
         }
         let connections = self.connections_of(&record.plan);
+        let queue_type = self.queue_type_of(&record.plan);
         let mut refused: Vec<String> = Vec::new();
-        for fresh in [false, true] {
+        // Ready vhosts made ahead that others claimed first: asked again with a fresh read.
+        let mut lost: HashSet<String> = HashSet::new();
+        let mut fresh = false;
+        for round in 0..=CLAIM_ROUNDS {
             let views = self.views(fresh).await?;
-            let order: Vec<_> = rank(&record.sub, &views, connections)
+            let order: Vec<_> = rank(&record.sub, &views, connections, queue_type)
                 .into_iter()
                 .filter(|c| !refused.contains(&c.name))
                 .collect();
+            let mut again = false;
             for cell in order {
                 let view = views
                     .iter()
                     .find(|v| v.cell.name == cell.name)
                     .expect("ranked from these views");
+                let pooled = queue_type.filter(|t| view.cell.pool_size(*t) > 0);
+                let claim = match pooled {
+                    Some(t) if round < CLAIM_ROUNDS => {
+                        pick(&record.sub, view.ready_of(Some(t)), &lost).map(|v| (v, t))
+                    }
+                    _ => None,
+                };
                 match registry
-                    .place(record, &self.seat(view, connections))
+                    .place(record, &self.seat(view, connections, claim))
                     .await?
                 {
                     Placed::New(r) => {
-                        self.note_seat(&cell.name, connections);
+                        self.note_seat(&cell.name, connections, claim);
+                        if pooled.is_some() {
+                            crate::metrics::pool_claim(if claim.is_some() {
+                                "claimed"
+                            } else {
+                                "empty"
+                            });
+                        }
                         return Ok(Created::New(r));
                     }
                     Placed::Existing(r) => return Ok(Created::Existing(r)),
                     Placed::Refused => {
-                        refused.push(cell.name.clone());
                         self.forget_view();
+                        if let Some((vhost, _)) = claim {
+                            // Claimed first by another sign-up (or the cell filled): read
+                            // again and ask for another, or create one on the last round.
+                            lost.insert(vhost.to_owned());
+                            again = true;
+                            break;
+                        }
+                        refused.push(cell.name.clone());
                     }
                 }
             }
+            if fresh && !again {
+                break;
+            }
+            fresh = true;
         }
         // No cell took it. A retry of a sign-up placed before must still find its record.
         if let Some(existing) = registry
@@ -330,6 +460,7 @@ impl Placement {
             max_connections: u64::MAX,
             connections,
             open_by_file: true,
+            claim: None,
         };
         // Not conditioned on the cell's state either: an existing vhost is counted as it is.
         match registry.place_anyway(record, &seat).await? {
@@ -365,7 +496,7 @@ impl Placement {
         let seated = self
             .inner
             .registry
-            .reseat(record, &self.seat(view, connections), enforce)
+            .reseat(record, &self.seat(view, connections, None), enforce)
             .await?;
         self.forget_view();
         Ok(seated.then_some(connections))
@@ -428,6 +559,7 @@ cells:
                 state: *s,
                 tenants: *t,
                 connections: *c,
+                ready: BTreeMap::new(),
             })
             .collect()
     }
@@ -441,8 +573,8 @@ cells:
         let cells = Cells::parse("t", FILE).unwrap();
         let open = CellState::Open;
         let v = views(&cells, &[(0, 0, open), (0, 0, open), (10, 0, open)]);
-        let first = rank(&sub(1), &v, 10);
-        assert_eq!(first, rank(&sub(1), &v, 10), "deterministic");
+        let first = rank(&sub(1), &v, 10, None);
+        assert_eq!(first, rank(&sub(1), &v, 10, None), "deterministic");
         let names: Vec<_> = first.iter().map(|c| c.name.as_str()).collect();
         assert!(!names.contains(&"c"), "full: {names:?}");
         assert_eq!(names.len(), 2);
@@ -450,7 +582,7 @@ cells:
             &cells,
             &[(0, 0, CellState::Draining), (0, 99_995, open), (0, 0, open)],
         );
-        let names: Vec<_> = rank(&sub(1), &v, 10)
+        let names: Vec<_> = rank(&sub(1), &v, 10, None)
             .iter()
             .map(|c| c.name.clone())
             .collect();
@@ -469,7 +601,7 @@ cells:
         let v = views(&cells, &[(100, 0, open), (900, 0, open), (10, 0, open)]);
         let mut first_a = 0;
         for i in 0..4000 {
-            if rank(&sub(i), &v, 10)[0].name == "a" {
+            if rank(&sub(i), &v, 10, None)[0].name == "a" {
                 first_a += 1;
             }
         }

@@ -74,6 +74,11 @@ pub async fn status(p: &Provisioner, tenant: &TenantId) -> Result<TenantStatus, 
     let (secret_name, deployment_name) = (tenant.secret_name(), tenant.deployment_name());
     // The record says which cell's broker holds the tenant (none: the first cell).
     let record = p.registry.get(tenant).await?;
+    // Its vhost as the record names it (one made ahead it claimed), else its `sub`.
+    let tenant = &match &record {
+        Some(r) => r.tenant()?,
+        None => tenant.clone(),
+    };
     let cell = record.as_ref().map_or_else(
         || p.brokers.cells().first().name.clone(),
         |r| r.cell.clone(),

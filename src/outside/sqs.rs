@@ -40,6 +40,20 @@ impl HandoffMessage {
     }
 }
 
+/// A request to top up a cell's pool of vhosts made ahead (the trigger sends one when a claim
+/// leaves the pool low; the worker refills): `{"refill_pool": "<cell>"}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefillRequest {
+    pub refill_pool: String,
+}
+
+impl RefillRequest {
+    /// `Some` when `body` is a refill request (anything else is a tenant's hand-off).
+    pub fn parse(body: &str) -> Option<Self> {
+        serde_json::from_str(body).ok()
+    }
+}
+
 /// One received message: its receipt handle (to delete it) and its body.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -91,6 +105,31 @@ impl HandoffQueue {
         });
         match tokio::time::timeout_at(deadline, sending).await {
             Ok((result, attempts)) => result.map(|()| attempts),
+            Err(_) => Err(StepError::new(
+                System::Sqs,
+                action,
+                FailureKind::Timeout,
+                "no answer before the deadline",
+            )),
+        }
+    }
+
+    /// Asks the worker to top up `cell`'s pool, within `deadline` (one attempt: a refill
+    /// missed here is the reconciler's).
+    pub async fn request_refill(&self, cell: &str, deadline: Instant) -> Result<(), StepError> {
+        let action = format!("ask for cell '{cell}''s pool to be refilled");
+        let body = serde_json::to_string(&RefillRequest {
+            refill_pool: cell.to_owned(),
+        })
+        .map_err(|e| StepError::new(System::Sqs, &action, FailureKind::Other, e.to_string()))?;
+        let sending = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send();
+        match tokio::time::timeout_at(deadline, sending).await {
+            Ok(r) => r.map(drop).map_err(|e| sdk_error(System::Sqs, &action, e)),
             Err(_) => Err(StepError::new(
                 System::Sqs,
                 action,

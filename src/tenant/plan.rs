@@ -22,7 +22,7 @@ pub const GENERATION_ANNOTATION: &str = "post-signup/password-generation";
 
 const EMBEDDED: &str = include_str!("../../deploy/plans.yaml");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueType {
     Classic,
@@ -31,6 +31,8 @@ pub enum QueueType {
 }
 
 impl QueueType {
+    pub const ALL: [QueueType; 3] = [QueueType::Classic, QueueType::Quorum, QueueType::Stream];
+
     pub fn as_str(self) -> &'static str {
         match self {
             QueueType::Classic => "classic",

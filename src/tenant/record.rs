@@ -98,6 +98,10 @@ pub struct TenantRecord {
     pub generation: u32,
     /// Where the tenant lives (its broker).
     pub cell: String,
+    /// The vhost made ahead that the tenant claimed when it was placed (`pool-…`); `None`: its
+    /// vhost is named by its `sub`. Every path reads it through `tenant()`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vhost: Option<String>,
     /// The tenant holds a seat in its cell's counters (placed there with a conditional count),
     /// with this many connections granted; released when its vhost is removed. `None`: not
     /// counted (the implicit cell of a single-broker installation, or released).
@@ -189,6 +193,7 @@ impl TenantRecord {
             plan: state.plan.clone(),
             generation: state.generation,
             cell: DEFAULT_CELL.to_owned(),
+            vhost: None,
             seat_connections: None,
             moving: None,
             retain_data: false,
@@ -216,7 +221,9 @@ impl TenantRecord {
 
     /// The tenant the record is of: its `sub` parsed (an item written by hand may hold junk).
     pub fn tenant(&self) -> Result<TenantId, BadRecord> {
-        TenantId::parse(&self.sub).map_err(BadRecord)
+        TenantId::parse(&self.sub)
+            .map(|t| t.in_vhost(self.vhost.as_deref()))
+            .map_err(BadRecord)
     }
 
     /// The state the systems converge to; `None` for an offboarded tenant (nothing to provision).

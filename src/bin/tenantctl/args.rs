@@ -126,6 +126,20 @@ pub(crate) enum Command {
         /// A cell of the cells file.
         name: String,
     },
+    /// Top up each cell's pool of vhosts made ahead (`pool:` in the cells file) to its size, and
+    /// finish or remove what an earlier refill left (the worker and the reconciler do this
+    /// too); prints what each cell's refill did.
+    PoolRefill {
+        /// Only this cell.
+        #[arg(long)]
+        cell: Option<String>,
+        /// At most this many vhosts made per cell.
+        #[arg(long, default_value_t = 500)]
+        max: usize,
+        /// Finish reservations left unfinished at least this old (seconds).
+        #[arg(long, default_value_t = 120)]
+        min_age: u64,
+    },
     /// Record every tenant of this installation that exists but has no record, from what its
     /// objects carry (once: recorded tenants are never adopted again).
     Adopt {

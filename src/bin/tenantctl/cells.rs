@@ -93,7 +93,7 @@ pub(crate) async fn cells(output: Output) -> Result<(), CliError> {
                 }
             };
             println!(
-                "{:<16}  {:<9}  {:<8}  {:>13}  {:>13}  {:>9}  {:>13}  {:>7}  {:>9}  {:>10}",
+                "{:<16}  {:<9}  {:<8}  {:>13}  {:>13}  {:>9}  {:>13}  {:>7}  {:>9}  {:>10}  {:>22}",
                 "cell",
                 "state",
                 "version",
@@ -103,15 +103,26 @@ pub(crate) async fn cells(output: Output) -> Result<(), CliError> {
                 "seats",
                 "active",
                 "suspended",
-                "offboarded"
+                "offboarded",
+                "pool ready/size,claimed"
             );
             for r in &rows {
                 let seats = match r.vhosts.capacity {
-                    Some(c) => format!("{}/{c}", r.seats.tenants),
+                    Some(c) => format!("{}/{c}", r.seats.tenants + r.seats.pooled),
                     None => "-".to_owned(),
                 };
+                // Ready of each queue type against its size, then how many tenants claimed one.
+                let pool = r.pool.as_ref().map_or("-".to_owned(), |p| {
+                    let ready = p
+                        .queue_types
+                        .iter()
+                        .map(|t| format!("{}/{} {t}", p.ready.get(t).copied().unwrap_or(0), p.size))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    format!("{ready},{}", p.claimed)
+                });
                 println!(
-                    "{:<16}  {:<9}  {:<8}  {:>13}  {:>13}  {:>9}  {:>13}  {:>7}  {:>9}  {:>10}{}",
+                    "{:<16}  {:<9}  {:<8}  {:>13}  {:>13}  {:>9}  {:>13}  {:>7}  {:>9}  {:>10}  {:>22}{}",
                     r.name,
                     r.state.as_str(),
                     r.broker_version.as_deref().unwrap_or("?"),
@@ -122,6 +133,7 @@ pub(crate) async fn cells(output: Output) -> Result<(), CliError> {
                     r.tenants.active,
                     r.tenants.suspended,
                     r.tenants.offboarded,
+                    pool,
                     r.broker_error
                         .as_ref()
                         .map_or(String::new(), |e| format!("  (broker: {e})"))
@@ -172,5 +184,46 @@ pub(crate) async fn cell(action: CellAction, name: &str) -> Result<(), CliError>
         "after": state.as_str(),
         "changed": before.unwrap_or(declared.state) != state,
     }));
+    Ok(())
+}
+
+pub(crate) async fn pool_refill(
+    cell: Option<&str>,
+    max: usize,
+    min_age: u64,
+) -> Result<(), CliError> {
+    use post_signup::ops::pool::{RefillOptions, refill};
+    let settings = settings()?;
+    if let Some(name) = cell
+        && settings.cells.get(name).is_none()
+    {
+        return Err(CliError::input(format!(
+            "--cell: no cell '{name}' in {} (cells: {})",
+            settings.cells.source,
+            settings.cells.names().join(", ")
+        )));
+    }
+    if !settings.cells.declared {
+        return Err(CliError::input(
+            "no cells file (CELLS_PATH): vhosts are made ahead only for cells that declare `pool:`"
+                .to_owned(),
+        ));
+    }
+    let app = init().await?;
+    let p = app.provisioner().await.map_err(CliError::outside)?;
+    let options = RefillOptions {
+        max_per_run: max.max(1),
+        min_age: std::time::Duration::from_secs(min_age),
+        ..RefillOptions::new(std::time::Duration::from_secs(600))
+    };
+    let reports = refill(p, cell, options).await.map_err(CliError::outside)?;
+    print(&reports);
+    if let Some(r) = reports.iter().find(|r| !r.failures.is_empty()) {
+        return Err(CliError::outside(anyhow::anyhow!(
+            "cell '{}': {}",
+            r.cell,
+            r.failures.join("; ")
+        )));
+    }
     Ok(())
 }

@@ -96,6 +96,9 @@ async fn run(command: Command, started: tokio::time::Instant) -> Result<(), CliE
         Command::Adopt { dry_run } => adopt(dry_run).await,
         Command::Cells { output } => cells(output).await,
         Command::Cell { action, name } => cell(action, &name).await,
+        Command::PoolRefill { cell, max, min_age } => {
+            pool_refill(cell.as_deref(), max, min_age).await
+        }
         Command::Plan { sub, name } => change(&sub, Change::Plan(name), Some(7), 0).await,
         Command::Suspend { sub } => change(&sub, Change::Suspend, Some(7), 0).await,
         Command::Resume { sub } => change(&sub, Change::Resume, Some(7), 0).await,

@@ -256,7 +256,7 @@ impl Provisioner {
     }
 
     /// The broker: vhost ∥ user (the user waits for the record's state), then permission ∥
-    /// the plan's limits.
+    /// the plan's limits. A sign-up with a claimed vhost: user, then permission ∥ limits.
     async fn rabbitmq_branch(
         &self,
         rec: &Recorder,
@@ -267,13 +267,23 @@ impl Provisioner {
         mode: Mode,
     ) {
         let description = vhost_description(tenant, &self.secret_prefix);
-        let vhost = rec.step(step::RABBITMQ_VHOST, || {
-            broker.rabbitmq.put_vhost(
-                tenant.rabbitmq_vhost(),
-                &description,
-                vhost_plan.rabbitmq.default_queue_type,
-            )
-        });
+        // A sign-up that claimed a vhost made ahead creates none: the claim is the vhost (made
+        // with its plan's queue type). Anyone converging PUTs it (an upsert: made again if it
+        // went missing, and its description then names the tenant).
+        let claimed = mode == Mode::SignUp && tenant.pooled();
+        let vhost = async {
+            if claimed {
+                return Ok(());
+            }
+            rec.step(step::RABBITMQ_VHOST, || {
+                broker.rabbitmq.put_vhost(
+                    tenant.rabbitmq_vhost(),
+                    &description,
+                    vhost_plan.rabbitmq.default_queue_type,
+                )
+            })
+            .await
+        };
         let user = async {
             let state = state.clone().await?;
             let creds = broker.tenant_credentials(tenant, state.generation);

@@ -48,6 +48,8 @@ pub struct ReconcileOptions {
     /// Whether this run may remove things (an operator's `tenantctl reconcile`); the scheduled
     /// function may not, and reports unfinished offboardings instead of finishing them.
     pub may_remove: bool,
+    /// At most this many vhosts made ahead per cell in this run.
+    pub pool_refill_max: usize,
 }
 
 impl ReconcileOptions {
@@ -61,6 +63,7 @@ impl ReconcileOptions {
             prune_min_age: Duration::from_secs(24 * 3600),
             prune_max_fraction: 0.1,
             may_remove: true,
+            pool_refill_max: 100,
         }
     }
 }
@@ -107,6 +110,8 @@ pub struct ReconcileSummary {
     /// `sub: why` of each tenant that was (or would be) repaired.
     pub incomplete: Vec<String>,
     pub failures: Vec<String>,
+    /// Each cell's pool of vhosts made ahead, topped up after the repairs (bounded per run).
+    pub pools: Vec<crate::ops::pool::PoolRefill>,
     pub elapsed_ms: f64,
 }
 
@@ -176,6 +181,10 @@ pub async fn reconcile(
     let mut orphans = Vec::new();
     for tenant in &tenants {
         let record = records.get(tenant);
+        // Its vhost as its record names it (one made ahead it claimed), else its `sub`.
+        let tenant = &record
+            .and_then(|r| r.tenant().ok())
+            .unwrap_or_else(|| tenant.clone());
         let user = user_view(by_sub.get(tenant).copied());
         let judged = judge_one(
             p,
@@ -207,6 +216,28 @@ pub async fn reconcile(
             summary.pruned = prune::prune(p, pool, to_prune, &options, &mut summary).await;
         }
         repair::seats(p, &records, &mut summary).await;
+        // After the repairs, which may have needed the seats: the pools, within their bound.
+        let refill = crate::ops::pool::RefillOptions {
+            max_per_run: options.pool_refill_max,
+            ..crate::ops::pool::RefillOptions::new(options.budget.max(Duration::from_secs(30)))
+        };
+        match crate::ops::pool::refill(p, None, refill).await {
+            Ok(pools) => {
+                for r in &pools {
+                    summary.failed += r.failures.len();
+                    summary.failures.extend(
+                        r.failures
+                            .iter()
+                            .map(|f| format!("cell '{}' pool: {f}", r.cell)),
+                    );
+                }
+                summary.pools = pools;
+            }
+            Err(e) => {
+                summary.failed += 1;
+                summary.failures.push(format!("pools: {e}"));
+            }
+        }
     }
     summary.elapsed_ms = (started.elapsed().as_secs_f64() * 1e3 * 10.0).round() / 10.0;
     log_summary(&summary);

@@ -119,7 +119,9 @@ pub(super) async fn seats(
                     .vhosts
                     .filter(|_| v.state == crate::cells::CellState::Open)
                 {
-                    let free = u64::from(capacity).saturating_sub(v.tenants);
+                    // Ready vhosts made ahead are free for the next sign-ups.
+                    let free =
+                        u64::from(capacity).saturating_sub(v.tenants.saturating_sub(v.pooled()));
                     crate::metrics::cell_free_vhosts(&v.cell.name, free);
                     tracing::info!(cell = %v.cell.name, state = v.state.as_str(), seats = v.tenants, capacity, free, "cell capacity");
                 }

@@ -7,7 +7,7 @@
 //!   concurrency, as Kubernetes' `resourceVersion`): a concurrent change is refused with
 //!   "changed meanwhile", never silently overwritten. Only then are the systems converged.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
@@ -16,14 +16,17 @@ use crate::cells::CellState;
 use crate::outside::aws::sdk_error;
 use crate::outside::error::{FailureKind, StepError, System};
 use crate::tenant::TenantId;
+use crate::tenant::plan::QueueType;
 use crate::tenant::record::{Event, LastOutcome, MoveProgress, Phase, TenantRecord, now};
 
 mod lease;
 mod moves;
+mod pool;
 mod seats;
 mod tenants;
 
 pub use lease::Taken;
+pub use pool::PoolStep;
 
 /// The version bump of a write that changes where or how a tenant is placed (a move step, a
 /// seat taken, resized or given back) but not what it should be: `version` and
@@ -34,14 +37,44 @@ const BUMP: &str = "#version = #version + :one, \
                     #converged_version = if_not_exists(#converged_version, :zero) + :one";
 
 /// A cell's item in the registry: an operator's state, and the counters placement keeps.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CellItem {
     /// `None`: no operator set one (the cells file's state holds).
     pub state: Option<CellState>,
-    /// Tenants holding a seat (each has a vhost on the cell's broker, or is about to).
+    /// Seats taken: tenants holding one (each has a vhost on the cell's broker, or is about
+    /// to) and the vhosts made ahead, ready or being made (see `pool`).
     pub tenants: u64,
     /// The sum of their plans' connection limits when they were placed.
     pub connections: u64,
+    /// The vhosts made ahead, ready and unclaimed, by queue type (`pool_ready_<type>`, a
+    /// string set: a claim removes one under the condition that it is still there).
+    pub ready: BTreeMap<QueueType, Vec<String>>,
+    /// Reserved (their seat taken) and not yet made ready: being made, or left unfinished by a
+    /// refill that stopped (finished by the next one).
+    pub making: Vec<String>,
+    /// Retired (no longer claimable) and not yet removed from the broker.
+    pub removing: Vec<String>,
+    /// Vhosts made ahead that tenants have claimed, ever.
+    pub claimed: u64,
+}
+
+impl CellItem {
+    /// Seats held by tenants (not by vhosts made ahead).
+    pub fn tenant_seats(&self) -> u64 {
+        let pooled = self.ready.values().map(Vec::len).sum::<usize>()
+            + self.making.len()
+            + self.removing.len();
+        self.tenants.saturating_sub(pooled as u64)
+    }
+
+    pub fn ready_of(&self, queue_type: QueueType) -> &[String] {
+        self.ready.get(&queue_type).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The attribute holding a cell's ready vhosts of `queue_type`.
+fn ready_attribute(queue_type: QueueType) -> String {
+    format!("pool_ready_{}", queue_type.as_str())
 }
 
 /// A seat asked of one cell: the limits its count must stay within.
@@ -54,6 +87,9 @@ pub struct Seat<'a> {
     pub connections: u64,
     /// Whether the cells file says `open` (the registry's state, when set, wins).
     pub open_by_file: bool,
+    /// A ready vhost made ahead that this placement claims (its seat becomes the tenant's): the
+    /// placement is written only if it is still ready.
+    pub claim: Option<(&'a str, QueueType)>,
 }
 
 /// The result of a placement's transaction.

@@ -69,12 +69,30 @@ impl Registry {
                     .get("cell_state")
                     .and_then(|v| v.as_s().ok())
                     .and_then(|s| CellState::parse(s));
+                let set = |field: &str| {
+                    let mut names = item
+                        .get(field)
+                        .and_then(|v| v.as_ss().ok())
+                        .cloned()
+                        .unwrap_or_default();
+                    names.sort();
+                    names
+                };
+                let ready = QueueType::ALL
+                    .into_iter()
+                    .map(|t| (t, set(&ready_attribute(t))))
+                    .filter(|(_, names)| !names.is_empty())
+                    .collect();
                 out.insert(
                     name,
                     CellItem {
                         state,
                         tenants: number("tenants"),
                         connections: number("connections"),
+                        ready,
+                        making: set("pool_making"),
+                        removing: set("pool_removing"),
+                        claimed: number("pool_claimed"),
                     },
                 );
             }
@@ -149,31 +167,60 @@ impl Registry {
         } else {
             "#cell_state = :open"
         };
+        // A claim takes the seat its vhost made ahead held already: the tenants' count stays,
+        // the vhost leaves the ready set, and only if it is still there (one claimant).
+        let (seats, expression) = match seat.claim {
+            None => (
+                "(attribute_not_exists(#tenants) OR #tenants < :max_tenants)".to_owned(),
+                "SET #tenants = if_not_exists(#tenants, :zero) + :one, \
+                 #connections = if_not_exists(#connections, :zero) + :c"
+                    .to_owned(),
+            ),
+            Some((_, queue_type)) => {
+                let ready = ready_attribute(queue_type);
+                (
+                    format!("contains(#{ready}, :vhost)"),
+                    format!(
+                        "SET #connections = if_not_exists(#connections, :zero) + :c, \
+                         #pool_claimed = if_not_exists(#pool_claimed, :zero) + :one \
+                         DELETE #{ready} :vhosts"
+                    ),
+                )
+            }
+        };
         let condition = format!(
-            "(attribute_not_exists(#tenants) OR #tenants < :max_tenants) AND \
+            "{seats} AND \
              (attribute_not_exists(#connections) OR #connections <= :room) AND {state_condition}"
         );
-        let expression = "SET #tenants = if_not_exists(#tenants, :zero) + :one, \
-                          #connections = if_not_exists(#connections, :zero) + :c";
         let update = aws_sdk_dynamodb::types::Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(&cell_key(seat.cell))))
-            .update_expression(expression)
+            .update_expression(&expression)
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":c", n(seat.connections));
-        let update = if enforce {
+        let update = match seat.claim {
+            Some((vhost, _)) => update
+                .expression_attribute_values(":vhosts", AttributeValue::Ss(vec![vhost.to_owned()]))
+                .expression_attribute_values(":vhost", s(vhost)),
+            None => update,
+        };
+        let update = if enforce || seat.claim.is_some() {
+            let update = if seat.claim.is_none() {
+                update.expression_attribute_values(":max_tenants", n(seat.max_tenants))
+            } else {
+                update
+            };
             update
-                .set_expression_attribute_names(Some(aliases(&[expression, &condition])))
+                .set_expression_attribute_names(Some(aliases(&[&expression, &condition])))
                 .condition_expression(condition)
-                .expression_attribute_values(":max_tenants", n(seat.max_tenants))
                 .expression_attribute_values(
                     ":room",
                     n(seat.max_connections.saturating_sub(seat.connections)),
                 )
                 .expression_attribute_values(":open", s(CellState::Open.as_str()))
         } else {
-            update.set_expression_attribute_names(Some(aliases(&[expression])))
+            update.set_expression_attribute_names(Some(aliases(&[&expression])))
         };
         update.build().map_err(|e| {
             StepError::new(
@@ -214,6 +261,7 @@ impl Registry {
         let mut placed = record.clone();
         placed.cell = seat.cell.to_owned();
         placed.seat_connections = Some(seat.connections);
+        placed.vhost = seat.claim.map(|(vhost, _)| vhost.to_owned());
         if enforce && seat.connections > seat.max_connections {
             return Ok(Placed::Refused);
         }
