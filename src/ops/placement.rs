@@ -394,6 +394,12 @@ impl Placement {
                     }
                     _ => None,
                 };
+                if pooled.is_some() && claim.is_none() && !fresh {
+                    // The cached read shows its pool empty: a refill may have landed since.
+                    // Read again before creating a vhost (the slow step the pool is for).
+                    again = true;
+                    break;
+                }
                 match registry
                     .place(record, &self.seat(view, connections, claim))
                     .await?

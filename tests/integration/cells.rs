@@ -2,10 +2,9 @@
 //! cells file of the test's own, reported from bulk listings (`tenantctl cells`), and a cell's
 //! state changed in the registry (`tenantctl cell drain|open|close`), never in the file.
 
-use lambda_runtime::{Context, LambdaEvent};
 use post_signup::cells::CellState;
 use post_signup::lambda::app::App;
-use post_signup::lambda::trigger::{self, Finish};
+use post_signup::lambda::trigger::Finish;
 use post_signup::tenant::TenantId;
 use post_signup::tenant::record::Phase;
 use serde_json::Value;
@@ -174,15 +173,6 @@ async fn a_bad_cells_file_is_refused_naming_the_cell_and_the_field() {
     );
 }
 
-/// The trigger's answer to `tenant`'s sign-up on `app`.
-async fn sign_up(app: &App, tenant: &TenantId) -> Finish {
-    let event = signup_event(tenant.as_str());
-    trigger::handle_reporting(app, LambdaEvent::new(event, Context::default()))
-        .await
-        .expect("the trigger answers")
-        .1
-}
-
 #[tokio::test]
 async fn check_cells_warns_when_an_amazon_mq_cell_declares_more_than_its_broker_gives() {
     let path = std::env::temp_dir().join(format!("mq-cells-{}.yaml", uuid::Uuid::new_v4()));
@@ -234,7 +224,7 @@ async fn signed_up_in_a(app: &App) -> TenantId {
         .await
         .unwrap();
     let t = fresh_tenant();
-    assert_eq!(sign_up(app, &t).await, Finish::Provisioned);
+    assert_eq!(sign_up_on(app, &t).await, Finish::Provisioned);
     app.registry
         .set_cell_state("b", CellState::Open)
         .await
@@ -261,13 +251,13 @@ async fn a_full_cell_sends_sign_ups_to_the_next_a_draining_one_gets_none_and_no_
     );
     // b drains: both land on a, each on a's broker only.
     for t in [&t1, &t2] {
-        assert_eq!(sign_up(&app, t).await, Finish::Provisioned);
+        assert_eq!(sign_up_on(&app, t).await, Finish::Provisioned);
         assert_eq!(cell_of(&app, t).await.as_deref(), Some("a"));
         assert!(vhost_in_cell(&app, "a", t).await);
         assert!(!vhost_in_cell(&app, "b", t).await);
     }
     // a is full and b drains: no room anywhere. Handed off, not recorded, nothing created.
-    assert_eq!(sign_up(&app, &t3).await, Finish::HandedOff);
+    assert_eq!(sign_up_on(&app, &t3).await, Finish::HandedOff);
     assert_eq!(cell_of(&app, &t3).await, None);
     assert!(!vhost_in_cell(&app, "a", &t3).await && !vhost_in_cell(&app, "b", &t3).await);
     let handed: Vec<_> = queue_bodies(&queue).await;
@@ -280,7 +270,7 @@ async fn a_full_cell_sends_sign_ups_to_the_next_a_draining_one_gets_none_and_no_
         .set_cell_state("b", CellState::Open)
         .await
         .unwrap();
-    assert_eq!(sign_up(&app, &t4).await, Finish::Provisioned);
+    assert_eq!(sign_up_on(&app, &t4).await, Finish::Provisioned);
     assert_eq!(cell_of(&app, &t4).await.as_deref(), Some("b"));
     assert!(vhost_in_cell(&app, "b", &t4).await);
     assert!(!vhost_in_cell(&app, "a", &t4).await);
@@ -316,8 +306,8 @@ async fn a_hand_off_that_finds_no_room_waits_on_the_queue_and_is_never_dead_lett
         .await
         .unwrap();
     let (first, waiting) = (fresh_tenant(), fresh_tenant());
-    assert_eq!(sign_up(&app, &first).await, Finish::Provisioned);
-    assert_eq!(sign_up(&app, &waiting).await, Finish::HandedOff);
+    assert_eq!(sign_up_on(&app, &first).await, Finish::Provisioned);
+    assert_eq!(sign_up_on(&app, &waiting).await, Finish::HandedOff);
     // The worker finds no room: the message is done with (not reported failed, so its
     // receives never count toward the dead-letter queue), and the hand-off waits on the queue
     // as a new, delayed message.
@@ -358,7 +348,7 @@ async fn a_hand_off_that_finds_no_room_waits_on_the_queue_and_is_never_dead_lett
 async fn concurrent_sign_ups_never_push_a_cell_past_its_capacity() {
     let (app, table, _) = cells_app(3, 3).await;
     let tenants: Vec<TenantId> = (0..10).map(|_| fresh_tenant()).collect();
-    let answers = futures::future::join_all(tenants.iter().map(|t| sign_up(&app, t))).await;
+    let answers = futures::future::join_all(tenants.iter().map(|t| sign_up_on(&app, t))).await;
     let provisioned = answers
         .iter()
         .filter(|f| **f == Finish::Provisioned)
@@ -397,7 +387,7 @@ async fn an_offboarding_frees_its_seat_and_a_restore_takes_one_again() {
     let (app, table, _) = cells_app(1, 1).await;
     let env = operator_env(&app, &table);
     let t = fresh_tenant();
-    assert_eq!(sign_up(&app, &t).await, Finish::Provisioned);
+    assert_eq!(sign_up_on(&app, &t).await, Finish::Provisioned);
     let home = cell_of(&app, &t).await.unwrap();
     let seats = |items: &std::collections::HashMap<
         String,
@@ -670,7 +660,7 @@ async fn signed_up_before_cells() -> (String, String, TenantId, String) {
         ("HANDOFF_QUEUE_URL", queue.as_str()),
     ])
     .await;
-    assert_eq!(sign_up(&plain, &t).await, Finish::Provisioned);
+    assert_eq!(sign_up_on(&plain, &t).await, Finish::Provisioned);
     (table, stream, t, cells_file_with(20, 20, 500))
 }
 
@@ -763,14 +753,14 @@ async fn a_refused_restore_takes_no_seat_past_capacity_on_a_later_change() {
     let (app, table, _) = cells_app(1, 1).await;
     let env = operator_env(&app, &table);
     let (first, second) = (fresh_tenant(), fresh_tenant());
-    assert_eq!(sign_up(&app, &first).await, Finish::Provisioned);
-    assert_eq!(sign_up(&app, &second).await, Finish::Provisioned);
+    assert_eq!(sign_up_on(&app, &first).await, Finish::Provisioned);
+    assert_eq!(sign_up_on(&app, &second).await, Finish::Provisioned);
     let home = cell_of(&app, &first).await.unwrap();
     let (code, _, err) = run(&["deprovision", "--sub", first.as_str()], &env);
     assert_eq!(code, 0, "{err}");
     // The freed seat goes to someone else: both cells are full again.
     let third = fresh_tenant();
-    assert_eq!(sign_up(&app, &third).await, Finish::Provisioned);
+    assert_eq!(sign_up_on(&app, &third).await, Finish::Provisioned);
     assert_eq!(cell_of(&app, &third).await.as_deref(), Some(home.as_str()));
     let (code, _, err) = run(&["restore", "--sub", first.as_str()], &env);
     assert_ne!(code, 0, "no room: the restore is refused: {err}");

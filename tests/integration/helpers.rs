@@ -655,11 +655,25 @@ pub fn stack_brokers() -> (String, String) {
 /// under test, where tenants recorded before cells live) and `b` (the other one), with these
 /// vhost capacities and `connections` each; returns its path.
 pub fn cells_file_with(a_vhosts: u32, b_vhosts: u32, connections: u64) -> String {
+    cells_file_pooled(a_vhosts, b_vhosts, connections, None)
+}
+
+/// As `cells_file_with`, cell `a` keeping `pool_a` quorum vhosts made ahead (the default
+/// plan's queue type), if given.
+pub fn cells_file_pooled(
+    a_vhosts: u32,
+    b_vhosts: u32,
+    connections: u64,
+    pool_a: Option<u32>,
+) -> String {
     let path = std::env::temp_dir().join(format!("cells-{}.yaml", uuid::Uuid::new_v4()));
-    let cell = |name: &str, broker: &str, vhosts: u32| {
+    let cell = |name: &str, broker: &str, vhosts: u32, pool: Option<u32>| {
         let broker = broker.replace('.', "_");
+        let pool = pool.map_or(String::new(), |size| {
+            format!("    pool: {{size: {size}, queue_types: [quorum]}}\n")
+        });
         format!(
-            "  - name: {name}\n    management_url: {}\n    amqp_url: {}\n    admin_secret_id: {}\n    capacity: {{vhosts: {vhosts}, connections: {connections}}}\n",
+            "  - name: {name}\n    management_url: {}\n    amqp_url: {}\n    admin_secret_id: {}\n    capacity: {{vhosts: {vhosts}, connections: {connections}}}\n{pool}",
             var(&format!("RABBITMQ_{broker}_MANAGEMENT_URL")),
             var(&format!("RABBITMQ_{broker}_AMQP_URL")),
             var("RABBITMQ_ADMIN_SECRET_ID"),
@@ -668,11 +682,26 @@ pub fn cells_file_with(a_vhosts: u32, b_vhosts: u32, connections: u64) -> String
     let (a, b) = stack_brokers();
     let text = format!(
         "cells:\n{}{}",
-        cell("a", &a, a_vhosts),
-        cell("b", &b, b_vhosts)
+        cell("a", &a, a_vhosts, pool_a),
+        cell("b", &b, b_vhosts, None)
     );
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_owned()
+}
+
+/// The trigger's answer to `tenant`'s sign-up on `app`.
+pub async fn sign_up_on(
+    app: &post_signup::lambda::app::App,
+    tenant: &TenantId,
+) -> post_signup::lambda::trigger::Finish {
+    let event = signup_event(tenant.as_str());
+    post_signup::lambda::trigger::handle_reporting(
+        app,
+        lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default()),
+    )
+    .await
+    .expect("the trigger answers")
+    .1
 }
 
 /// Whether cell `cell`'s broker (of `app`'s cells) has `tenant`'s vhost.

@@ -8,6 +8,7 @@ mod faults;
 mod handoff;
 mod helpers;
 mod lifecycle;
+mod pool;
 mod provision;
 mod reconcile;
 mod registry;

@@ -790,3 +790,68 @@ async fn a_cells_cluster_is_reached_with_its_own_endpoint_ca_and_token() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn vhosts_made_ahead_survive_a_prune_and_are_never_taken_for_tenants() {
+    let mut inst = Installation::new().await;
+    inst.cells = Some(cells_file_pooled(20, 20, 500, Some(2)));
+    inst.ok(&["cell", "drain", "b"]);
+    // A tenant whose user is gone, so the prune has something of its own to do (placed before
+    // the pool is filled: it creates its own vhost).
+    let gone = inst.confirmed_user("gone").await;
+    inst.ok(&["provision", "--sub", gone.as_str()]);
+    let (code, refilled) = inst.tenantctl(&["pool-refill", "--cell", "a", "--min-age", "0"]);
+    assert_eq!(code, 0, "{refilled}");
+    assert_eq!(refilled[0]["made"], 2, "{refilled}");
+    let pooled: Vec<String> = {
+        let app = app_with(&inst.env()).await;
+        app.registry.cell_items(&["a"]).await.unwrap()["a"]
+            .ready_of(post_signup::tenant::plan::QueueType::Quorum)
+            .to_vec()
+    };
+    assert_eq!(pooled.len(), 2);
+    inst.delete_user("gone").await;
+    let run = inst.reconcile(&["--prune", "--min-age", "0s", "--max-fraction", "1"]);
+    assert_eq!(run["pruned"], 1, "{run}");
+    assert_eq!(names(&run["orphans"]), [gone.to_string()], "{run}");
+    assert_eq!(run["unrecorded"], serde_json::json!([]), "{run}");
+    for v in &pooled {
+        assert!(
+            rabbit_admin_get(&format!("vhosts/{v}")).await.is_some(),
+            "{v} survives the prune"
+        );
+        assert!(!run.to_string().contains(v.as_str()), "{v} named in {run}");
+    }
+    let pools = run["pools"].as_array().unwrap();
+    assert_eq!(pools[0]["cell"], "a", "{run}");
+    assert_eq!(pools[0]["ready"]["quorum"], 2, "{run}");
+}
+
+#[tokio::test]
+async fn a_claim_whose_sign_up_died_is_finished_on_its_vhost_by_the_reconciler() {
+    let mut inst = Installation::new().await;
+    inst.cells = Some(cells_file_pooled(20, 20, 500, Some(1)));
+    inst.ok(&["cell", "drain", "b"]);
+    inst.ok(&["pool-refill", "--cell", "a", "--min-age", "0"]);
+    let tenant = inst.confirmed_user("died").await;
+    // The sign-up placed its tenant (the claim and the record, one transaction) and died
+    // before anything else.
+    let app = app_with(&inst.env()).await;
+    let record = post_signup::tenant::record::TenantRecord::new(
+        &tenant,
+        Some(&inst.pool),
+        &app.plans,
+        "sign-up",
+    );
+    let placed = app.placement.place(&record).await.unwrap();
+    let vhost = placed.record().vhost.clone().expect("claimed");
+    assert_eq!(inst.parts(&tenant)["complete"], false);
+    let run = inst.reconcile(&[]);
+    assert_eq!(run["repaired"], 1, "{run}");
+    let parts = inst.parts(&tenant);
+    assert_eq!(parts["complete"], true, "{parts}");
+    assert_eq!(parts["record"]["vhost"], vhost.as_str(), "{parts}");
+    let url = inst.amqp_url(&tenant).await;
+    assert!(url.ends_with(&format!("/{vhost}")), "{url}");
+    amqp_login(&url).await.unwrap();
+}
