@@ -5,7 +5,8 @@
 #  3. invocations on the local stack: cold (new process, first event) and warm (same process),
 #     with each step's duration and wall time / slowest branch; the warm invocation (with the
 #     registry's record) beside provisioning alone (the trigger before the registry)
-#  4. a burst of simultaneous cold sign-ups; 4b. the same over one cell and over two;
+#  4. a burst of simultaneous cold sign-ups; 4b. the same over one cell and over two; 4c. with
+#     vhosts made ahead (a pool per cell) against 4b;
 #  5. the reconciler at scale; 6. list from the registry
 #  7. vhost creation per second, sequential and concurrent: RabbitMQ 3.10, 4.0 on Mnesia (a
 #     throwaway node, dev/broker4.sh) and 4.0 on Khepri (the stack's)
@@ -117,6 +118,14 @@ for mode in "${modes[@]}"; do
 done
 "$STACK_VENV/bin/python" dev/bench_burst.py --tenantctl "$(pwd)/target/release/tenantctl" \
   --count "$(( ${BURST_CELLS:-200} / 2 ))" --cells 2 --simultaneous
+
+echo "== 4c. vhosts made ahead: the same ${BURST_CELLS:-200} simultaneous sign-ups, pool off (above) vs on"
+# Each cell keeps a pool as large as the burst, filled before it (timed, off the sign-up path):
+# a sign-up claims one and creates only its user, permission and limits.
+for cells in 1 2; do
+  "$STACK_VENV/bin/python" dev/bench_burst.py --tenantctl "$(pwd)/target/release/tenantctl" \
+    --count "${BURST_CELLS:-200}" --cells "$cells" --simultaneous --pool "${BURST_CELLS:-200}"
+done
 
 echo "== 5. reconciler: a pool whose tenants all exist, checked in bulk"
 "$STACK_VENV/bin/python" dev/bench_reconcile.py --tenantctl "$(pwd)/target/release/tenantctl" --sizes "${RECONCILE_SIZES:-100,1000}"

@@ -31,6 +31,9 @@ ap.add_argument("--simultaneous", action="store_true",
                      "share this machine's cores and arrive at the brokers spread over seconds.")
 ap.add_argument("--cells", type=int, choices=[1, 2],
                 help="place tenants over this many cells: the stack's 3.10 broker, then its 4.0 (Khepri)")
+ap.add_argument("--pool", type=int, default=0,
+                help="with --cells: each cell keeps this many vhosts made ahead, filled (tenantctl "
+                     "pool-refill) before the burst, so sign-ups claim one instead of creating it")
 args = ap.parse_args()
 
 queue = fresh_queue()
@@ -45,12 +48,40 @@ if args.cells:
         f"  - name: {name}\n    management_url: {STACK[f'RABBITMQ_{b}_MANAGEMENT_URL']}\n"
         f"    amqp_url: {STACK[f'RABBITMQ_{b}_AMQP_URL']}\n"
         f"    admin_secret_id: {STACK['RABBITMQ_ADMIN_SECRET_ID']}\n"
-        f"    capacity: {{vhosts: 100000, connections: 100000000}}\n" for name, b in brokers))
+        f"    capacity: {{vhosts: 100000, connections: 100000000}}\n"
+        + (f"    pool: {{size: {args.pool}, queue_types: [quorum]}}\n" if args.pool else "")
+        for name, b in brokers))
     cells.close()
     env["CELLS_PATH"] = cells.name
     env["REGISTRY_TABLE"] = fresh_table()
 operator = {**os.environ, **OPERATOR, **{k: env[k] for k in ("CELLS_PATH", "REGISTRY_TABLE", "TENANT_NAMESPACE") if k in env}}
 work = tempfile.mkdtemp()
+
+
+def pool_vhosts():
+    """The vhosts made ahead on the run's brokers (by name), to remove the run's own after it."""
+    out = set()
+    for _, b in (brokers if args.cells else []):
+        listed = subprocess.run(["curl", "-s", "-u",
+                                 f"{STACK['RABBITMQ_ADMIN_USERNAME']}:{STACK['RABBITMQ_ADMIN_PASSWORD']}",
+                                 f"{STACK[f'RABBITMQ_{b}_MANAGEMENT_URL']}/api/vhosts?columns=name"],
+                                capture_output=True, text=True, check=True)
+        out |= {(b, v["name"]) for v in json.loads(listed.stdout) if v["name"].startswith("pool-")}
+    return out
+
+
+pooled_before = pool_vhosts()
+pool_fill_s = None
+if args.pool:
+    if not args.cells:
+        raise SystemExit("bench: --pool needs --cells")
+    t = time.perf_counter()
+    fill = subprocess.run([args.tenantctl, "pool-refill", "--min-age", "0", "--max", str(args.pool)],
+                          env=operator, capture_output=True, text=True)
+    pool_fill_s = round(time.perf_counter() - t, 1)
+    if fill.returncode != 0:
+        raise SystemExit(f"bench: the pool was not filled: {fill.stderr[-2000:]}")
+    print(f"bench: pools filled in {pool_fill_s} s: {fill.stdout.strip()[:400]}", file=sys.stderr)
 subs = [str(uuid.uuid4()) for _ in range(args.count)]
 walls, inside, handed, recorded, unrecorded, lost = [], 0, 0, 0, 0, []
 procs = []
@@ -155,11 +186,14 @@ while incomplete and time.perf_counter() - burst_end < 120:
 # Every tenant complete (each checked part by part, untimed) when the last drain pass ended.
 complete_after_s = round(drain_end - burst_end, 1) if not incomplete else None
 placed = {}
+claimed = 0
 if args.cells:
     listed = subprocess.run([args.tenantctl, "list", "--output", "json"], env=operator,
                             capture_output=True, text=True)
     for row in json.loads(listed.stdout or "[]"):
         placed[row["cell"]] = placed.get(row["cell"], 0) + 1
+    if args.pool:
+        claimed = sum(1 for sub in subs if (status(sub).get("record") or {}).get("vhost"))
 # What the scheduled reconciler does for a confirmed user whose recorded tenant is unfinished
 # (the bench's users are synthetic, so it is asked per tenant): converge it to its record; and
 # for a confirmed user with no record (neither recorded nor handed off), record and provision it.
@@ -184,7 +218,15 @@ def remove_broker_parts(sub):
 
 with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
     list(pool.map(remove_broker_parts, subs))
+    # The run's vhosts made ahead: claimed by its tenants, or left ready.
+    def remove_pooled(entry):
+        b, name = entry
+        subprocess.run(["curl", "-s", "-o", "/dev/null", "-X", "DELETE", "-u",
+                        f"{STACK['RABBITMQ_ADMIN_USERNAME']}:{STACK['RABBITMQ_ADMIN_PASSWORD']}",
+                        f"{STACK[f'RABBITMQ_{b}_MANAGEMENT_URL']}/api/vhosts/{name}"], check=False)
+    list(pool.map(remove_pooled, sorted(pool_vhosts() - pooled_before)))
 result = {"bench": "burst", "registry": not args.no_registry, "cells": args.cells, "placed": placed,
+          "pool": args.pool, "pool_fill_s": pool_fill_s, "claimed": claimed,
           "simultaneous": args.simultaneous,
           "init_ms_p50": round(percentile(inits, 50)) if inits else None,
           "complete_after_s": complete_after_s, "count": args.count, "inside_trigger": inside, "handed_off": handed,
@@ -193,7 +235,9 @@ result = {"bench": "burst", "registry": not args.no_registry, "cells": args.cell
           "wall_ms_p50": round(percentile(walls, 50)), "wall_ms_p95": round(percentile(walls, 95)),
           "wall_ms_max": round(max(walls)), "over_5s": sum(w > 5000 for w in walls)}
 print(json.dumps(result))
-what = (f"over {args.cells} cell{'s' if args.cells > 1 else ''} {placed}" if args.cells
+what = (f"over {args.cells} cell{'s' if args.cells > 1 else ''} {placed}"
+        + (f", pool {args.pool} per cell (filled in {pool_fill_s} s), {claimed} claimed" if args.pool else ", no pool")
+        if args.cells
         else 'with the registry' if not args.no_registry else 'no registry: the trigger before it')
 if args.simultaneous:
     what += f", invoked at once after their cold starts (cold start p50 {result['init_ms_p50']} ms, counted in each answer)"
