@@ -7,7 +7,9 @@
 //! trigger's registry path, interleaved in the same process: the record's create and its
 //! "converged" write as they were before the lease (no lease fields, an unfenced write) beside
 //! the same two writes carrying the sign-up's lease (fence 1 in the create; the converged write
-//! fenced, giving it back). Needs the stack's environment
+//! fenced, giving it back); and vhosts made ahead: warm invocations on the same cell keeping a
+//! pool (filled before) beside the cell without one, interleaved, and each one's provisioning
+//! report (its branches, the slowest, the RabbitMQ steps). Needs the stack's environment
 //! (`dev/bench.sh` exports `.stack/env`); run it as a fresh process for each cold sample.
 
 use std::collections::HashMap;
@@ -80,12 +82,76 @@ async fn main() {
         .await
         .expect("cold start with cells");
     invoke(&cells_app).await;
+    // The same cell keeping a pool of vhosts made ahead, large enough for every claim here.
+    let pool_path = std::env::temp_dir().join(format!("bench-pool-{}.yaml", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &pool_path,
+        format!(
+            "cells:\n  - name: bench\n    management_url: {}\n    amqp_url: {}\n    admin_secret_id: {}\n    capacity: {{vhosts: 1000000, connections: 100000000}}\n    pool: {{size: {}, queue_types: [quorum]}}\n",
+            env("RABBITMQ_MANAGEMENT_URL"),
+            env("RABBITMQ_AMQP_URL"),
+            env("RABBITMQ_ADMIN_SECRET_ID"),
+            2 * runs + 4,
+        ),
+    )
+    .unwrap();
+    let pool_settings = Settings::from_lookup(|k| match k {
+        "CELLS_PATH" => Some(pool_path.display().to_string()),
+        _ => std::env::var(k).ok(),
+    })
+    .expect("settings with a pooled cell");
+    let pool_app = App::init(pool_settings, tokio::time::Instant::now())
+        .await
+        .expect("cold start with a pool");
+    let pp = pool_app.provisioner().await.unwrap();
+    let filled = post_signup::ops::pool::refill(
+        pp,
+        None,
+        post_signup::ops::pool::RefillOptions {
+            max_per_run: 2 * runs + 4,
+            min_age: std::time::Duration::ZERO,
+            ..post_signup::ops::pool::RefillOptions::new(std::time::Duration::from_secs(300))
+        },
+    )
+    .await
+    .expect("the pool filled");
+    assert!(filled.iter().all(|r| r.failures.is_empty()), "{filled:?}");
+    invoke(&pool_app).await;
+    let (mut with_pool, mut pool_reports, mut nopool_reports) =
+        (Vec::new(), Vec::new(), Vec::new());
     let mut with_cells = Vec::new();
     let mut placements = Vec::new();
     let (mut unleased, mut leased) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         warm.push(invoke(&app).await);
         with_cells.push(invoke(&cells_app).await);
+        with_pool.push(invoke(&pool_app).await);
+        // The provisioning a sign-up runs after its placement, pool off vs on: its report.
+        for (placing, reports) in [
+            (&cells_app, &mut nopool_reports),
+            (&pool_app, &mut pool_reports),
+        ] {
+            let tenant =
+                post_signup::tenant::TenantId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
+            let record =
+                post_signup::tenant::record::TenantRecord::new(&tenant, None, &p.plans, "bench");
+            let placed = placing.placement.place(&record).await.expect("placed");
+            let tenant = tenant.in_vhost(placed.record().vhost.as_deref());
+            let provisioner = placing.provisioner().await.unwrap();
+            let broker = provisioner.brokers.get("bench").await.unwrap();
+            let state = post_signup::tenant::plan::TenantState::new(&p.plans);
+            let report = provisioner
+                .provision_gated(
+                    &tenant,
+                    broker,
+                    async { Some(state) },
+                    post_signup::ops::provision::Mode::SignUp,
+                    tokio::time::Instant::now() + app.budget(),
+                )
+                .await
+                .expect("provisioned");
+            reports.push(report);
+        }
         let placed =
             post_signup::tenant::TenantId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
         let record =
@@ -151,6 +217,44 @@ async fn main() {
     };
     let warm_median = median(&mut warm.clone());
     let _ = std::fs::remove_file(&cells_path);
+    let _ = std::fs::remove_file(&pool_path);
+    // Per report set: each branch's median, the slowest branch's (by median) and each step's.
+    let summarise = |reports: &[post_signup::ops::provision::Report]| {
+        let mut branches: HashMap<&str, Vec<f64>> = HashMap::new();
+        let mut steps: HashMap<&str, Vec<f64>> = HashMap::new();
+        let mut walls = Vec::new();
+        for r in reports {
+            walls.push(r.wall_ms);
+            for (b, ms) in &r.branches_ms {
+                branches.entry(b).or_default().push(*ms);
+            }
+            for s in &r.steps {
+                steps
+                    .entry(s.step)
+                    .or_default()
+                    .push(s.duration_ms.unwrap_or(f64::NAN));
+            }
+        }
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let branches: serde_json::Map<String, serde_json::Value> = branches
+            .into_iter()
+            .map(|(k, mut v)| (k.to_owned(), serde_json::json!(med(&mut v))))
+            .collect();
+        let slowest = branches
+            .iter()
+            .max_by(|a, b| a.1.as_f64().unwrap().total_cmp(&b.1.as_f64().unwrap()))
+            .map(|(k, v)| serde_json::json!({"branch": k, "ms": v}));
+        let steps: serde_json::Map<String, serde_json::Value> = steps
+            .into_iter()
+            .map(|(k, mut v)| (k.to_owned(), serde_json::json!(med(&mut v))))
+            .collect();
+        serde_json::json!({"wall_ms_median": med(&mut walls), "branches_ms_median": branches, "slowest_branch": slowest, "step_ms_median": steps})
+    };
+    let pool_on = summarise(&pool_reports);
+    let pool_off = summarise(&nopool_reports);
     let mut step_medians: Vec<(String, f64)> = steps
         .into_iter()
         .map(|(k, mut v)| (k.to_owned(), median(&mut v)))
@@ -167,6 +271,9 @@ async fn main() {
         "provision_only_ms_median": median(&mut provision_only),
         "registry_create_ms_median": median(&mut creates),
         "with_cells_invocation_ms_median": median(&mut with_cells),
+        "with_pool_invocation_ms_median": median(&mut with_pool),
+        "pool_off": pool_off,
+        "pool_on": pool_on,
         "placement_ms_median": median(&mut placements),
         "registry_writes_unleased_ms_median": median(&mut unleased),
         "registry_writes_leased_ms_median": median(&mut leased),

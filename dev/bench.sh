@@ -95,6 +95,17 @@ print(f"lease: the trigger's registry writes (create + converged) with the sign-
       f"{med('warm_invocation_ms_median'):.1f} ms")
 steps = rows[len(rows) // 2]["step_ms_median"]
 print("warm step medians (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in steps.items()))
+pm = lambda which, f: statistics.median(f(r[which]) for r in rows)
+print(f"vhosts made ahead: warm invocation with a pool {med('with_pool_invocation_ms_median'):.1f} ms vs without "
+      f"{med('with_cells_invocation_ms_median'):.1f} ms (same cell, interleaved): "
+      f"{med('with_cells_invocation_ms_median') / med('with_pool_invocation_ms_median'):.2f}x faster; "
+      f"provisioning after placement {pm('pool_on', lambda x: x['wall_ms_median']):.1f} vs "
+      f"{pm('pool_off', lambda x: x['wall_ms_median']):.1f} ms")
+for which in ("pool_off", "pool_on"):
+    r = rows[len(rows) // 2][which]
+    print(f"  {which}: slowest branch {r['slowest_branch']['branch']} {r['slowest_branch']['ms']:.1f} ms; branches "
+          + ", ".join(f"{k} {v:.1f}" for k, v in sorted(r['branches_ms_median'].items()))
+          + "; rabbitmq steps " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(r['step_ms_median'].items()) if k.startswith("rabbitmq")))
 PY
 
 echo "== 4. burst: ${BURST:-100} simultaneous cold sign-ups (one tenantctl process each), then a drain"

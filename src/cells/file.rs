@@ -600,6 +600,57 @@ cells:
     }
 
     #[test]
+    fn a_pool_is_declared_per_cell_within_its_capacity() {
+        let pooled = TWO.replacen(
+            "capacity: {vhosts: 1500, connections: 5000}\n",
+            "capacity: {vhosts: 1500, connections: 5000}\n    pool: {size: 200, queue_types: [quorum, classic, quorum]}\n",
+            1,
+        );
+        let cells = Cells::parse("cells.yaml", &pooled).unwrap();
+        let a = cells.get("eu-a").unwrap();
+        assert_eq!(
+            a.pool,
+            Some(Pool {
+                size: 200,
+                queue_types: vec![QueueType::Quorum, QueueType::Classic]
+            })
+        );
+        assert_eq!(a.pool_size(QueueType::Quorum), 200);
+        assert_eq!(a.pool_size(QueueType::Stream), 0, "not kept");
+        assert_eq!(cells.get("eu-b").unwrap().pool, None, "off unless asked");
+        for (pool, problem) in [
+            (
+                "pool: {size: 1000, queue_types: [quorum, classic]}",
+                "pool.size: 1000 of each of 2 queue types is 2000 vhosts, more than capacity.vhosts (1500) holds",
+            ),
+            ("pool: {size: 10}", "pool.queue_types: is required"),
+            (
+                "pool: {size: 10, queue_types: [lazy]}",
+                "pool.queue_types: \"lazy\" is not one of classic, quorum, stream",
+            ),
+            (
+                "pool: {size: -1, queue_types: [quorum]}",
+                "pool.size: is required: a whole number",
+            ),
+            (
+                "pool: {size: 10, queue_types: [quorum], warm: true}",
+                "pool.warm: unknown field",
+            ),
+        ] {
+            let bad = TWO.replacen(
+                "capacity: {vhosts: 1500, connections: 5000}\n",
+                &format!("capacity: {{vhosts: 1500, connections: 5000}}\n    {pool}\n"),
+                1,
+            );
+            let e = Cells::parse("cells.yaml", &bad).unwrap_err().to_string();
+            assert!(
+                e.contains("cell 'eu-a' (cells[0]): ") && e.contains(problem),
+                "{pool}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn the_shipped_example_parses() {
         let text = include_str!("../../deploy/cells.yaml");
         let cells = Cells::parse("deploy/cells.yaml", text).unwrap();

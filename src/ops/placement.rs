@@ -619,6 +619,53 @@ cells:
     }
 
     #[test]
+    fn a_full_cell_with_ready_vhosts_takes_claims_and_claims_spread_over_the_pool() {
+        let cells = Cells::parse("t", FILE).unwrap();
+        let mut v = views(
+            &cells,
+            &[
+                (1000, 0, CellState::Open),
+                (1000, 0, CellState::Open),
+                (10, 0, CellState::Open),
+            ],
+        );
+        let ready: Vec<String> = (0..50).map(|i| format!("pool-quorum-1-{i:08x}")).collect();
+        v[0].ready.insert(QueueType::Quorum, ready.clone());
+        let q = Some(QueueType::Quorum);
+        assert!(
+            v[0].has_room(10, q),
+            "every seat taken, some by ready vhosts"
+        );
+        assert!(
+            !v[0].has_room(10, Some(QueueType::Classic)),
+            "none of its queue type"
+        );
+        assert!(!v[1].has_room(10, q));
+        assert_eq!(rank(&sub(1), &v, 10, q).len(), 1);
+        let none = HashSet::new();
+        let first = pick(&sub(1), &ready, &none).unwrap();
+        assert_eq!(
+            Some(first),
+            pick(&sub(1), &ready, &none),
+            "a retry asks for the same one"
+        );
+        let lost = HashSet::from([first.to_owned()]);
+        assert_ne!(
+            pick(&sub(1), &ready, &lost),
+            Some(first),
+            "and another once it lost it"
+        );
+        let distinct: HashSet<&str> = (0..40)
+            .filter_map(|i| pick(&sub(i), &ready, &none))
+            .collect();
+        assert!(
+            distinct.len() > 20,
+            "40 sign-ups over 50 vhosts ask for {} of them",
+            distinct.len()
+        );
+    }
+
+    #[test]
     fn a_cell_says_why_it_takes_no_tenant() {
         let cells = Cells::parse("t", FILE).unwrap();
         let v = views(
