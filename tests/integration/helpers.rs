@@ -426,13 +426,18 @@ pub async fn worker_takes_handoff_of(tenant: &TenantId, queue: &str) -> bool {
 
 /// As [`worker_takes_handoff_of`], with `app` as the worker (its cells, registry and queue).
 pub async fn worker_of(app: &App, tenant: &TenantId, queue: &str) -> bool {
+    worker_of_message(app, tenant.as_str(), queue).await
+}
+
+/// As [`worker_of`], for the first message on `queue` whose body contains `needle`.
+pub async fn worker_of_message(app: &App, needle: &str, queue: &str) -> bool {
     use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
     let client = sqs().await;
     let waited = std::time::Instant::now();
     let found = loop {
         assert!(
             waited.elapsed() < std::time::Duration::from_secs(20),
-            "no hand-off of {tenant} on {queue}"
+            "no message with {needle} on {queue}"
         );
         let out = client
             .receive_message()
@@ -444,7 +449,7 @@ pub async fn worker_of(app: &App, tenant: &TenantId, queue: &str) -> bool {
             .unwrap();
         let mut mine = None;
         for m in out.messages.unwrap_or_default() {
-            if mine.is_none() && m.body().is_some_and(|b| b.contains(tenant.as_str())) {
+            if mine.is_none() && m.body().is_some_and(|b| b.contains(needle)) {
                 mine = Some(m);
             } else if let Some(handle) = m.receipt_handle() {
                 client

@@ -20,6 +20,12 @@ use crate::helpers::*;
 
 /// An app whose cell `a` keeps `pool` vhosts made ahead (none made yet), `b` draining.
 async fn pooled_app(pool: u32) -> (App, String) {
+    let (app, table, _) = pooled_app_with_queue(pool).await;
+    (app, table)
+}
+
+/// As `pooled_app`, with the hand-off queue's URL.
+async fn pooled_app_with_queue(pool: u32) -> (App, String, String) {
     let (table, _) = fresh_registry_table().await;
     let queue = fresh_queue().await;
     let cells = cells_file_pooled(40, 40, 500, Some(pool));
@@ -33,7 +39,7 @@ async fn pooled_app(pool: u32) -> (App, String) {
         .set_cell_state("b", CellState::Draining)
         .await
         .unwrap();
-    (app, table)
+    (app, table, queue)
 }
 
 async fn refill_a(app: &App, max: usize) -> PoolRefill {
@@ -218,7 +224,16 @@ async fn a_pooled_tenant_moves_with_its_vhost_and_deprovisioning_removes_it_for_
     let t = fresh_tenant();
     assert_eq!(sign_up_on(&app, &t).await, Finish::Provisioned);
     let vhost = app.registry.get(&t).await.unwrap().unwrap().vhost.unwrap();
+    // Suspend, resume and rotate act on the recorded vhost.
+    for change in ["suspend", "resume", "rotate"] {
+        let (code, _, err) = operator(&app, &table, &[change, "--sub", t.as_str()]);
+        assert_eq!(code, 0, "{change}: {err}");
+    }
+    let (_, status, _) = operator(&app, &table, &["status", "--sub", t.as_str()]);
+    assert_eq!(status["complete"], true, "{status}");
     let url = kube_secret_data(&t).await.unwrap()["AMQP_URL"].clone();
+    assert!(url.ends_with(&format!("/{vhost}")), "{url}");
+    amqp_login(&url).await.unwrap();
 
     app.registry
         .set_cell_state("b", CellState::Open)
@@ -258,4 +273,33 @@ async fn a_pooled_tenant_moves_with_its_vhost_and_deprovisioning_removes_it_for_
             "{after:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_claim_that_leaves_the_pool_low_has_the_worker_refill_it() {
+    let (app, _, queue) = pooled_app_with_queue(4).await;
+    assert_eq!(refill_a(&app, 10).await.made, 4);
+    // 4 ready: the third claim leaves 1, below half the size, and asks for a refill.
+    for _ in 0..3 {
+        assert_eq!(sign_up_on(&app, &fresh_tenant()).await, Finish::Provisioned);
+    }
+    let asked: Vec<Value> = queue_bodies(&queue).await;
+    assert_eq!(
+        asked,
+        [serde_json::json!({"refill_pool": "a"})],
+        "one request, nothing else handed off"
+    );
+    // The worker, invoked with it as Lambda's event source would, tops the pool up.
+    assert!(
+        worker_of_message(&app, "refill_pool", &queue).await,
+        "not reported failed"
+    );
+    let items = app.registry.cell_items(&["a"]).await.unwrap();
+    assert_eq!(
+        items["a"].ready_of(QueueType::Quorum).len(),
+        4,
+        "{:?}",
+        items["a"]
+    );
+    assert_eq!(items["a"].claimed, 3);
 }
