@@ -38,6 +38,32 @@ async fn invoke(app: &App) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
+/// An app of the stack's installation whose cells file is one cell, `bench`, on the stack's
+/// broker with room to spare and `extra` fields; the file's path (to remove) and the app.
+async fn app_with_one_cell(extra: &str) -> (std::path::PathBuf, App) {
+    let env = |k: &str| std::env::var(k).expect("the stack's environment");
+    let path = std::env::temp_dir().join(format!("bench-cells-{}.yaml", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &path,
+        format!(
+            "cells:\n  - name: bench\n    management_url: {}\n    amqp_url: {}\n    admin_secret_id: {}\n    capacity: {{vhosts: 1000000, connections: 100000000}}\n{extra}",
+            env("RABBITMQ_MANAGEMENT_URL"),
+            env("RABBITMQ_AMQP_URL"),
+            env("RABBITMQ_ADMIN_SECRET_ID")
+        ),
+    )
+    .unwrap();
+    let settings = Settings::from_lookup(|k| match k {
+        "CELLS_PATH" => Some(path.display().to_string()),
+        _ => std::env::var(k).ok(),
+    })
+    .expect("settings with a cells file");
+    let app = App::init(settings, tokio::time::Instant::now())
+        .await
+        .expect("cold start with cells");
+    (path, app)
+}
+
 #[tokio::main]
 async fn main() {
     let process_start = tokio::time::Instant::now();
@@ -59,50 +85,15 @@ async fn main() {
     let mut ratios = Vec::new();
     let mut steps: HashMap<&'static str, Vec<f64>> = HashMap::new();
     let p = app.provisioner().await.unwrap();
-    // The same installation with a cells file: one cell on the same broker, room to spare.
-    let cells_path =
-        std::env::temp_dir().join(format!("bench-cells-{}.yaml", uuid::Uuid::new_v4()));
-    let env = |k: &str| std::env::var(k).expect("the stack's environment");
-    std::fs::write(
-        &cells_path,
-        format!(
-            "cells:\n  - name: bench\n    management_url: {}\n    amqp_url: {}\n    admin_secret_id: {}\n    capacity: {{vhosts: 1000000, connections: 100000000}}\n",
-            env("RABBITMQ_MANAGEMENT_URL"),
-            env("RABBITMQ_AMQP_URL"),
-            env("RABBITMQ_ADMIN_SECRET_ID")
-        ),
-    )
-    .unwrap();
-    let cells_settings = Settings::from_lookup(|k| match k {
-        "CELLS_PATH" => Some(cells_path.display().to_string()),
-        _ => std::env::var(k).ok(),
-    })
-    .expect("settings with a cells file");
-    let cells_app = App::init(cells_settings, tokio::time::Instant::now())
-        .await
-        .expect("cold start with cells");
+    // The same installation with a cells file: one cell on the same broker, room to spare;
+    // and the same cell keeping a pool of vhosts made ahead, large enough for every claim here.
+    let (cells_path, cells_app) = app_with_one_cell("").await;
     invoke(&cells_app).await;
-    // The same cell keeping a pool of vhosts made ahead, large enough for every claim here.
-    let pool_path = std::env::temp_dir().join(format!("bench-pool-{}.yaml", uuid::Uuid::new_v4()));
-    std::fs::write(
-        &pool_path,
-        format!(
-            "cells:\n  - name: bench\n    management_url: {}\n    amqp_url: {}\n    admin_secret_id: {}\n    capacity: {{vhosts: 1000000, connections: 100000000}}\n    pool: {{size: {}, queue_types: [quorum]}}\n",
-            env("RABBITMQ_MANAGEMENT_URL"),
-            env("RABBITMQ_AMQP_URL"),
-            env("RABBITMQ_ADMIN_SECRET_ID"),
-            2 * runs + 4,
-        ),
-    )
-    .unwrap();
-    let pool_settings = Settings::from_lookup(|k| match k {
-        "CELLS_PATH" => Some(pool_path.display().to_string()),
-        _ => std::env::var(k).ok(),
-    })
-    .expect("settings with a pooled cell");
-    let pool_app = App::init(pool_settings, tokio::time::Instant::now())
-        .await
-        .expect("cold start with a pool");
+    let (pool_path, pool_app) = app_with_one_cell(&format!(
+        "    pool: {{size: {}, queue_types: [quorum]}}\n",
+        2 * runs + 4
+    ))
+    .await;
     let pp = pool_app.provisioner().await.unwrap();
     let filled = post_signup::ops::pool::refill(
         pp,
@@ -235,10 +226,7 @@ async fn main() {
                     .push(s.duration_ms.unwrap_or(f64::NAN));
             }
         }
-        let med = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
+        let med = median;
         let branches: serde_json::Map<String, serde_json::Value> = branches
             .into_iter()
             .map(|(k, mut v)| (k.to_owned(), serde_json::json!(med(&mut v))))

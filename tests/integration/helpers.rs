@@ -711,6 +711,11 @@ pub async fn sign_up_on(
 
 /// Whether cell `cell`'s broker (of `app`'s cells) has `tenant`'s vhost.
 pub async fn vhost_in_cell(app: &App, cell: &str, tenant: &TenantId) -> bool {
+    vhost_named_in_cell(app, cell, tenant.rabbitmq_vhost()).await
+}
+
+/// Whether cell `cell`'s broker (of `app`'s cells) has a vhost named `vhost`.
+pub async fn vhost_named_in_cell(app: &App, cell: &str, vhost: &str) -> bool {
     app.provisioner()
         .await
         .unwrap()
@@ -719,7 +724,7 @@ pub async fn vhost_in_cell(app: &App, cell: &str, tenant: &TenantId) -> bool {
         .await
         .unwrap()
         .rabbitmq
-        .vhost(tenant.rabbitmq_vhost())
+        .vhost(vhost)
         .await
         .unwrap()
         .is_some()

@@ -69,22 +69,6 @@ fn operator(app: &App, table: &str, args: &[&str]) -> (i32, Value, String) {
     )
 }
 
-/// Whether cell `cell`'s broker has a vhost named `vhost`.
-async fn vhost_exists(app: &App, cell: &str, vhost: &str) -> bool {
-    app.provisioner()
-        .await
-        .unwrap()
-        .brokers
-        .get(cell)
-        .await
-        .unwrap()
-        .rabbitmq
-        .vhost(vhost)
-        .await
-        .unwrap()
-        .is_some()
-}
-
 /// The AMQP URL of `tenant`'s credentials pointed at another vhost.
 fn in_other_vhost(url: &str, vhost: &str) -> String {
     let mut u = url::Url::parse(url).unwrap();
@@ -162,7 +146,7 @@ async fn an_empty_pool_falls_back_to_creating_the_tenants_vhost() {
     assert_eq!(sign_up_on(&app, &t).await, Finish::Provisioned);
     let record = app.registry.get(&t).await.unwrap().unwrap();
     assert_eq!(record.vhost, None, "nothing to claim: its own vhost");
-    assert!(vhost_exists(&app, "a", t.as_str()).await);
+    assert!(vhost_named_in_cell(&app, "a", t.as_str()).await);
     let url = kube_secret_data(&t).await.unwrap()["AMQP_URL"].clone();
     amqp_login(&url).await.unwrap();
 }
@@ -192,7 +176,7 @@ async fn a_refill_is_bounded_finishes_what_a_refill_left_and_retires_beyond_the_
         .await
         .unwrap();
     assert!(reserved);
-    assert!(!vhost_exists(&app, "a", &left).await);
+    assert!(!vhost_named_in_cell(&app, "a", &left).await);
     // The next refill makes it (ready: 4 of 3), then retires one beyond the size.
     let third = refill_a(&app, 2).await;
     assert_eq!(
@@ -213,7 +197,10 @@ async fn a_refill_is_bounded_finishes_what_a_refill_left_and_retires_beyond_the_
         "{item:?}"
     );
     for v in item.ready_of(QueueType::Quorum) {
-        assert!(vhost_exists(&app, "a", v).await, "{v} is on the broker");
+        assert!(
+            vhost_named_in_cell(&app, "a", v).await,
+            "{v} is on the broker"
+        );
     }
 }
 
@@ -252,9 +239,9 @@ async fn a_pooled_tenant_moves_with_its_vhost_and_deprovisioning_removes_it_for_
         Some(vhost.as_str()),
         "it keeps its name"
     );
-    assert!(vhost_exists(&app, "b", &vhost).await);
+    assert!(vhost_named_in_cell(&app, "b", &vhost).await);
     assert!(
-        !vhost_exists(&app, "a", &vhost).await,
+        !vhost_named_in_cell(&app, "a", &vhost).await,
         "nothing left on the source"
     );
     let moved_url = kube_secret_data(&t).await.unwrap()["AMQP_URL"].clone();
@@ -263,7 +250,7 @@ async fn a_pooled_tenant_moves_with_its_vhost_and_deprovisioning_removes_it_for_
 
     let (code, _, err) = operator(&app, &table, &["deprovision", "--sub", t.as_str()]);
     assert_eq!(code, 0, "{err}");
-    assert!(!vhost_exists(&app, "b", &vhost).await, "removed");
+    assert!(!vhost_named_in_cell(&app, "b", &vhost).await, "removed");
     // Never back in a pool: the next refill makes new ones only.
     let after = refill_a(&app, 5).await;
     let items = app.registry.cell_items(&["a", "b"]).await.unwrap();
