@@ -330,6 +330,14 @@ impl Placement {
         *self.inner.view.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
+    /// Keeps `item` as the cached read of `cell` (as a refusal returned it).
+    fn remember(&self, cell: &str, item: CellItem) {
+        let mut guard = self.inner.view.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, items)) = guard.as_mut() {
+            items.insert(cell.to_owned(), item);
+        }
+    }
+
     fn note_seat(&self, cell: &str, connections: u64, claimed: Option<(&str, QueueType)>) {
         let mut guard = self.inner.view.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, items)) = guard.as_mut() {
@@ -374,6 +382,8 @@ impl Placement {
         let mut refused: Vec<String> = Vec::new();
         // Ready vhosts made ahead that others claimed first: asked again with a fresh read.
         let mut lost: HashSet<String> = HashSet::new();
+        // Cells whose cached item is as the registry returned it with a refusal just now.
+        let mut known: HashSet<String> = HashSet::new();
         let mut fresh = false;
         for round in 0..=CLAIM_ROUNDS {
             let views = self.views(fresh).await?;
@@ -381,7 +391,8 @@ impl Placement {
                 .into_iter()
                 .filter(|c| !refused.contains(&c.name))
                 .collect();
-            let mut again = false;
+            // Go round again: with a fresh read (`fresh`), or with the item a refusal returned.
+            let (mut again, mut reread) = (false, true);
             for cell in order {
                 let view = views
                     .iter()
@@ -394,7 +405,7 @@ impl Placement {
                     }
                     _ => None,
                 };
-                if pooled.is_some() && claim.is_none() && !fresh {
+                if pooled.is_some() && claim.is_none() && !fresh && !known.contains(&cell.name) {
                     // The cached read shows its pool empty: a refill may have landed since.
                     // Read again before creating a vhost (the slow step the pool is for).
                     again = true;
@@ -416,15 +427,24 @@ impl Placement {
                         return Ok(Created::New(r));
                     }
                     Placed::Existing(r) => return Ok(Created::Existing(r)),
-                    Placed::Refused => {
-                        self.forget_view();
+                    Placed::Refused(as_it_was) => {
                         if let Some((vhost, _)) = claim {
-                            // Claimed first by another sign-up (or the cell filled): read
-                            // again and ask for another, or create one on the last round.
+                            // Claimed first by another sign-up (or the cell filled): ask for
+                            // another from the cell as the refusal returned it (else read it
+                            // again), or create one on the last round.
                             lost.insert(vhost.to_owned());
                             again = true;
+                            match as_it_was {
+                                Some(item) => {
+                                    self.remember(&cell.name, item);
+                                    known.insert(cell.name.clone());
+                                    reread = false;
+                                }
+                                None => self.forget_view(),
+                            }
                             break;
                         }
+                        self.forget_view();
                         refused.push(cell.name.clone());
                     }
                 }
@@ -432,7 +452,7 @@ impl Placement {
             if fresh && !again {
                 break;
             }
-            fresh = true;
+            fresh = !again || reread;
         }
         // No cell took it. A retry of a sign-up placed before must still find its record.
         if let Some(existing) = registry
@@ -472,7 +492,7 @@ impl Placement {
         match registry.place_anyway(record, &seat).await? {
             Placed::New(r) => Ok(Created::New(r)),
             Placed::Existing(r) => Ok(Created::Existing(r)),
-            Placed::Refused => Err(StepError::new(
+            Placed::Refused(_) => Err(StepError::new(
                 System::Registry,
                 format!("record tenant {} in cell '{cell}'", record.sub),
                 FailureKind::Conflict,

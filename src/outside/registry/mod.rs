@@ -99,8 +99,9 @@ pub enum Placed {
     New(TenantRecord),
     /// The tenant had a record already (a duplicate, a retry): it lives where that one says.
     Existing(TenantRecord),
-    /// The cell is full, or not open: nothing was written.
-    Refused,
+    /// The cell is full, or not open, or the vhost claimed was claimed first: nothing was
+    /// written. The cell as it was, when the registry returned it.
+    Refused(Option<CellItem>),
 }
 
 /// The result of the conditional create.

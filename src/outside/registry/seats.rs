@@ -3,6 +3,51 @@
 
 use super::*;
 
+/// A cell's item as read (its name and `CellItem`); `None` for any other item.
+fn decode_cell_item(item: &Item) -> Option<(String, CellItem)> {
+    let name = item
+        .get("sub")
+        .and_then(|v| v.as_s().ok())?
+        .strip_prefix(CELL_KEY_PREFIX)?
+        .to_owned();
+    let number = |field: &str| {
+        item.get(field)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .map_or(0, |v| v.max(0) as u64)
+    };
+    let state = item
+        .get("cell_state")
+        .and_then(|v| v.as_s().ok())
+        .and_then(|s| CellState::parse(s));
+    let set = |field: &str| {
+        let mut names = item
+            .get(field)
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let ready = QueueType::ALL
+        .into_iter()
+        .map(|t| (t, set(&ready_attribute(t))))
+        .filter(|(_, names)| !names.is_empty())
+        .collect();
+    Some((
+        name,
+        CellItem {
+            state,
+            tenants: number("tenants"),
+            connections: number("connections"),
+            ready,
+            making: set("pool_making"),
+            removing: set("pool_removing"),
+            claimed: number("pool_claimed"),
+        },
+    ))
+}
+
 impl Registry {
     /// The state operators gave each of `names` (`tenantctl cell drain`); a cell missing from the
     /// answer has none yet (its file's state holds).
@@ -51,50 +96,9 @@ impl Registry {
                 .remove(&self.table)
                 .unwrap_or_default()
             {
-                let name = item.get("sub").and_then(|v| v.as_s().ok()).cloned();
-                let Some(name) = name
-                    .as_deref()
-                    .and_then(|n| n.strip_prefix(CELL_KEY_PREFIX))
-                    .map(str::to_owned)
-                else {
-                    continue;
-                };
-                let number = |field: &str| {
-                    item.get(field)
-                        .and_then(|v| v.as_n().ok())
-                        .and_then(|v| v.parse::<i64>().ok())
-                        .map_or(0, |v| v.max(0) as u64)
-                };
-                let state = item
-                    .get("cell_state")
-                    .and_then(|v| v.as_s().ok())
-                    .and_then(|s| CellState::parse(s));
-                let set = |field: &str| {
-                    let mut names = item
-                        .get(field)
-                        .and_then(|v| v.as_ss().ok())
-                        .cloned()
-                        .unwrap_or_default();
-                    names.sort();
-                    names
-                };
-                let ready = QueueType::ALL
-                    .into_iter()
-                    .map(|t| (t, set(&ready_attribute(t))))
-                    .filter(|(_, names)| !names.is_empty())
-                    .collect();
-                out.insert(
-                    name,
-                    CellItem {
-                        state,
-                        tenants: number("tenants"),
-                        connections: number("connections"),
-                        ready,
-                        making: set("pool_making"),
-                        removing: set("pool_removing"),
-                        claimed: number("pool_claimed"),
-                    },
-                );
+                if let Some((name, cell)) = decode_cell_item(&item) {
+                    out.insert(name, cell);
+                }
             }
         }
         Ok(out)
@@ -192,9 +196,12 @@ impl Registry {
             "{seats} AND \
              (attribute_not_exists(#connections) OR #connections <= :room) AND {state_condition}"
         );
+        // Refused, the cell comes back as it was: a placement that lost its claim picks again
+        // from it without reading the cell again.
         let update = aws_sdk_dynamodb::types::Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(&cell_key(seat.cell))))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .update_expression(&expression)
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
@@ -263,7 +270,7 @@ impl Registry {
         placed.seat_connections = Some(seat.connections);
         placed.vhost = seat.claim.map(|(vhost, _)| vhost.to_owned());
         if enforce && seat.connections > seat.max_connections {
-            return Ok(Placed::Refused);
+            return Ok(Placed::Refused(None));
         }
         let item: Item = serde_dynamo::to_item(&placed).map_err(unbuilt(&action))?;
         let other = unbuilt(&action);
@@ -285,7 +292,8 @@ impl Registry {
             Transacted::Written => return Ok(Placed::New(placed)),
             Transacted::ConditionsFailed(reasons) => reasons,
         };
-        match reasons.into_iter().next() {
+        let mut reasons = reasons.into_iter();
+        match reasons.next() {
             Some((true, old)) => {
                 let existing = match old {
                     Some(item) => decode(&action, item)?,
@@ -300,8 +308,15 @@ impl Registry {
                 };
                 Ok(Placed::Existing(existing))
             }
-            // The record's condition held: the seat's did not (full, or not open).
-            _ => Ok(Placed::Refused),
+            // The record's condition held: the seat's did not (full, not open, or the vhost
+            // claimed is no longer ready).
+            _ => Ok(Placed::Refused(
+                reasons
+                    .next()
+                    .and_then(|(_, item)| item)
+                    .and_then(|item| decode_cell_item(&item))
+                    .map(|(_, cell)| cell),
+            )),
         }
     }
 
