@@ -330,14 +330,6 @@ impl Placement {
         *self.inner.view.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// Keeps `item` as the cached read of `cell` (as a refusal returned it).
-    fn remember(&self, cell: &str, item: CellItem) {
-        let mut guard = self.inner.view.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, items)) = guard.as_mut() {
-            items.insert(cell.to_owned(), item);
-        }
-    }
-
     fn note_seat(&self, cell: &str, connections: u64, claimed: Option<(&str, QueueType)>) {
         let mut guard = self.inner.view.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, items)) = guard.as_mut() {
@@ -354,12 +346,12 @@ impl Placement {
         }
     }
 
-    fn seat<'c>(
+    fn seat<'s>(
         &self,
-        view: &CellView<'c>,
+        view: &'s CellView<'_>,
         connections: u64,
-        claim: Option<(&'c str, QueueType)>,
-    ) -> Seat<'c> {
+        claim: Option<(&'s str, QueueType)>,
+    ) -> Seat<'s> {
         Seat {
             cell: &view.cell.name,
             max_tenants: view.max_tenants(),
@@ -378,81 +370,28 @@ impl Placement {
             return Ok(registry.create(record).await?);
         }
         let connections = self.connections_of(&record.plan);
-        let queue_type = self.queue_type_of(&record.plan);
         let mut refused: Vec<String> = Vec::new();
-        // Ready vhosts made ahead that others claimed first: asked again with a fresh read.
-        let mut lost: HashSet<String> = HashSet::new();
-        // Cells whose cached item is as the registry returned it with a refusal just now.
-        let mut known: HashSet<String> = HashSet::new();
-        let mut fresh = false;
-        for round in 0..=CLAIM_ROUNDS {
+        for fresh in [false, true] {
             let views = self.views(fresh).await?;
-            let order: Vec<_> = rank(&record.sub, &views, connections, queue_type)
-                .into_iter()
-                .filter(|c| !refused.contains(&c.name))
-                .collect();
-            // Go round again: with a fresh read (`fresh`), or with the item a refusal returned.
-            let (mut again, mut reread) = (false, true);
+            let order: Vec<_> = rank(
+                &record.sub,
+                &views,
+                connections,
+                self.queue_type_of(&record.plan),
+            )
+            .into_iter()
+            .filter(|c| !refused.contains(&c.name))
+            .collect();
             for cell in order {
                 let view = views
                     .iter()
                     .find(|v| v.cell.name == cell.name)
                     .expect("ranked from these views");
-                let pooled = queue_type.filter(|t| view.cell.pool_size(*t) > 0);
-                let claim = match pooled {
-                    Some(t) if round < CLAIM_ROUNDS => {
-                        pick(&record.sub, view.ready_of(Some(t)), &lost).map(|v| (v, t))
-                    }
-                    _ => None,
-                };
-                if pooled.is_some() && claim.is_none() && !fresh && !known.contains(&cell.name) {
-                    // The cached read shows its pool empty: a refill may have landed since.
-                    // Read again before creating a vhost (the slow step the pool is for).
-                    again = true;
-                    break;
-                }
-                match registry
-                    .place(record, &self.seat(view, connections, claim))
-                    .await?
-                {
-                    Placed::New(r) => {
-                        self.note_seat(&cell.name, connections, claim);
-                        if pooled.is_some() {
-                            crate::metrics::pool_claim(if claim.is_some() {
-                                "claimed"
-                            } else {
-                                "empty"
-                            });
-                        }
-                        return Ok(Created::New(r));
-                    }
-                    Placed::Existing(r) => return Ok(Created::Existing(r)),
-                    Placed::Refused(as_it_was) => {
-                        if let Some((vhost, _)) = claim {
-                            // Claimed first by another sign-up (or the cell filled): ask for
-                            // another from the cell as the refusal returned it (else read it
-                            // again), or create one on the last round.
-                            lost.insert(vhost.to_owned());
-                            again = true;
-                            match as_it_was {
-                                Some(item) => {
-                                    self.remember(&cell.name, item);
-                                    known.insert(cell.name.clone());
-                                    reread = false;
-                                }
-                                None => self.forget_view(),
-                            }
-                            break;
-                        }
-                        self.forget_view();
-                        refused.push(cell.name.clone());
-                    }
+                match self.place_in(record, view, connections, fresh).await? {
+                    Some(created) => return Ok(created),
+                    None => refused.push(cell.name.clone()),
                 }
             }
-            if fresh && !again {
-                break;
-            }
-            fresh = !again || reread;
         }
         // No cell took it. A retry of a sign-up placed before must still find its record.
         if let Some(existing) = registry
@@ -470,6 +409,75 @@ impl Placement {
         crate::metrics::no_cell_with_room();
         tracing::error!(tenant = %record.sub, cells = %why, "no open cell has room for a new tenant; open or add a cell");
         Err(PlacementError::NoRoom(why))
+    }
+
+    /// One cell's placement transaction for `record`. In a cell keeping vhosts made ahead of
+    /// its plan's queue type, it claims one (a cached read that shows none is read again
+    /// first); a claim another sign-up won first is asked again from the cell as the refusal
+    /// returned it, for `CLAIM_ROUNDS`, then the vhost is created instead. `None`: the cell
+    /// refused (full, or not open).
+    async fn place_in(
+        &self,
+        record: &TenantRecord,
+        view: &CellView<'_>,
+        connections: u64,
+        fresh: bool,
+    ) -> Result<Option<Created>, StepError> {
+        let pooled = self
+            .queue_type_of(&record.plan)
+            .filter(|t| view.cell.pool_size(*t) > 0);
+        let mut ready: Vec<String> = view.ready_of(pooled).to_vec();
+        if let Some(t) = pooled
+            && ready.is_empty()
+            && !fresh
+        {
+            // A refill may have landed since: read again before creating a vhost (the slow
+            // step the pool is for).
+            let views = self.views(true).await?;
+            let now = views.iter().find(|v| v.cell.name == view.cell.name);
+            ready = now
+                .map(|v| v.ready_of(Some(t)).to_vec())
+                .unwrap_or_default();
+        }
+        let mut lost: HashSet<String> = HashSet::new();
+        for round in 0..=CLAIM_ROUNDS {
+            let claim = pooled
+                .filter(|_| round < CLAIM_ROUNDS)
+                .and_then(|t| pick(&record.sub, &ready, &lost).map(|v| (v, t)));
+            match self
+                .inner
+                .registry
+                .place(record, &self.seat(view, connections, claim))
+                .await?
+            {
+                Placed::New(r) => {
+                    self.note_seat(&view.cell.name, connections, claim);
+                    if pooled.is_some() {
+                        crate::metrics::pool_claim(if claim.is_some() {
+                            "claimed"
+                        } else {
+                            "empty"
+                        });
+                    }
+                    return Ok(Some(Created::New(r)));
+                }
+                Placed::Existing(r) => return Ok(Some(Created::Existing(r))),
+                Placed::Refused(as_it_was) => {
+                    self.forget_view();
+                    let Some((vhost, t)) = claim else {
+                        return Ok(None);
+                    };
+                    // Claimed first by another sign-up (or the cell filled or closed): pick
+                    // again from the cell as it was when it refused.
+                    lost.insert(vhost.to_owned());
+                    ready = match as_it_was {
+                        Some(item) => item.ready_of(t).to_vec(),
+                        None => ready,
+                    };
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Records a tenant whose vhost already exists in `cell` (adoption, a record lost): it
