@@ -239,7 +239,7 @@ async fn refill_cell(
     let made = futures::stream::iter(wanted)
         .map(|t| async move {
             if Instant::now() >= options.deadline {
-                return (t, Err("the run's time is up".to_owned()));
+                return (t, Made::Stopped("the run's time is up".to_owned()));
             }
             let name = pool_vhost_name(t.as_str(), now_ms(), uuid::Uuid::new_v4().as_u128() as u32);
             let reserve = PoolStep::Reserve {
@@ -250,41 +250,34 @@ async fn refill_cell(
             match registry.pool_step(&cell.name, &name, t, reserve).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    return (
-                        t,
-                        Err(format!(
-                            "no seat left in cell '{}' (or it closed)",
-                            cell.name
-                        )),
-                    );
+                    let why = format!("no seat left in cell '{}' (or it closed)", cell.name);
+                    return (t, Made::Stopped(why));
                 }
-                Err(e) => return (t, Err(e.to_string())),
+                Err(e) => return (t, Made::Failed(e.to_string())),
             }
             // A failure leaves the reservation to the next refill (step 1), which makes it.
             if let Err(e) = make(rabbitmq, &name, description, t, options.deadline).await {
-                return (t, Err(e.to_string()));
+                return (t, Made::Failed(e.to_string()));
             }
             match registry
                 .pool_step(&cell.name, &name, t, PoolStep::Ready)
                 .await
             {
-                Ok(_) => (t, Ok(name)),
-                Err(e) => (t, Err(e.to_string())),
+                Ok(_) => (t, Made::Ready(name)),
+                Err(e) => (t, Made::Failed(e.to_string())),
             }
         })
         .buffer_unordered(options.concurrency.max(1))
         .collect::<Vec<_>>()
         .await;
-    for (t, result) in made {
-        match result {
-            Ok(name) => {
+    for (t, made) in made {
+        match made {
+            Made::Ready(name) => {
                 report.made += 1;
                 ready.entry(t).or_default().push(name);
             }
-            Err(why) if why.starts_with("no seat") || why.starts_with("the run") => {
-                report.stopped = Some(why);
-            }
-            Err(why) => report.failures.push(why),
+            Made::Stopped(why) => report.stopped = Some(why),
+            Made::Failed(why) => report.failures.push(why),
         }
     }
     report.ready = ready.iter().map(|(t, v)| (t.as_str(), v.len())).collect();
@@ -292,6 +285,14 @@ async fn refill_cell(
         tracing::info!(cell = %cell.name, made = report.made, finished = report.finished, removed = report.removed, ready = ?report.ready, "pool refilled");
     }
     report
+}
+
+/// How one new vhost of a refill ended.
+enum Made {
+    Ready(String),
+    /// Not started: no seat left, or no time (not a failure).
+    Stopped(String),
+    Failed(String),
 }
 
 /// Creates (or makes again) a vhost made ahead: marked as this installation's pool, with its

@@ -38,7 +38,13 @@ impl Registry {
         queue_type: QueueType,
         step: PoolStep,
     ) -> Result<bool, StepError> {
-        let action = format!("{step:?} vhost '{vhost}' in cell '{cell}''s pool").to_lowercase();
+        let verb = match step {
+            PoolStep::Reserve { .. } => "reserve",
+            PoolStep::Ready => "make ready",
+            PoolStep::Retire => "retire",
+            PoolStep::Removed { .. } => "give back the seat of",
+        };
+        let action = format!("{verb} vhost '{vhost}' in cell '{cell}''s pool");
         let ready = format!("#{}", ready_attribute(queue_type));
         let (expression, condition) = match step {
             PoolStep::Reserve { open_by_file, .. } => (
