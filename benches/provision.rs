@@ -132,7 +132,7 @@ async fn main() {
             let record =
                 post_signup::tenant::record::TenantRecord::new(&tenant, None, &p.plans, "bench");
             let placed = placing.placement.place(&record).await.expect("placed");
-            let tenant = tenant.in_vhost(placed.record().vhost.as_deref());
+            let tenant = placed.record().tenant().unwrap();
             let provisioner = placing.provisioner().await.unwrap();
             let broker = provisioner.brokers.get("bench").await.unwrap();
             let state = post_signup::tenant::plan::TenantState::new(&p.plans);

@@ -334,7 +334,9 @@ async fn record_and_provision(
                 (e.to_string(), detail)
             })?;
             let record = placed.record();
-            let in_vhost = tenant.clone().in_vhost(record.vhost.as_deref());
+            let in_vhost = record
+                .tenant()
+                .map_err(|e| (e.to_string(), "registry: bad record".to_owned()))?;
             (provisioner.brokers.get(&record.cell).await, in_vhost)
         } else {
             (provisioner.brokers.first().await, tenant.clone())
@@ -614,7 +616,9 @@ async fn remove_tombstoned_vhost(
         return;
     };
     // The record's vhost: one made ahead, if the tenant claimed one.
-    let vhost = tenant.clone().in_vhost(record.vhost.as_deref());
+    let Ok(vhost) = record.tenant() else {
+        return;
+    };
     let removing = async {
         p.brokers
             .get(&record.cell)
