@@ -128,6 +128,21 @@ async fn admin_confirm(
 }
 
 /// A confirmed user of `pool` (no trigger: the test provisions when it wants): (sub, access, id).
+/// The record the stack's trigger (run by Cognito) wrote during `confirmation`, which succeeds.
+async fn recorded_at_confirmation(
+    confirmation: impl Future<Output = Result<(), aws_sdk_cognitoidentityprovider::Error>>,
+    tenant: &TenantId,
+) -> post_signup::tenant::record::TenantRecord {
+    confirmation
+        .await
+        .expect("the confirmation, with the trigger run by Cognito, succeeds");
+    let record = record_of(tenant)
+        .await
+        .expect("the trigger recorded the tenant");
+    assert_eq!(record.origin, "sign-up");
+    record
+}
+
 async fn confirmed_user(pool: &str, client: &str) -> (TenantId, String, String) {
     let (username, tenant) = sign_up(client).await;
     admin_confirm(pool, &username).await.unwrap();
@@ -470,15 +485,9 @@ async fn a_person_signs_up_confirms_and_their_frontend_finds_the_tenant_ready() 
     let functions = functions_env();
     let client = var("USER_POOL_CLIENT_IDS");
     let (username, tenant) = sign_up(&client).await;
-    confirm(&client, &username)
-        .await
-        .expect("ConfirmSignUp, with the trigger run by Cognito, succeeds");
     // The trigger ran during ConfirmSignUp: the tenant is recorded, and it is complete or
     // handed off (the worker finishes that one).
-    let record = record_of(&tenant)
-        .await
-        .expect("the trigger recorded the tenant");
-    assert_eq!(record.origin, "sign-up");
+    let record = recorded_at_confirmation(confirm(&client, &username), &tenant).await;
     let (access, _) = sign_in(&client, &username).await;
     let url = format!("{}/tenant", functions["STACK_API_URL"]);
     let answer = http()
@@ -602,13 +611,7 @@ async fn each_cognito_confirmation_reaches_the_real_trigger_as_cognito_sends_it(
     // An administrator's confirmation: Cognito sends PostConfirmation_ConfirmSignUp, and the
     // person gets a tenant as after their own confirmation.
     let (username, tenant) = sign_up(&client).await;
-    admin_confirm(&pool, &username)
-        .await
-        .expect("AdminConfirmSignUp, with the trigger run by Cognito, succeeds");
-    let record = record_of(&tenant)
-        .await
-        .expect("the trigger recorded the administrator-confirmed tenant");
-    assert_eq!(record.origin, "sign-up");
+    let record = recorded_at_confirmation(admin_confirm(&pool, &username), &tenant).await;
     if record.provisioned_at.is_none() {
         assert!(worker_takes_handoff_of(&tenant, &var("HANDOFF_QUEUE_URL")).await);
     }
