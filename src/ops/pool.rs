@@ -192,10 +192,13 @@ async fn refill_cell(
         report.removed += remove(p, &cell.name, rabbitmq, name, t, &mut report.failures).await;
     }
 
-    // 2. Beyond the declared size: retired (out of the ready set first), then removed.
+    // 2. Beyond the declared size: retired (out of the ready set first), then removed; at most
+    // `max_per_run` per run, like the making (a pool turned off empties over a few runs).
+    let mut retiring = options.max_per_run;
     for (t, names) in ready.iter_mut() {
         let size = cell.pool_size(*t) as usize;
-        while names.len() > size {
+        while names.len() > size && retiring > 0 {
+            retiring -= 1;
             let name = names.pop().expect("longer than size");
             match registry
                 .pool_step(&cell.name, &name, *t, PoolStep::Retire)
