@@ -72,5 +72,7 @@ def fresh_namespace():
 
 
 def drop_namespace(ns):
+    """Removes the namespace and waits until it is gone: deleting a burst's hundreds of backends
+    keeps the control plane busy for a minute or more, which would slow the next run down."""
     subprocess.run([STACK["STACK_KUBECTL"], "--kubeconfig", STACK["KUBECONFIG"], "delete", "namespace", ns,
-                    "--wait=false"], check=True, capture_output=True)
+                    "--wait=true", "--timeout=300s"], check=True, capture_output=True)
