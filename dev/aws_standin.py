@@ -135,11 +135,10 @@ class ArrivalOrder:
 def moto_modules_listed_once():
     """moto's dispatcher lists its own package folder (a listdir and ~150 isdir calls) on every
     request, under its one lock: a constant, listed once here."""
-    import functools
-
     import moto.backends as backends
 
-    backends.list_of_moto_modules = functools.cache(lambda listed=backends.list_of_moto_modules: tuple(listed()))
+    listed = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: listed
 
 
 class FaultShim:

@@ -84,8 +84,7 @@ if args.pool:
         raise SystemExit(f"bench: the pool was not filled: {fill.stderr[-2000:]}")
     print(f"bench: pools filled in {pool_fill_s} s: {fill.stdout.strip()[:400]}", file=sys.stderr)
 subs = [str(uuid.uuid4()) for _ in range(args.count)]
-walls, inside, handed, recorded, unrecorded, lost = [], 0, 0, 0, 0, []
-inside_outcome_later = 0
+walls, inside, inside_outcome_later, handed, recorded, unrecorded, lost = [], 0, 0, 0, 0, 0, []
 procs = []
 paths = {}
 for sub in subs:
