@@ -190,8 +190,15 @@ sampled_s = time.perf_counter() - burst_end
 
 
 # The worker, as Lambda's event source runs it, keeps polling: drain passes until every tenant
-# is complete or 120 s have passed (each pass ends when the queue answers empty).
+# is complete or 120 s have passed (each pass ends when the queue answers empty). A pass also
+# tops up the pools (sign-ups that saw a pool below half asked for it), so when every sign-up
+# finished inside the trigger there is nothing of the tenants' to drain: they were complete at
+# their answers, and a drain would time the pools' top-up instead (checked below all the same).
 summary, passes, incomplete = {}, 0, list(subs)
+after_drain = 0
+if inside == args.count:
+    incomplete = [sub for sub in subs if not status(sub).get("complete")]
+    drain_end = burst_end + sampled_s
 while incomplete and time.perf_counter() - burst_end < 120:
     drain = subprocess.run([args.tenantctl, "drain"], env={**operator, "HANDOFF_QUEUE_URL": queue},
                            capture_output=True, text=True)
@@ -273,4 +280,4 @@ print(f"burst of {args.count} ({what}): {inside} finished inside the trigger ({i
       f"{len(missing)} without a tenant; wall p50 {result['wall_ms_p50']} ms, "
       f"p95 {result['wall_ms_p95']} ms, max {result['wall_ms_max']} ms ({result['over_5s']} over 5 s); "
       f"every tenant complete {complete_after_s} s after the burst's last answer "
-      f"({passes} drain pass{'es' if passes > 1 else ''})")
+      f"({passes} drain pass{'' if passes == 1 else 'es'})")
