@@ -136,6 +136,8 @@ with concurrent.futures.ThreadPoolExecutor(max_workers=len(procs)) as pool:
 HANDED_OFF = "tenantctl: not finished in time; handed off to the queue"
 RECORDED_ONLY = "tenantctl: not finished and not handed off; recorded"
 UNRECORDED = "tenantctl: neither recorded nor handed off"
+# The trigger's warning when the world is finished but the record's outcome write was not.
+OUTCOME_LATE = "outcome not recorded in time"
 inits = []
 for sub, wall, code, err in finished:
     if args.simultaneous:
@@ -167,7 +169,7 @@ for sub, wall, code, err in finished:
         unrecorded += 1
     else:
         inside += 1
-        if "outcome not recorded in time" in err:
+        if OUTCOME_LATE in err:
             # Finished in the world; the record's "converged" mark is left to the reconciler.
             inside_outcome_later += 1
 burst_end = time.perf_counter()
@@ -194,11 +196,10 @@ sampled_s = time.perf_counter() - burst_end
 # tops up the pools (sign-ups that saw a pool below half asked for it), so when every sign-up
 # finished inside the trigger there is nothing of the tenants' to drain: they were complete at
 # their answers, and a drain would time the pools' top-up instead (checked below all the same).
-summary, passes, incomplete = {}, 0, list(subs)
-after_drain = 0
+summary, passes, incomplete, after_drain = {}, 0, list(subs), 0
+drain_end = burst_end + sampled_s
 if inside == args.count:
     incomplete = [sub for sub in subs if not status(sub).get("complete")]
-    drain_end = burst_end + sampled_s
 while incomplete and time.perf_counter() - burst_end < 120:
     drain = subprocess.run([args.tenantctl, "drain"], env={**operator, "HANDOFF_QUEUE_URL": queue},
                            capture_output=True, text=True)
